@@ -1,0 +1,70 @@
+"""The augmentation set T of section IV.A, batched, seeded and in-graph.
+
+Each view is: a random resized crop (small crops give local views, large ones global or
+adjacent views), a rotation by a random multiple of 90 degrees (the angle set
+{0, pi/2, pi, 3pi/2} of section IV.A), and independent horizontal and vertical flips.
+
+Every op is a stateless TF op on a whole batch ``[N, H, W, C]`` driven by one seed tensor of
+shape ``[2]``, so the views are the same on any device and any number of replicas for the
+same seed, and the functions run inside ``tf.data`` or a ``tf.function`` (never in Python).
+Images must be square (the data pipeline resizes to ``image_size x image_size``), since a
+quarter turn of a non-square image changes its shape.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+DEFAULT_CROP_SCALE = (0.25, 1.0)
+DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def random_resized_crop(images, seed, scale=DEFAULT_CROP_SCALE, ratio=DEFAULT_CROP_RATIO):
+    """Crops a random box of ``scale`` x area and ``ratio`` aspect from each image, resized back."""
+    images = tf.convert_to_tensor(images)
+    n = tf.shape(images)[0]
+    size = tf.shape(images)[1:3]
+    s_area, s_ratio, s_y, s_x = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    area = tf.random.stateless_uniform([n], s_area, scale[0], scale[1])
+    log_ratio = tf.random.stateless_uniform([n], s_ratio, math.log(ratio[0]), math.log(ratio[1]))
+    aspect = tf.exp(log_ratio)
+    # Box height and width as fractions of the image side.
+    h = tf.minimum(tf.sqrt(area / aspect), 1.0)
+    w = tf.minimum(tf.sqrt(area * aspect), 1.0)
+    y0 = tf.random.stateless_uniform([n], s_y) * (1.0 - h)
+    x0 = tf.random.stateless_uniform([n], s_x) * (1.0 - w)
+    boxes = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+    crops = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(n), size)
+    return tf.cast(crops, images.dtype) if images.dtype.is_floating else crops
+
+
+def random_rot90(images, seed):
+    """Rotates each (square) image by k * 90 degrees, k drawn uniformly from {0, 1, 2, 3}."""
+    images = tf.convert_to_tensor(images)
+    n = tf.shape(images)[0]
+    k = tf.random.stateless_uniform([n], seed, 0, 4, dtype=tf.int32)
+    rotations = tf.stack([tf.image.rot90(images, i) for i in range(4)], axis=1)  # [N,4,H,W,C]
+    return tf.gather(rotations, k, axis=1, batch_dims=1)
+
+
+def random_flip(images, seed, axis):
+    """Flips each image along ``axis`` (1: vertical, 2: horizontal) with probability 1/2."""
+    images = tf.convert_to_tensor(images)
+    flip = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(images, [axis]), images)
+
+
+def augment(images, seed, crop_scale=DEFAULT_CROP_SCALE):
+    """One random view t(x) of every image in a float batch ``[N, H, W, C]`` (section IV.A)."""
+    s_crop, s_rot, s_h, s_v = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    images = random_resized_crop(images, s_crop, scale=crop_scale)
+    images = random_rot90(images, s_rot)
+    images = random_flip(images, s_h, axis=2)
+    return random_flip(images, s_v, axis=1)
+
+
+def two_views(images, seed, crop_scale=DEFAULT_CROP_SCALE):
+    """The positive pair (x_i, x_j) = (t(x), t'(x)) of the SCL module, independent draws."""
+    s_i, s_j = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    return augment(images, s_i, crop_scale), augment(images, s_j, crop_scale)

@@ -1,0 +1,229 @@
+"""Datasets, small-data splits and the tf.data input pipeline.
+
+Sources (``--dataset``):
+  * ``neu``: NEU-CLS steel surfaces through the TFDS builder in ``datasets/neu`` (manual dir).
+  * ``mixed_wm38``: MixedWM38 wafer maps through ``datasets/mixed_wm38`` (manual dir).
+  * ``synthetic_wafers``: the procedurally generated wafer maps of
+    :mod:`scl_amp_tf.synthetic_wafers` (SYNTHETIC, needs no download; used only when asked for).
+  * ``folder:/path/to/root``: the user's own images, one sub-folder per class.
+
+Input handling (documented in the README): every image is resized once, at load time, to
+``image_size x image_size`` (bilinear, antialiased) and kept as uint8 with 1 channel (gray)
+or 3 (RGB). Wafer maps (values 0 no die, 1 pass, 2 fail) become gray images 0, 127, 254, so
+the three die states stay equally spaced. The model scales to [0, 1] and replicates a gray
+channel to the three channels a ResNet expects (see :mod:`scl_amp_tf.models`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from scl_amp_tf import augmentation
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TFDS_DATASETS = ("neu", "mixed_wm38")
+SYNTHETIC = "synthetic_wafers"
+WAFER_SCALE = 127  # wafer map value v -> gray level v * 127
+
+
+class DataError(ValueError):
+    """A problem with the user's data or data flags; the message says what and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledImages:
+    """Images ``uint8 [N, S, S, C]``, labels ``int64 [N]`` and the class names, in label order."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple
+    description: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices) -> "LabelledImages":
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+
+
+def resize_images(images, image_size: int, batch: int = 256) -> np.ndarray:
+    """Resizes uint8 ``[N, H, W, C]`` images to ``image_size`` squared (bilinear, antialiased)."""
+    images = np.asarray(images)
+    if images.shape[1:3] == (image_size, image_size):
+        return images
+    out = []
+    for start in range(0, len(images), batch):
+        chunk = tf.image.resize(images[start:start + batch], (image_size, image_size), antialias=True)
+        out.append(np.clip(np.round(chunk.numpy()), 0, 255).astype(np.uint8))
+    return np.concatenate(out) if out else np.zeros((0, image_size, image_size, images.shape[-1]), np.uint8)
+
+
+def load(spec: str, *, image_size: int, data_dir=None, manual_dir=None, synthetic_per_class=100,
+         seed=0) -> LabelledImages:
+    """Loads the dataset named by ``spec`` (see the module docstring), resized to ``image_size``."""
+    if spec in TFDS_DATASETS:
+        return _load_tfds(spec, image_size, data_dir, manual_dir)
+    if spec == SYNTHETIC:
+        from scl_amp_tf import synthetic_wafers
+
+        maps, labels, _ = synthetic_wafers.generate(synthetic_per_class, seed=seed)
+        images = resize_images(maps[..., None].astype(np.uint8) * WAFER_SCALE, image_size)
+        return LabelledImages(images, labels.astype(np.int64), tuple(synthetic_wafers.CLASS_NAMES),
+                              f"SYNTHETIC wafer maps ({synthetic_per_class} per class, seed {seed})")
+    if spec.startswith("folder:"):
+        return load_image_folder(spec[len("folder:"):], image_size)
+    raise DataError(
+        f"--dataset={spec!r} is not known. Use one of {', '.join(TFDS_DATASETS + (SYNTHETIC,))} "
+        "or folder:/path/to/root (one sub-folder of images per class).")
+
+
+def _load_tfds(name, image_size, data_dir, manual_dir) -> LabelledImages:
+    import tensorflow_datasets as tfds
+
+    import scl_amp_tf  # noqa: F401  (registers the builders)
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except (AssertionError, FileNotFoundError, OSError, ValueError) as e:
+            raise DataError(
+                f"The {name} dataset is not prepared and could not be built from its manual files.\n{e}\n"
+                f"Put the files where the message above says, or pass --manual_dir=/path/to/them "
+                f"(the TFDS data is written to --data_dir={builder.data_dir_root}).") from e
+    dataset = builder.as_dataset(split="train", shuffle_files=False)
+    images, labels = [], []
+    for example in dataset.as_numpy_iterator():
+        image = example["image"]
+        if name == "mixed_wm38":
+            image = image * WAFER_SCALE
+        images.append(resize_images(image[None], image_size)[0])
+        labels.append(example["label"])
+    names = tuple(builder.info.features["label"].names)
+    note = " (89 % partial copy)" if name == "mixed_wm38" and len(labels) < 38015 else ""
+    return LabelledImages(np.stack(images), np.asarray(labels, np.int64), names,
+                          f"{name} v{builder.info.version}: {len(labels)} images{note}")
+
+
+def load_image_folder(root, image_size: int) -> LabelledImages:
+    """Reads ``root/<class>/<image>`` (png, jpg, bmp, gif; any size; gray or RGB).
+
+    Class ids follow the sorted sub-folder names. All images become gray (1 channel) if every
+    one is gray, else RGB. Raises :class:`DataError` naming the folder or file at fault.
+    """
+    root = pathlib.Path(os.path.expanduser(root))
+    if not root.is_dir():
+        raise DataError(f"--dataset=folder:{root}: no such directory. Give the folder that holds "
+                        "one sub-folder of images per class, e.g. folder:/data/defects with "
+                        "/data/defects/scratch/001.png.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"{root} has {len(class_dirs)} class sub-folder(s); at least 2 are needed "
+                        "(one sub-folder of images per class).")
+    decoded, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir()
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"Class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                            "Add images or remove the folder.")
+        for path in files:
+            try:
+                image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+                raise DataError(f"Cannot decode image {path}: {e.message.strip()}. "
+                                "Fix or remove the file.") from None
+            if image.shape[-1] not in (1, 3, 4):
+                raise DataError(f"{path} has {image.shape[-1]} channels; expected gray, RGB or RGBA.")
+            decoded.append(image.numpy()[..., :3] if image.shape[-1] == 4 else image.numpy())
+            labels.append(label)
+    channels = 1 if all(im.shape[-1] == 1 for im in decoded) else 3
+    images = np.stack([
+        resize_images((np.repeat(im, 3, axis=-1) if im.shape[-1] != channels else im)[None], image_size)[0]
+        for im in decoded])
+    return LabelledImages(images, np.asarray(labels, np.int64), tuple(p.name for p in class_dirs),
+                          f"image folder {root}: {len(labels)} images")
+
+
+def split(data: LabelledImages, *, seed: int, shots_per_class=None, train_fraction=None):
+    """Small-data split of section IV: ``(train_indices, test_indices)``.
+
+    ``shots_per_class=k``: k training images per class, every other image is a test image
+    (NEU Table III, MixedWM38 Table VI). ``train_fraction=f``: a stratified fraction f of every
+    class (Table II, Table V). Exact duplicate images are grouped, so that a picture never sits
+    on both sides (NEU's Pa_101 and Pa_105 are identical).
+    """
+    if (shots_per_class is None) == (train_fraction is None):
+        raise DataError("Give exactly one of --shots_per_class and --train_fraction.")
+    if shots_per_class is not None and shots_per_class < 1:
+        raise DataError(f"--shots_per_class={shots_per_class} must be at least 1.")
+    if train_fraction is not None and not 0.0 < train_fraction < 1.0:
+        raise DataError(f"--train_fraction={train_fraction} must be strictly between 0 and 1.")
+    rng = np.random.default_rng(seed)
+    digests = np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in data.images])
+    train = []
+    for label, name in enumerate(data.class_names):
+        members = np.flatnonzero(data.labels == label)
+        if len(members) == 0:
+            raise DataError(f"Class {name!r} has no images.")
+        want = shots_per_class if shots_per_class is not None else int(round(train_fraction * len(members)))
+        if want >= len(members) or want < 1:
+            raise DataError(
+                f"Class {name!r} has {len(members)} images: a training set of {want} per class "
+                "leaves no test image (or no training image). Lower --shots_per_class or change "
+                "--train_fraction.")
+        groups = {}
+        for index in members:
+            groups.setdefault(digests[index], []).append(index)
+        order = list(groups.values())
+        rng.shuffle(order)
+        taken = 0
+        for group in order:
+            if taken + len(group) <= want:
+                train.extend(group)
+                taken += len(group)
+            if taken == want:
+                break
+    train = np.sort(np.asarray(train, np.int64))
+    in_train = np.isin(digests, digests[train])
+    test = np.flatnonzero(~in_train)
+    return train, test
+
+
+def to_float(images):
+    """uint8 images -> float32 in [0, 1] (the model's input)."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def pipeline(data: LabelledImages, *, batch_size: int, views: str, seed: int, shuffle: bool,
+             crop_scale=augmentation.DEFAULT_CROP_SCALE) -> tf.data.Dataset:
+    """The tf.data input of training and evaluation.
+
+    ``views``: ``"three"`` gives ``((x_n, x_i, x_j), y)`` (SCL-AMP: the image and two views),
+    ``"one"`` gives ``(t(x), y)`` (the cross-entropy baseline, same augmentation set),
+    ``"none"`` gives ``(x, y)``. The images are held in memory already resized (deterministic
+    preprocessing done once); augmentation runs per batch after that, from a seeded random
+    stream that changes every epoch, so it is never frozen by a cache.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    if shuffle:
+        ds = ds.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda x, y: (to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if views != "none":
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds)
+        if views == "three":
+            fn = lambda batch, s: ((batch[0], *augmentation.two_views(batch[0], s, crop_scale)), batch[1])
+        elif views == "one":
+            fn = lambda batch, s: (augmentation.augment(batch[0], s, crop_scale), batch[1])
+        else:
+            raise ValueError(f"views must be 'three', 'one' or 'none', not {views!r}")
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,82 @@
+"""Command line: train SCL-AMP (or the CE baseline) and evaluate it on the test split.
+
+    python -m scl_amp_tf.train --flagfile=configs/demo.cfg
+    python -m scl_amp_tf.train --flagfile=configs/neu.cfg --manual_dir=/data/NEU-CLS
+    python -m scl_amp_tf.train --dataset=folder:/data/my_defects --shots_per_class=20 \
+        --model_dir=runs/mine
+
+Rerunning the same command resumes an interrupted run (Keras BackupAndRestore). Every
+hyper-parameter of the paper's Table I is a flag; see ``--helpfull``.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from scl_amp_tf.training import TrainConfig
+
+_DEFAULTS = TrainConfig(model_dir="")
+
+flags.DEFINE_string("model_dir", None, "Directory for checkpoints, logs, the encoder and metrics.json.")
+flags.DEFINE_string("dataset", _DEFAULTS.dataset,
+                    "neu | mixed_wm38 | synthetic_wafers (SYNTHETIC demo data) | folder:/path/to/root "
+                    "(one sub-folder of images per class).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None,
+                    "Folder holding the manually downloaded files of neu / mixed_wm38 "
+                    "(default <data_dir>/downloads/manual).")
+flags.DEFINE_integer("synthetic_per_class", _DEFAULTS.synthetic_per_class,
+                     "Maps per class generated for --dataset=synthetic_wafers.")
+flags.DEFINE_integer("image_size", _DEFAULTS.image_size, "Images are resized to this square size.")
+flags.DEFINE_integer("shots_per_class", None, "k labelled training images per class; the rest is the test set.")
+flags.DEFINE_float("train_fraction", None, "Stratified fraction of each class used for training (e.g. 0.8).")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the split, the initialisation and the augmentations.")
+flags.DEFINE_enum("method", _DEFAULTS.method, ["scl_amp", "ce"],
+                  "scl_amp: the paper's method; ce: the ResNet + softmax cross-entropy baseline.")
+flags.DEFINE_enum("backbone", _DEFAULTS.backbone, ["resnet50", "resnet18", "resnet_tiny"], "Backbone network.")
+flags.DEFINE_string("backbone_weights", _DEFAULTS.backbone_weights,
+                    "none | imagenet (resnet50, Keras download) | path to a weights file.")
+flags.DEFINE_float("bn_momentum", _DEFAULTS.bn_momentum, "Momentum of every batch-norm moving average.")
+flags.DEFINE_integer("embedding_dim", _DEFAULTS.embedding_dim, "Embedding size d (Table I: 128).")
+flags.DEFINE_integer("projection_dim", _DEFAULTS.projection_dim, "Hidden width of the MLP projection head.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size N (Table I: 32).")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs (Table I: 100).")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate (Table I: 5e-4).")
+flags.DEFINE_float("temperature", _DEFAULTS.temperature, "Temperature tau of L_con, Eq. 1 (Table I: 0.5).")
+flags.DEFINE_float("margin", _DEFAULTS.margin, "Angular margin m of L_arc, Eq. 4 (Table I: 0.5).")
+flags.DEFINE_float("arc_scale", _DEFAULTS.arc_scale, "Scale s of L_arc, Eq. 4.")
+flags.DEFINE_float("alpha", _DEFAULTS.alpha, "Weight of L_con in Eq. 5 (paper: 0.75).")
+flags.DEFINE_float("beta", _DEFAULTS.beta, "Weight of L_arc in Eq. 5 (paper: 0.25).")
+flags.DEFINE_bool("symmetric", _DEFAULTS.symmetric, "Both directions of each pair in L_con, as in SimCLR.")
+flags.DEFINE_bool("arc_on_views", _DEFAULTS.arc_on_views,
+                  "Apply L_arc to the two augmented views too (the paper: the original image only).")
+flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest random-crop area, as a fraction.")
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["auto", "default", "mirrored"],
+                  "tf.distribute strategy; auto picks mirrored when several GPUs are visible.")
+flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0 silent, 1 progress bar, 2 one line per epoch.")
+flags.mark_flag_as_required("model_dir")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> TrainConfig:
+    names = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{name: FLAGS[name].value for name in names})
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from scl_amp_tf import training  # after flag parsing: TensorFlow loads here
+
+    try:
+        training.train_and_evaluate(config_from_flags())
+    except ValueError as e:  # bad flag values and data problems (DataError is a ValueError)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,260 @@
+"""Training and evaluation of one run: data -> split -> model -> fit -> reference database.
+
+:func:`train_and_evaluate` takes a :class:`TrainConfig` (no global flags are read here) and
+fills one model directory::
+
+    model_dir/
+      config.json          the run's settings (a rerun with the same settings resumes)
+      backup/              Keras BackupAndRestore checkpoint (resumes an interrupted run)
+      logs/                TensorBoard logs (train/ and the final test accuracy)
+      split.npz            train and test indices into the dataset
+      encoder.keras        the trained encoder (SCL-AMP) or classifier (CE baseline)
+      reference_db.npz     the reference database of the training images' embeddings
+      metrics.json         test accuracy and per-class accuracy
+
+The final files are written to temporary names and renamed into place, so a model directory
+never holds a half-written artefact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from scl_amp_tf import data as data_lib
+from scl_amp_tf import models
+from scl_amp_tf.reference import ReferenceDatabase
+
+METHODS = ("scl_amp", "ce")
+# Settings that do not change what a run computes; they may differ when a run is resumed.
+RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a run. Defaults are the paper's Table I where it gives one."""
+
+    model_dir: str
+    dataset: str = data_lib.SYNTHETIC
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    synthetic_per_class: int = 100
+    image_size: int = 64
+    shots_per_class: int | None = None
+    train_fraction: float | None = None
+    seed: int = 0
+    method: str = "scl_amp"
+    backbone: str = "resnet50"
+    backbone_weights: str = "none"
+    bn_momentum: float = 0.9
+    embedding_dim: int = 128
+    projection_dim: int = 512
+    batch_size: int = 32
+    epochs: int = 100
+    learning_rate: float = 5e-4
+    temperature: float = 0.5
+    margin: float = 0.5
+    arc_scale: float = 30.0
+    alpha: float = 0.75
+    beta: float = 0.25
+    symmetric: bool = False
+    arc_on_views: bool = False
+    crop_scale_min: float = 0.25
+    strategy: str = "auto"
+    verbose: int = 1
+
+    def validate(self):
+        """Raises ValueError naming the flag for any value outside its range."""
+        checks = [
+            (self.method in METHODS, f"--method={self.method!r} must be one of {', '.join(METHODS)}"),
+            (self.backbone in models.BACKBONES,
+             f"--backbone={self.backbone!r} must be one of {', '.join(models.BACKBONES)}"),
+            (self.image_size >= 32, f"--image_size={self.image_size} must be at least 32"),
+            (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
+            (self.epochs >= 1, f"--epochs={self.epochs} must be at least 1"),
+            (self.learning_rate > 0, f"--learning_rate={self.learning_rate} must be positive"),
+            (0 < self.temperature <= 1, f"--temperature={self.temperature} must lie in (0, 1] (section III.A)"),
+            (0 <= self.margin < np.pi / 2, f"--margin={self.margin} must lie in [0, pi/2)"),
+            (self.arc_scale > 0, f"--arc_scale={self.arc_scale} must be positive"),
+            (self.alpha >= 0 and self.beta >= 0 and self.alpha + self.beta > 0,
+             f"--alpha={self.alpha} and --beta={self.beta} must be non-negative, not both zero"),
+            (self.embedding_dim >= 2, f"--embedding_dim={self.embedding_dim} must be at least 2"),
+            (0 <= self.bn_momentum < 1, f"--bn_momentum={self.bn_momentum} must lie in [0, 1)"),
+            (0 < self.crop_scale_min <= 1, f"--crop_scale_min={self.crop_scale_min} must lie in (0, 1]"),
+            (self.synthetic_per_class >= 2, f"--synthetic_per_class={self.synthetic_per_class} must be >= 2"),
+            (self.strategy in ("auto", "default", "mirrored"),
+             f"--strategy={self.strategy!r} must be auto, default or mirrored"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if (self.shots_per_class is None) == (self.train_fraction is None):
+            raise ValueError("Give exactly one of --shots_per_class and --train_fraction.")
+
+    def run_settings(self):
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
+
+
+def _atomic_write(path, write):
+    """Calls ``write(tmp_path)`` then renames the temporary file to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+    _atomic_write(path, write)
+
+
+def _check_model_dir(config):
+    """A model dir holds one run: resuming it with other settings is an error, not a silent mix."""
+    path = os.path.join(config.model_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    wanted = config.run_settings()
+    diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    if diff:
+        lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"--model_dir={config.model_dir} holds a run with other settings ({lines}). "
+                         "Use a new --model_dir, or delete that directory to start over.")
+
+
+def make_strategy(name):
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def per_class_accuracy(labels, predictions, class_names):
+    return {name: float(np.mean(predictions[labels == i] == i)) if np.any(labels == i) else None
+            for i, name in enumerate(class_names)}
+
+
+def train_and_evaluate(config: TrainConfig):
+    """Runs (or resumes) one training run and returns the metrics dict written to metrics.json."""
+    config.validate()
+    data = data_lib.load(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
+                         manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
+                         seed=config.seed)
+    train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
+                                         train_fraction=config.train_fraction)
+    train_data, test_data = data.subset(train_idx), data.subset(test_idx)
+    _check_model_dir(config)
+    os.makedirs(config.model_dir, exist_ok=True)
+    write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
+    _atomic_write(os.path.join(config.model_dir, "split.npz"),
+                  lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
+    if config.verbose:
+        print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
+              f"{len(test_idx)} test images at {config.image_size}x{config.image_size}.")
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    image_shape = train_data.images.shape[1:]
+    with strategy.scope():
+        features = models.build_features(image_shape, config.backbone, config.backbone_weights,
+                                         config.bn_momentum)
+        if strategy.num_replicas_in_sync > 1:
+            models.set_batchnorm(features, synchronized=True)
+        optimizer = keras.optimizers.Adam(config.learning_rate)
+        if config.method == "scl_amp":
+            encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
+            model = models.SclAmpModel(encoder, data.num_classes, temperature=config.temperature,
+                                       margin=config.margin, scale=config.arc_scale, alpha=config.alpha,
+                                       beta=config.beta, symmetric=config.symmetric,
+                                       arc_on_views=config.arc_on_views)
+            model.build()
+            model.compile(optimizer=optimizer)
+            views = "three"
+        else:
+            model = encoder = models.build_classifier(features, data.num_classes)
+            model.compile(optimizer=optimizer,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            views = "one"
+
+    crop_scale = (config.crop_scale_min, 1.0)
+    train_ds = data_lib.pipeline(train_data, batch_size=config.batch_size, views=views, seed=config.seed,
+                                 shuffle=True, crop_scale=crop_scale)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup"), delete_checkpoint=False),
+        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
+    ]
+    start = time.time()
+    # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
+    history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, verbose=config.verbose,
+                        shuffle=False)
+    train_seconds = time.time() - start
+
+    metrics, database = evaluate(config, encoder, features, train_data, test_data)
+    metrics.update(train_seconds=train_seconds, dataset_description=data.description,
+                   final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {})
+    _save_artefacts(config, encoder, database, metrics)
+    if config.verbose:
+        print(f"Test accuracy {metrics['test_accuracy']:.4f} ({config.method}, {len(test_idx)} images); "
+              f"written to {config.model_dir}")
+    return metrics
+
+
+def embed(model, images, batch_size=128):
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data_lib.to_float)
+    return model.predict(ds, verbose=0)
+
+
+def evaluate(config, encoder, features, train_data, test_data):
+    """Test accuracy: reference database (SCL-AMP, section IV.A) or softmax (CE baseline).
+
+    Returns the metrics dict and the reference database of the training images (for CE it is
+    built on the pooled backbone features, and its accuracy is reported as an extra figure).
+    """
+    labels = test_data.labels
+    if config.method == "scl_amp":
+        database = ReferenceDatabase.from_embeddings(embed(encoder, train_data.images), train_data.labels,
+                                                     train_data.class_names)
+        predictions = database.predict(embed(encoder, test_data.images))
+        extra = {}
+    else:
+        predictions = np.argmax(embed(encoder, test_data.images), axis=1)
+        database = ReferenceDatabase.from_embeddings(embed(features, train_data.images), train_data.labels,
+                                                     train_data.class_names)
+        extra = {"reference_db_accuracy_on_features": float(
+            np.mean(database.predict(embed(features, test_data.images)) == labels))}
+    return {
+        "method": config.method,
+        "test_accuracy": float(np.mean(predictions == labels)),
+        "per_class_accuracy": per_class_accuracy(labels, predictions, test_data.class_names),
+        "num_train": int(len(train_data.labels)),
+        "num_test": int(len(labels)),
+        "class_names": list(test_data.class_names),
+        **extra,
+    }, database
+
+
+def _save_artefacts(config, encoder, database, metrics):
+    model_dir = config.model_dir
+    _atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
+    database.save(os.path.join(model_dir, "reference_db.npz"))
+    with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():
+        tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=config.epochs)
+    write_json(os.path.join(model_dir, "metrics.json"), metrics)
