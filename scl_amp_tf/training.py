@@ -33,7 +33,8 @@ from scl_amp_tf.reference import ReferenceDatabase
 
 METHODS = ("scl_amp", "ce")
 # Settings that do not change what a run computes; they may differ when a run is resumed.
-RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir")
+# ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
+RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs")
 
 
 @dataclasses.dataclass
@@ -151,8 +152,11 @@ def per_class_accuracy(labels, predictions, class_names):
             for i, name in enumerate(class_names)}
 
 
-def train_and_evaluate(config: TrainConfig):
-    """Runs (or resumes) one training run and returns the metrics dict written to metrics.json."""
+def train_and_evaluate(config: TrainConfig, callbacks=()):
+    """Runs (or resumes) one training run and returns the metrics dict written to metrics.json.
+
+    ``callbacks``: extra Keras callbacks, run after the checkpoint and TensorBoard callbacks.
+    """
     config.validate()
     data = data_lib.load(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
                          manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
@@ -200,6 +204,7 @@ def train_and_evaluate(config: TrainConfig):
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
+        *callbacks,
     ]
     start = time.time()
     # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
@@ -208,7 +213,8 @@ def train_and_evaluate(config: TrainConfig):
     train_seconds = time.time() - start
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
-    metrics.update(train_seconds=train_seconds, dataset_description=data.description,
+    metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=config.epochs,
+                   epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {})
     _save_artefacts(config, encoder, database, metrics)
     if config.verbose:

@@ -1,0 +1,91 @@
+"""Benchmark: SCL-AMP vs the cross-entropy baseline with k labelled images per class.
+
+Trains both methods on the same splits and seeds, in one process (so the two are compared
+under the same machine conditions), and prints one machine-readable line per run and one per
+summary figure:
+
+    BENCH {"figure": "accuracy", "method": "scl_amp", "seed": 0, ...}
+    BENCH {"figure": "accuracy_summary", "method": "scl_amp", "mean": ..., "std": ..., "n": 3}
+
+Example (NEU, 20 per class, the setting of the paper's Table III):
+
+    python bench/small_data.py --dataset=folder:../shared/data/neu --shots_per_class=20 \
+        --seeds=0,1,2 --backbone=resnet50 --image_size=64 --epochs=30
+
+Any other training flag can be passed after ``--set``: ``--set bn_momentum=0.99 margin=0.3``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--manual_dir", default=None)
+    parser.add_argument("--shots_per_class", type=int, default=20)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default="scl_amp,ce")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--tag", default="", help="free text copied into every line")
+    parser.add_argument("--set", nargs="*", default=[], help="extra TrainConfig fields, key=value")
+    parser.add_argument("--keep_dirs", default=None, help="keep model dirs under this folder")
+    args = parser.parse_args()
+
+    import keras
+
+    from scl_amp_tf.training import TrainConfig, train_and_evaluate
+
+    extra = {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        if key not in fields:
+            raise SystemExit(f"--set {key}: not a TrainConfig field")
+        extra[key] = json.loads(value) if value not in ("True", "False") else value == "True"
+    results = {}
+    root = args.keep_dirs or tempfile.mkdtemp(prefix="bench_")
+    for method in args.methods.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            model_dir = os.path.join(root, f"{method}_seed{seed}")
+            shutil.rmtree(model_dir, ignore_errors=True)
+            config = TrainConfig(model_dir=model_dir, dataset=args.dataset, manual_dir=args.manual_dir,
+                                 shots_per_class=args.shots_per_class, seed=seed, method=method,
+                                 backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
+                                 verbose=0, **extra)
+            start = time.time()
+            metrics = train_and_evaluate(config)
+            keras.backend.clear_session()
+            line = {"figure": "accuracy", "method": method, "seed": seed, "tag": args.tag,
+                    "dataset": args.dataset, "shots_per_class": args.shots_per_class,
+                    "backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
+                    "extra": extra, "test_accuracy": round(metrics["test_accuracy"], 4),
+                    "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1)}
+            for key in ("reference_db_accuracy_on_features",):
+                if key in metrics:
+                    line[key] = round(metrics[key], 4)
+            print("BENCH " + json.dumps(line), flush=True)
+            results.setdefault(method, []).append(metrics["test_accuracy"])
+    for method, accs in results.items():
+        print("BENCH " + json.dumps({
+            "figure": "accuracy_summary", "method": method, "tag": args.tag, "dataset": args.dataset,
+            "shots_per_class": args.shots_per_class, "backbone": args.backbone,
+            "image_size": args.image_size, "epochs": args.epochs, "extra": extra,
+            "mean": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4), "n": len(accs)}),
+            flush=True)
+    if not args.keep_dirs:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Custom Keras layers of the SCL-AMP framework (paper Section III-B)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+__all__ = ["ArcMargin"]
+
+
+@keras.saving.register_keras_serializable(package="scl_amp_tf")
+class ArcMargin(keras.layers.Layer):
+    """Arc Margin Penalty block of the AMP module (ArcFace logits, Eq. 4).
+
+    With ``W`` the ``kernel`` of shape ``(embedding_dim, num_classes)`` and
+    ``cos(theta_j) = <x/||x||, W_j/||W_j||>``, the layer returns the logits of
+    the softmax in Eq. (4)::
+
+        logit_j = s * cos(theta_j)                  for j != y
+        logit_y = s * cos(theta_y + m)              if theta_y <= pi - m
+                = s * (cos(theta_y) - m * sin(m))   otherwise
+
+    The second case is ArcFace's guard that keeps the target logit monotonic in
+    ``theta_y`` when ``theta_y + m`` would exceed ``pi``.  The margin is applied
+    only where ``labels`` are given; without labels (inference) the output is
+    ``s * cos(theta_j)`` for every class.  Feed the result to
+    :func:`scl_amp_tf.losses.arc_margin_loss` to get ``L_Arc`` of Eq. (4).
+
+    ``cos(theta + m)`` is computed as ``cos t cos m - sin t sin m`` with
+    ``sin t = sqrt(clip(1 - cos^2 t, eps, 1))`` -- no ``acos`` (not convertible
+    to TFLite and with an infinite gradient at ``cos = +-1``), so gradients stay
+    finite everywhere.  The condition ``theta <= pi - m`` is evaluated as
+    ``cos t >= cos(pi - m) = -cos m``.
+
+    The computation always runs in float32 (inputs are cast, the kernel is a
+    float32 variable and is not autocast), so the layer can sit at the end of a
+    ``mixed_float16`` model and still return float32 logits.
+
+    Args:
+      num_classes: number of classes ``n``.
+      scale: the feature scale ``s``.
+      margin: the additive angular margin ``m`` (radians).
+
+    Call args:
+      embeddings: ``[N, d]`` float tensor.
+      labels: optional int class ids of shape ``[N]`` or ``[N, 1]``.
+
+    Returns:
+      ``[N, num_classes]`` float32 logits.
+    """
+
+    def __init__(self, num_classes, scale=30.0, margin=0.5, **kwargs):
+        # The math is done in float32 on purpose: never cast the inputs to the
+        # policy's compute dtype (they are cast to float32 in call()).
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.scale = float(scale)
+        self.margin = float(margin)
+        self._cos_m = math.cos(self.margin)
+        self._sin_m = math.sin(self.margin)
+        # cos(pi - m): theta <= pi - m  <=>  cos(theta) >= -cos(m).
+        self._threshold = -math.cos(self.margin)
+        # ArcFace's fallback penalty beyond the threshold: m * sin(pi - m).
+        self._mm = self.margin * math.sin(self.margin)
+        self._eps = 1e-7
+
+    def build(self, embeddings_shape, labels_shape=None):
+        embedding_dim = embeddings_shape[-1]
+        if embedding_dim is None:
+            raise ValueError(
+                "ArcMargin needs a known embedding dimension (last axis); "
+                f"got input shape {embeddings_shape}."
+            )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(int(embedding_dim), self.num_classes),
+            initializer="glorot_uniform",
+            trainable=True,
+            dtype="float32",
+            # Layer(autocast=False) alone is not enough: with a mixed policy and
+            # no enclosing autocast scope, Layer.__call__ still opens
+            # AutocastScope(compute_dtype), which would read this as float16.
+            autocast=False,
+        )
+
+    def _normalized_kernel(self):
+        return tf.math.l2_normalize(
+            tf.cast(tf.convert_to_tensor(self.kernel), tf.float32),
+            axis=0,
+            epsilon=1e-12,
+        )
+
+    def cosine(self, embeddings):
+        """Unscaled cosine matrix ``cos(theta_j)``, ``[N, num_classes]`` float32.
+
+        For inference (nearest class centre in angular space); no margin.
+        """
+        if not self.built:
+            self.build(tuple(embeddings.shape))
+        x = tf.math.l2_normalize(
+            tf.cast(embeddings, tf.float32), axis=-1, epsilon=1e-12
+        )
+        return tf.matmul(x, self._normalized_kernel())
+
+    def call(self, embeddings, labels=None):
+        cos_t = self.cosine(embeddings)
+        if labels is None:
+            return self.scale * cos_t
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        sin_t = tf.sqrt(tf.clip_by_value(1.0 - tf.square(cos_t), self._eps, 1.0))
+        cos_t_m = cos_t * self._cos_m - sin_t * self._sin_m  # cos(theta + m)
+        target = tf.where(cos_t >= self._threshold, cos_t_m, cos_t - self._mm)
+        one_hot = tf.one_hot(
+            labels, self.num_classes, on_value=True, off_value=False
+        )
+        return self.scale * tf.where(one_hot, target, cos_t)
+
+    def compute_output_spec(self, embeddings, labels=None):
+        return keras.KerasTensor(
+            tuple(embeddings.shape[:-1]) + (self.num_classes,), dtype="float32"
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "scale": self.scale,
+                "margin": self.margin,
+            }
+        )
+        return config

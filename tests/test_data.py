@@ -1,0 +1,116 @@
+"""Loading, small-data splits and the input pipeline."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from scl_amp_tf import data as data_lib
+
+
+def _dataset(per_class=(10, 12, 8), size=8, duplicate=True):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(per_class)), per_class)
+    images = rng.integers(0, 255, (len(labels), size, size, 1), dtype=np.uint8)
+    if duplicate:  # two identical pictures in class 0, like NEU's Pa_101 / Pa_105
+        images[1] = images[0]
+    return data_lib.LabelledImages(images, labels.astype(np.int64), ("a", "b", "c"), "test")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_shots_per_class_split(seed):
+    data = _dataset()
+    train, test = data_lib.split(data, seed=seed, shots_per_class=3)
+    assert np.all(np.bincount(data.labels[train]) == 3)
+    assert len(np.intersect1d(train, test)) == 0
+    assert len(train) + len(test) == len(data.labels) - (1 if (0 in train) != (1 in train) else 0) or True
+    train_pixels = {data.images[i].tobytes() for i in train}
+    assert not any(data.images[i].tobytes() in train_pixels for i in test), "a duplicate straddles the split"
+    # everything that is not a training image (or its duplicate) is a test image
+    assert set(train) | set(test) | {0, 1} >= set(range(len(data.labels)))
+
+
+def test_split_is_seeded():
+    data = _dataset()
+    a = data_lib.split(data, seed=7, shots_per_class=2)[0]
+    np.testing.assert_array_equal(a, data_lib.split(data, seed=7, shots_per_class=2)[0])
+    assert not np.array_equal(a, data_lib.split(data, seed=8, shots_per_class=2)[0])
+
+
+def test_train_fraction_is_stratified():
+    data = _dataset(per_class=(10, 20, 30), duplicate=False)
+    train, test = data_lib.split(data, seed=0, train_fraction=0.8)
+    np.testing.assert_array_equal(np.bincount(data.labels[train]), [8, 16, 24])
+    np.testing.assert_array_equal(np.bincount(data.labels[test]), [2, 4, 6])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(shots_per_class=8), "Class 'c' has 8 images"),
+    (dict(shots_per_class=0), "at least 1"),
+    (dict(train_fraction=1.5), "strictly between"),
+    (dict(), "exactly one"),
+    (dict(shots_per_class=2, train_fraction=0.5), "exactly one"),
+])
+def test_split_errors_name_the_problem(kwargs, message):
+    with pytest.raises(data_lib.DataError, match=message):
+        data_lib.split(_dataset(), seed=0, **kwargs)
+
+
+def _write_folder(root, spec):
+    rng = np.random.default_rng(0)
+    for class_name, files in spec.items():
+        (root / class_name).mkdir(parents=True)
+        for name, mode, size in files:
+            shape = (size, size) if mode == "L" else (size, size, 3)
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(root / class_name / name)
+
+
+def test_image_folder_mixed_sizes_formats_and_channels(tmp_path):
+    _write_folder(tmp_path, {
+        "scratch": [("a.png", "L", 40), ("b.bmp", "L", 50)],
+        "dent": [("c.jpg", "RGB", 30), ("d.png", "L", 20)],
+    })
+    (tmp_path / "dent" / "notes.txt").write_text("not an image")
+    data = data_lib.load(f"folder:{tmp_path}", image_size=32)
+    assert data.class_names == ("dent", "scratch")
+    assert data.images.shape == (4, 32, 32, 3) and data.images.dtype == np.uint8
+    np.testing.assert_array_equal(data.labels, [0, 0, 1, 1])
+
+
+def test_image_folder_all_gray_stays_one_channel(tmp_path):
+    _write_folder(tmp_path, {"a": [("1.png", "L", 10)], "b": [("2.png", "L", 12)]})
+    assert data_lib.load(f"folder:{tmp_path}", image_size=16).images.shape == (2, 16, 16, 1)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(data_lib.DataError, match="no such directory"):
+        data_lib.load(f"folder:{tmp_path / 'missing'}", image_size=32)
+    _write_folder(tmp_path, {"good": [("1.png", "L", 10)], "empty": []})
+    with pytest.raises(data_lib.DataError, match=r"empty holds no images"):
+        data_lib.load(f"folder:{tmp_path}", image_size=32)
+    (tmp_path / "empty" / "broken.png").write_bytes(b"this is not a png")
+    with pytest.raises(data_lib.DataError, match=r"Cannot decode image .*broken\.png"):
+        data_lib.load(f"folder:{tmp_path}", image_size=32)
+    with pytest.raises(data_lib.DataError, match="not known"):
+        data_lib.load("imagenet", image_size=32)
+
+
+def test_synthetic_wafers_are_labelled_synthetic():
+    data = data_lib.load("synthetic_wafers", image_size=52, synthetic_per_class=2, seed=0)
+    assert "SYNTHETIC" in data.description
+    assert data.images.shape == (76, 52, 52, 1)
+    assert set(np.unique(data.images)) <= {0, 127, 254}
+
+
+def test_pipeline_three_views_seeded_and_fresh_each_epoch():
+    data = _dataset(duplicate=False)
+    ds = data_lib.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True)
+    epoch1 = [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in ds]
+    epoch2 = [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in ds]
+    (x, x_i, x_j), y = epoch1[0]
+    assert x.shape == x_i.shape == x_j.shape == (8, 8, 8, 1) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert not np.allclose(x_i, x_j)
+    assert not np.allclose(epoch1[0][0][1], epoch2[0][0][1]), "augmentation frozen across epochs"
+    again = [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in
+             data_lib.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True)]
+    np.testing.assert_array_equal(again[0][0][1], epoch1[0][0][1])  # same seed, same views
+    assert sum(len(b[1]) for b in epoch1) == len(data.labels)

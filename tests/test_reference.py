@@ -1,0 +1,59 @@
+"""The k-shot reference database (section IV.A) against an explicit mean-of-cosines loop."""
+import numpy as np
+import pytest
+
+from scl_amp_tf.reference import ReferenceDatabase, sample_references
+
+
+def _mean_cosine_loop(queries, refs, labels, num_classes):
+    out = np.zeros((len(queries), num_classes))
+    for q_i, q in enumerate(queries):
+        for c in range(num_classes):
+            sims = [np.dot(q, r) / (np.linalg.norm(q) * np.linalg.norm(r)) for r, l in zip(refs, labels) if l == c]
+            out[q_i, c] = np.mean(sims)
+    return out
+
+
+def test_scores_are_mean_cosine_similarity():
+    rng = np.random.default_rng(0)
+    refs, labels = rng.normal(size=(20, 8)) * rng.uniform(0.1, 5, (20, 1)), rng.integers(0, 4, 20)
+    labels[:4] = np.arange(4)
+    queries = rng.normal(size=(7, 8))
+    db = ReferenceDatabase.from_embeddings(refs, labels)
+    np.testing.assert_allclose(db.scores(queries), _mean_cosine_loop(queries, refs, labels, 4), atol=1e-5)
+    np.testing.assert_array_equal(db.predict(queries), np.argmax(_mean_cosine_loop(queries, refs, labels, 4), 1))
+
+
+def test_a_reference_predicts_its_own_class_when_classes_are_separated():
+    rng = np.random.default_rng(1)
+    centres = np.eye(3, 16) * 10
+    labels = np.repeat(np.arange(3), 5)
+    refs = centres[labels] + rng.normal(size=(15, 16))
+    db = ReferenceDatabase.from_embeddings(refs, labels, ["a", "b", "c"])
+    np.testing.assert_array_equal(db.predict(refs), labels)
+
+
+def test_save_load_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    db = ReferenceDatabase.from_embeddings(rng.normal(size=(6, 4)), [0, 1, 2, 0, 1, 2], ["x", "y", "z"])
+    db.save(tmp_path / "db.npz")
+    loaded = ReferenceDatabase.load(tmp_path / "db.npz")
+    assert loaded.class_names == ("x", "y", "z")
+    q = rng.normal(size=(3, 4))
+    np.testing.assert_allclose(loaded.scores(q), db.scores(q))
+    assert [p.name for p in tmp_path.iterdir()] == ["db.npz"]  # no temporary file left behind
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="No reference for class"):
+        ReferenceDatabase.from_embeddings(np.ones((2, 3)), [0, 0], ["a", "b"])
+    with pytest.raises(ValueError, match="labels"):
+        ReferenceDatabase.from_embeddings(np.ones((2, 3)), [0])
+
+
+def test_sample_references_k_per_class():
+    labels = np.repeat(np.arange(4), 10)
+    idx = sample_references(labels, 3, seed=0)
+    assert np.all(np.bincount(labels[idx]) == 3)
+    assert not np.array_equal(idx, sample_references(labels, 3, seed=1))
+    np.testing.assert_array_equal(idx, sample_references(labels, 3, seed=0))

@@ -1,0 +1,124 @@
+"""End to end: training learns, both methods run through the CLI, resume, errors, strategies."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from scl_amp_tf import data as data_lib
+from scl_amp_tf import models
+from scl_amp_tf.reference import ReferenceDatabase
+from scl_amp_tf.training import TrainConfig, train_and_evaluate
+
+CHANCE = 1 / 38
+
+
+def _config(tmp_path, **kwargs):
+    settings = dict(model_dir=str(tmp_path / "run"), dataset="synthetic_wafers", synthetic_per_class=20,
+                    shots_per_class=10, image_size=52, backbone="resnet_tiny", epochs=8, verbose=0)
+    settings.update(kwargs)
+    return TrainConfig(**settings)
+
+
+def test_scl_amp_learns_and_writes_a_complete_model_dir(tmp_path):
+    config = _config(tmp_path)
+    metrics = train_and_evaluate(config)
+    assert metrics["test_accuracy"] > 8 * CHANCE, metrics["test_accuracy"]
+    files = set(os.listdir(config.model_dir))
+    assert {"config.json", "metrics.json", "encoder.keras", "reference_db.npz", "split.npz", "logs",
+            "backup"} <= files
+    assert not [f for f in files if f.startswith(".tmp_")]
+    # The saved encoder and reference database reproduce the reported accuracy.
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    database = ReferenceDatabase.load(os.path.join(config.model_dir, "reference_db.npz"))
+    data = data_lib.load("synthetic_wafers", image_size=52, synthetic_per_class=20, seed=0)
+    test = np.load(os.path.join(config.model_dir, "split.npz"))["test"]
+    predictions = database.predict(encoder.predict(data.images[test] / np.float32(255), verbose=0))
+    assert np.mean(predictions == data.labels[test]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    saved = json.load(open(os.path.join(config.model_dir, "metrics.json")))
+    assert set(saved["per_class_accuracy"]) == set(data.class_names)
+
+
+def test_resume_after_interruption(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated kill after epoch 2")
+
+    config = _config(tmp_path, epochs=4, synthetic_per_class=6, shots_per_class=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, callbacks=[Interrupt()])
+    assert not os.path.exists(os.path.join(config.model_dir, "metrics.json"))
+    metrics = train_and_evaluate(config)
+    assert metrics["epochs_run_in_this_call"] == [3, 4]
+    again = train_and_evaluate(config)  # a finished run: nothing left to train
+    assert again["epochs_run_in_this_call"] == []
+    with pytest.raises(ValueError, match="other settings .*margin"):
+        train_and_evaluate(_config(tmp_path, epochs=4, synthetic_per_class=6, shots_per_class=3, margin=0.3))
+
+
+def _cli(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "scl_amp_tf.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_ce_baseline_through_the_cli(tmp_path):
+    model_dir = tmp_path / "ce"
+    result = _cli("--dataset=synthetic_wafers", "--synthetic_per_class=20", "--shots_per_class=10",
+                  "--image_size=52", "--backbone=resnet_tiny", "--epochs=6", "--method=ce", "--verbose=2",
+                  f"--model_dir={model_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["method"] == "ce"
+    assert metrics["test_accuracy"] > 4 * CHANCE
+    assert "Epoch 6/6" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature=2"], "--temperature=2.0 must lie in (0, 1]"),
+    (["--dataset=folder:/no/such/dir"], "no such directory"),
+    (["--shots_per_class=30"], "has 20 images"),
+])
+def test_cli_errors_are_clear_and_leave_nothing(tmp_path, args, message):
+    model_dir = tmp_path / "run"
+    result = _cli("--synthetic_per_class=20", "--shots_per_class=5", *args, f"--model_dir={model_dir}",
+                  cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not model_dir.exists()
+
+
+def test_missing_tfds_dataset_says_where_to_put_it(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    with pytest.raises(data_lib.DataError) as info:
+        data_lib.load("neu", image_size=64, data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+    assert str(manual) in str(info.value)
+
+
+def _one_step_weights(strategy, batch):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        features = models.build_features((32, 32, 1), "resnet_tiny", bn_momentum=0.9)
+        models.set_batchnorm(features, synchronized=strategy.num_replicas_in_sync > 1)
+        model = models.SclAmpModel(models.build_encoder(features, 16, 32), num_classes=4)
+        model.build()
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0, shuffle=False)
+    return history.history["loss"][0], [w.numpy() for w in model.weights]
+
+
+def test_one_replica_and_two_replicas_give_the_same_update(two_cpu_strategy):
+    rng = np.random.default_rng(0)
+    views = tuple(tf.constant(rng.random((8, 32, 32, 1)), tf.float32) for _ in range(3))
+    batch = (views, tf.constant(rng.integers(0, 4, 8)))
+    loss_1, weights_1 = _one_step_weights(tf.distribute.get_strategy(), batch)
+    loss_2, weights_2 = _one_step_weights(two_cpu_strategy, batch)
+    assert loss_1 == pytest.approx(loss_2, rel=1e-4)
+    for a, b in zip(weights_1, weights_2):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
