@@ -1,0 +1,1 @@
+"""TFDS dataset folder for NEU-CLS (`neu`); the builder is in `neu_dataset_builder.py`."""
