@@ -232,20 +232,22 @@ def evaluate(config, encoder, features, train_data, test_data):
     """Test accuracy: reference database (SCL-AMP, section IV.A) or softmax (CE baseline).
 
     Returns the metrics dict and the reference database of the training images (for CE it is
-    built on the pooled backbone features, and its accuracy is reported as an extra figure).
+    built on the pooled backbone features). For both methods the accuracy of a reference
+    database on the pooled backbone features (before the projection head) is an extra figure.
     """
     labels = test_data.labels
+
+    def database_and_predictions(model):
+        database = ReferenceDatabase.from_embeddings(embed(model, train_data.images), train_data.labels,
+                                                     train_data.class_names)
+        return database, database.predict(embed(model, test_data.images))
+
+    feature_database, feature_predictions = database_and_predictions(features)
     if config.method == "scl_amp":
-        database = ReferenceDatabase.from_embeddings(embed(encoder, train_data.images), train_data.labels,
-                                                     train_data.class_names)
-        predictions = database.predict(embed(encoder, test_data.images))
-        extra = {}
+        database, predictions = database_and_predictions(encoder)
     else:
-        predictions = np.argmax(embed(encoder, test_data.images), axis=1)
-        database = ReferenceDatabase.from_embeddings(embed(features, train_data.images), train_data.labels,
-                                                     train_data.class_names)
-        extra = {"reference_db_accuracy_on_features": float(
-            np.mean(database.predict(embed(features, test_data.images)) == labels))}
+        database, predictions = feature_database, np.argmax(embed(encoder, test_data.images), axis=1)
+    extra = {"reference_db_accuracy_on_features": float(np.mean(feature_predictions == labels))}
     return {
         "method": config.method,
         "test_accuracy": float(np.mean(predictions == labels)),
