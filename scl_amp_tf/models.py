@@ -143,6 +143,25 @@ def set_batchnorm(model, momentum=None, synchronized=None):
                 layer.synchronized = bool(synchronized)
 
 
+def recalibrate_batchnorm(model, images):
+    """"Precise BN": sets every batch-norm layer's moving statistics to those of ``images``.
+
+    One forward pass in training mode with momentum 0, so each layer's moving mean and variance
+    become exactly the statistics of ``images`` (e.g. the un-augmented training images, which
+    match what the model sees at inference). Other weights are untouched.
+    """
+    layers = [l for l in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(l, keras.layers.BatchNormalization)]
+    saved = [(l.momentum, l.synchronized) for l in layers]
+    for layer in layers:  # one local pass: no cross-replica sync outside a replica context
+        layer.momentum, layer.synchronized = 0.0, False
+    try:
+        model(images, training=True)
+    finally:
+        for layer, (momentum, synchronized) in zip(layers, saved):
+            layer.momentum, layer.synchronized = momentum, synchronized
+
+
 def build_encoder(features, embedding_dim=128, projection_dim=512):
     """Backbone features -> MLP projection head (Dense-ReLU-Dense) -> embedding z (section III.A)."""
     x = keras.layers.Dense(projection_dim, activation="relu", name="projection_hidden")(features.output)

@@ -38,6 +38,8 @@ flags.DEFINE_enum("backbone", _DEFAULTS.backbone, ["resnet50", "resnet18", "resn
 flags.DEFINE_string("backbone_weights", _DEFAULTS.backbone_weights,
                     "none | imagenet (resnet50, Keras download) | path to a weights file.")
 flags.DEFINE_float("bn_momentum", _DEFAULTS.bn_momentum, "Momentum of every batch-norm moving average.")
+flags.DEFINE_bool("bn_recalibration", _DEFAULTS.bn_recalibration,
+                  "After training, set batch-norm statistics to those of (up to 256) training images.")
 flags.DEFINE_integer("embedding_dim", _DEFAULTS.embedding_dim, "Embedding size d (Table I: 128).")
 flags.DEFINE_integer("projection_dim", _DEFAULTS.projection_dim, "Hidden width of the MLP projection head.")
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size N (Table I: 32).")

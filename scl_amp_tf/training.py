@@ -5,6 +5,7 @@ fills one model directory::
 
     model_dir/
       config.json          the run's settings (a rerun with the same settings resumes)
+      flags.cfg            the same as an absl flag file (--flagfile=model_dir/flags.cfg)
       backup/              Keras BackupAndRestore checkpoint (resumes an interrupted run)
       logs/                TensorBoard logs (train/ and the final test accuracy)
       split.npz            train and test indices into the dataset
@@ -32,6 +33,7 @@ from scl_amp_tf import models
 from scl_amp_tf.reference import ReferenceDatabase
 
 METHODS = ("scl_amp", "ce")
+BN_RECALIBRATION_IMAGES = 256  # training images whose statistics --bn_recalibration takes
 # Settings that do not change what a run computes; they may differ when a run is resumed.
 # ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
 RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs")
@@ -54,6 +56,7 @@ class TrainConfig:
     backbone: str = "resnet50"
     backbone_weights: str = "none"
     bn_momentum: float = 0.9
+    bn_recalibration: bool = False
     embedding_dim: int = 128
     projection_dim: int = 512
     batch_size: int = 32
@@ -97,6 +100,18 @@ class TrainConfig:
                 raise ValueError(message)
         if (self.shots_per_class is None) == (self.train_fraction is None):
             raise ValueError("Give exactly one of --shots_per_class and --train_fraction.")
+
+    def as_flags(self) -> str:
+        """The run as an absl flag file: ``python -m scl_amp_tf.train --flagfile=DIR/flags.cfg``."""
+        lines = []
+        for key, value in dataclasses.asdict(self).items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                lines.append(f"--{key}" if value else f"--no{key}")
+            else:
+                lines.append(f"--{key}={value}")
+        return "\n".join(lines) + "\n"
 
     def run_settings(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
@@ -167,6 +182,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     _check_model_dir(config)
     os.makedirs(config.model_dir, exist_ok=True)
     write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
+    _atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
     _atomic_write(os.path.join(config.model_dir, "split.npz"),
                   lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
     if config.verbose:
@@ -211,6 +227,9 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, verbose=config.verbose,
                         shuffle=False)
     train_seconds = time.time() - start
+    if config.bn_recalibration:
+        sample = np.random.default_rng(config.seed).permutation(len(train_data.labels))[:BN_RECALIBRATION_IMAGES]
+        models.recalibrate_batchnorm(features, data_lib.to_float(train_data.images[np.sort(sample)]))
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
     metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=config.epochs,

@@ -53,3 +53,16 @@ def test_encoder_round_trips_through_a_keras_file(tmp_path):
     x = np.random.default_rng(0).random((3, 32, 32, 1)).astype(np.float32)
     assert encoder.predict(x, verbose=0).shape == (3, 8)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), encoder.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_recalibrated_batchnorm_uses_the_statistics_of_the_given_images():
+    keras.utils.set_random_seed(0)
+    features = models.build_features((32, 32, 1), "resnet_tiny")
+    x = np.random.default_rng(0).random((16, 32, 32, 1)).astype(np.float32) * 3 + 1
+    before = np.asarray(features(x, training=False))
+    models.recalibrate_batchnorm(features, x)
+    inference, training = np.asarray(features(x, training=False)), np.asarray(features(x, training=True))
+    assert not np.allclose(before, training, atol=1e-3)  # the initial statistics were wrong for x
+    np.testing.assert_allclose(inference, training, rtol=1e-3, atol=1e-4)
+    bn = features.get_layer("resnet_tiny").get_layer("stem_bn")
+    assert bn.momentum == 0.99  # restored

@@ -29,7 +29,7 @@ def test_scl_amp_learns_and_writes_a_complete_model_dir(tmp_path):
     metrics = train_and_evaluate(config)
     assert metrics["test_accuracy"] > 8 * CHANCE, metrics["test_accuracy"]
     files = set(os.listdir(config.model_dir))
-    assert {"config.json", "metrics.json", "encoder.keras", "reference_db.npz", "split.npz", "logs",
+    assert {"config.json", "flags.cfg", "metrics.json", "encoder.keras", "reference_db.npz", "split.npz", "logs",
             "backup"} <= files
     assert not [f for f in files if f.startswith(".tmp_")]
     # The saved encoder and reference database reproduce the reported accuracy.
@@ -77,6 +77,10 @@ def test_ce_baseline_through_the_cli(tmp_path):
     assert metrics["method"] == "ce"
     assert metrics["test_accuracy"] > 4 * CHANCE
     assert "Epoch 6/6" in result.stdout
+    # Rerunning the run from its own flag file resumes it: nothing is left to train.
+    again = _cli(f"--flagfile={model_dir / 'flags.cfg'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((model_dir / "metrics.json").read_text())["epochs_run_in_this_call"] == []
 
 
 @pytest.mark.parametrize("args, message", [
