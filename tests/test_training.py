@@ -128,3 +128,14 @@ def test_one_replica_and_two_replicas_give_the_same_update(two_cpu_strategy):
     assert loss_1 == pytest.approx(loss_2, rel=1e-4)
     for a, b in zip(weights_1, weights_2):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_same_seed_same_result(tmp_path):
+    kwargs = dict(epochs=2, synthetic_per_class=6, shots_per_class=3)
+    first = train_and_evaluate(_config(tmp_path / "a", **kwargs))
+    second = train_and_evaluate(_config(tmp_path / "b", **kwargs))
+    assert first["final_train_metrics"] == second["final_train_metrics"]
+    assert first["test_accuracy"] == second["test_accuracy"]
+    a = ReferenceDatabase.load(tmp_path / "a" / "run" / "reference_db.npz").prototypes
+    b = ReferenceDatabase.load(tmp_path / "b" / "run" / "reference_db.npz").prototypes
+    np.testing.assert_array_equal(a, b)
