@@ -42,6 +42,7 @@ def main():
     parser.add_argument("--keep_dirs", default=None, help="keep model dirs under this folder")
     args = parser.parse_args()
 
+    import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import keras
 
     from scl_amp_tf.training import TrainConfig, train_and_evaluate

@@ -29,6 +29,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="alternating timing rounds per method")
     args = parser.parse_args()
 
+    import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import keras
     import tensorflow as tf
 

@@ -11,7 +11,7 @@ import numpy as np
 from scl_amp_tf.training import TrainConfig
 
 DEFAULTS = TrainConfig(model_dir="")
-SCL_ONLY = {"arc_on_views", "temperature", "margin", "arc_scale", "alpha", "beta", "symmetric"}
+SCL_ONLY = {"arc_on_views", "class_aware_negatives", "temperature", "margin", "arc_scale", "alpha", "beta", "symmetric"}
 
 
 def _settings(row):

@@ -107,13 +107,16 @@ def _gather_global(ctx, stacked: tf.Tensor):
     return gathered, valid, replica_id * max_n
 
 
-def _pair_term(anchors, own_set, other_set, valid, offset, temperature):
+def _pair_term(anchors, own_set, other_set, valid, offset, temperature, same_class=None):
     """Eq. (1) for local anchors ``a_k`` (rows of ``anchors``).
 
     The candidate set is ``concat(own_set, other_set)`` (``2M`` vectors, the
     global batches of the anchors' view and of the positives' view); the
     positive of anchor ``k`` is ``other_set[offset + k]`` and the excluded
     self-similarity (the indicator ``1[k != i]``) is ``own_set[offset + k]``.
+    ``same_class`` (optional ``[n, M]`` bool): anchor ``k`` and global row ``c``
+    share a class; such candidates are left out of the denominator (in both
+    views), except the positive itself.
     All inputs are L2-normalised float32.  Returns ``[n]``.
     """
     m = tf.shape(own_set)[0]
@@ -122,15 +125,18 @@ def _pair_term(anchors, own_set, other_set, valid, offset, temperature):
     idx = offset + tf.range(tf.shape(anchors)[0])  # [n] global anchor rows
     self_mask = tf.one_hot(idx, 2 * m, on_value=True, off_value=False)
     invalid = tf.logical_not(tf.concat([valid, valid], axis=0))[tf.newaxis]
-    masked = tf.where(
-        tf.logical_or(self_mask, invalid), tf.constant(_MASK_VALUE), logits
-    )
+    excluded = tf.logical_or(self_mask, invalid)
+    if same_class is not None:
+        positive_mask = tf.one_hot(m + idx, 2 * m, on_value=True, off_value=False)
+        same = tf.concat([same_class, same_class], axis=1)
+        excluded = tf.logical_or(excluded, tf.logical_and(same, tf.logical_not(positive_mask)))
+    masked = tf.where(excluded, tf.constant(_MASK_VALUE), logits)
     positive = tf.gather(logits, m + idx, axis=1, batch_dims=1)  # [n]
     return tf.reduce_logsumexp(masked, axis=1) - positive
 
 
 def self_contrastive_per_example(
-    z_n, z_i, z_j, temperature: float = 0.5, symmetric: bool = False
+    z_n, z_i, z_j, temperature: float = 0.5, symmetric: bool = False, labels=None
 ) -> tf.Tensor:
     """Per-example self-contrastive loss of Eq. (2) (before the batch mean).
 
@@ -146,6 +152,13 @@ def self_contrastive_per_example(
     each pair term is ``(l_k(a, b) + l_k(b, a)) / 2`` (both directions, as in
     SimCLR).
 
+    With ``labels`` (our extension, the direction the paper's section IV.D names
+    as future work): the other images of the anchor's own class are left out of
+    the denominator, in both views, so that the loss no longer pushes apart
+    images that the Arc loss pulls together.  The positive stays.  With 20
+    images per class and 6 classes, a batch of 32 holds about 5 same-class
+    "negatives" per anchor; the plain Eq. (1) treats them as negatives.
+
     Computed in float32 with a masked ``logsumexp`` (stable for small
     temperatures such as 0.05).  In a replica context with more than one
     replica the denominators run over the global batch (see module docstring);
@@ -157,6 +170,7 @@ def self_contrastive_per_example(
         two augmented views (row ``k`` of each belongs to the same image).
       temperature: ``tau`` of Eq. (1).
       symmetric: also use the ``b -> a`` direction of each pair.
+      labels: optional int class ids ``[N]``; see above.
 
     Returns:
       ``[N]`` float32 tensor.
@@ -167,19 +181,27 @@ def self_contrastive_per_example(
     temperature = tf.cast(temperature, tf.float32)
 
     ctx = _distributed_replica_context()
+    if labels is not None:
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     if ctx is None:
         g_n, g_i, g_j = z_n, z_i, z_j
+        g_labels = labels
         valid = tf.ones([tf.shape(z_n)[0]], tf.bool)
         offset = tf.constant(0, tf.int32)
     else:
         stacked = tf.stack([z_n, z_i, z_j], axis=1)  # [n, 3, d]: one collective
+        if labels is not None:  # labels ride along as one more (exact, small-integer) float row
+            label_row = tf.tile(tf.cast(labels, tf.float32)[:, None, None], [1, 1, tf.shape(z_n)[1]])
+            stacked = tf.concat([stacked, label_row], axis=1)
         gathered, valid, offset = _gather_global(ctx, stacked)
-        g_n, g_i, g_j = tf.unstack(gathered, num=3, axis=1)
+        g_n, g_i, g_j = tf.unstack(gathered[:, :3], num=3, axis=1)
+        g_labels = None if labels is None else tf.cast(tf.round(gathered[:, 3, 0]), tf.int32)
+    same_class = None if labels is None else tf.equal(labels[:, None], g_labels[None, :])
 
     def pair(a, g_a, b, g_b):
-        term = _pair_term(a, g_a, g_b, valid, offset, temperature)
+        term = _pair_term(a, g_a, g_b, valid, offset, temperature, same_class)
         if symmetric:
-            term = 0.5 * (term + _pair_term(b, g_b, g_a, valid, offset, temperature))
+            term = 0.5 * (term + _pair_term(b, g_b, g_a, valid, offset, temperature, same_class))
         return term
 
     return (
@@ -190,7 +212,7 @@ def self_contrastive_per_example(
 
 
 def self_contrastive_loss(
-    z_n, z_i, z_j, temperature: float = 0.5, symmetric: bool = False
+    z_n, z_i, z_j, temperature: float = 0.5, symmetric: bool = False, labels=None
 ) -> tf.Tensor:
     """Self-contrastive loss ``L_Con`` of Eq. (2): scalar float32.
 
@@ -200,7 +222,7 @@ def self_contrastive_loss(
     function with ``tf.nn.compute_average_loss`` there instead.
     """
     return tf.reduce_mean(
-        self_contrastive_per_example(z_n, z_i, z_j, temperature, symmetric)
+        self_contrastive_per_example(z_n, z_i, z_j, temperature, symmetric, labels)
     )
 
 

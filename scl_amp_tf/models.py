@@ -183,7 +183,7 @@ class SclAmpModel(keras.Model):
     """
 
     def __init__(self, encoder, num_classes, *, temperature=0.5, margin=0.5, scale=30.0, alpha=0.75,
-                 beta=0.25, symmetric=False, arc_on_views=False, **kwargs):
+                 beta=0.25, symmetric=False, arc_on_views=False, class_aware_negatives=False, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.arc_margin = ArcMargin(num_classes, scale=scale, margin=margin, name="arc_margin")
@@ -192,6 +192,7 @@ class SclAmpModel(keras.Model):
         self.beta = beta
         self.symmetric = symmetric
         self.arc_on_views = arc_on_views
+        self.class_aware_negatives = class_aware_negatives
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.con_tracker = keras.metrics.Mean(name="con_loss")
         self.arc_tracker = keras.metrics.Mean(name="arc_loss")
@@ -215,8 +216,10 @@ class SclAmpModel(keras.Model):
         n = tf.shape(x_n)[0]
         z = self.encoder(tf.concat([x_n, x_i, x_j], axis=0), training=training)
         z_n, z_i, z_j = z[:n], z[n:2 * n], z[2 * n:]
+        # Our extension: other images of the anchor's class are not negatives of L_con.
         con = losses.self_contrastive_per_example(z_n, z_i, z_j, temperature=self.temperature,
-                                                  symmetric=self.symmetric)
+                                                  symmetric=self.symmetric,
+                                                  labels=y if self.class_aware_negatives else None)
         if self.arc_on_views:  # our extension: the margin loss on every view, averaged
             logits = self.arc_margin(z, tf.tile(y, [3]))
             arc = tf.reduce_mean(tf.reshape(losses.arc_margin_loss(logits, tf.tile(y, [3])), [3, -1]), 0)

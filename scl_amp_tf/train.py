@@ -53,6 +53,9 @@ flags.DEFINE_float("beta", _DEFAULTS.beta, "Weight of L_arc in Eq. 5 (paper: 0.2
 flags.DEFINE_bool("symmetric", _DEFAULTS.symmetric, "Both directions of each pair in L_con, as in SimCLR.")
 flags.DEFINE_bool("arc_on_views", _DEFAULTS.arc_on_views,
                   "Apply L_arc to the two augmented views too (the paper: the original image only).")
+flags.DEFINE_bool("class_aware_negatives", _DEFAULTS.class_aware_negatives,
+                  "L_con leaves the other images of an anchor's class out of its negatives (our extension; "
+                  "the paper's Eq. 1 counts them as negatives).")
 flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest random-crop area, as a fraction.")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["auto", "default", "mirrored"],
                   "tf.distribute strategy; auto picks mirrored when several GPUs are visible.")

@@ -69,6 +69,7 @@ class TrainConfig:
     beta: float = 0.25
     symmetric: bool = False
     arc_on_views: bool = False
+    class_aware_negatives: bool = False
     crop_scale_min: float = 0.25
     strategy: str = "auto"
     verbose: int = 1
@@ -203,7 +204,8 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
             model = models.SclAmpModel(encoder, data.num_classes, temperature=config.temperature,
                                        margin=config.margin, scale=config.arc_scale, alpha=config.alpha,
                                        beta=config.beta, symmetric=config.symmetric,
-                                       arc_on_views=config.arc_on_views)
+                                       arc_on_views=config.arc_on_views,
+                                       class_aware_negatives=config.class_aware_negatives)
             model.build()
             model.compile(optimizer=optimizer)
             views = "three"

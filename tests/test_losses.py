@@ -21,8 +21,11 @@ def _cos(u, v):
     return float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
 
 
-def ref_pair_loss(a, b, tau):
-    """Eq. (1): l_k(a, b) for every k; candidates = the 2N vectors of [a; b]."""
+def ref_pair_loss(a, b, tau, labels=None):
+    """Eq. (1): l_k(a, b) for every k; candidates = the 2N vectors of [a; b].
+
+    With ``labels``: candidates of the anchor's class other than the positive are skipped.
+    """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     n = a.shape[0]
@@ -34,18 +37,20 @@ def ref_pair_loss(a, b, tau):
         for c in range(2 * n):
             if c == k:  # the indicator 1[c != k]: skip the anchor itself
                 continue
+            if labels is not None and c != n + k and labels[c % n] == labels[k]:
+                continue  # a same-class image is not a negative
             denominator += math.exp(_cos(a[k], views[c]) / tau)
         out[k] = -math.log(numerator / denominator)
     return out
 
 
-def ref_scl(z_n, z_i, z_j, tau, symmetric=False):
+def ref_scl(z_n, z_i, z_j, tau, symmetric=False, labels=None):
     """Eq. (2): per-example mean of the three pair losses, and the batch mean."""
 
     def pair(a, b):
-        loss = ref_pair_loss(a, b, tau)
+        loss = ref_pair_loss(a, b, tau, labels)
         if symmetric:
-            loss = 0.5 * (loss + ref_pair_loss(b, a, tau))
+            loss = 0.5 * (loss + ref_pair_loss(b, a, tau, labels))
         return loss
 
     per_example = (pair(z_n, z_i) + pair(z_n, z_j) + pair(z_i, z_j)) / 3.0
@@ -75,6 +80,27 @@ def test_matches_reference(n, tau, symmetric):
     assert got_per.dtype == tf.float32 and got.dtype == tf.float32
     np.testing.assert_allclose(got_per.numpy(), want_per, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_class_aware_negatives_match_reference(n, symmetric):
+    rng = np.random.default_rng(77 + n + symmetric)
+    z = _views(rng, n)
+    labels = rng.integers(0, 3, n)
+    want_per, want = ref_scl(*z, 0.3, symmetric, labels=labels)
+    got_per = self_contrastive_per_example(*z, temperature=0.3, symmetric=symmetric, labels=labels)
+    np.testing.assert_allclose(got_per.numpy(), want_per, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        self_contrastive_loss(*z, temperature=0.3, symmetric=symmetric, labels=labels).numpy(),
+        want, rtol=1e-5, atol=1e-5)
+    # All labels distinct: the plain Eq. (1); the masking can change the value only through classes.
+    distinct = self_contrastive_per_example(*z, temperature=0.3, symmetric=symmetric, labels=np.arange(n))
+    plain = self_contrastive_per_example(*z, temperature=0.3, symmetric=symmetric)
+    np.testing.assert_allclose(distinct.numpy(), plain.numpy(), rtol=1e-6, atol=1e-6)
+    if n > 3:  # some anchor shares its class: fewer negatives, lower loss
+        assert np.all(got_per.numpy() <= plain.numpy() + 1e-6)
+        assert np.any(got_per.numpy() < plain.numpy() - 1e-4)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -185,24 +211,27 @@ def _concat_local(strategy, per_replica):
     )
 
 
+@pytest.mark.parametrize("class_aware", [False, True])
 @pytest.mark.parametrize("use_tf_function", [True, False])
 @pytest.mark.parametrize("sizes", [(3, 3), (4, 3)])
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_strategy_per_example_matches_single_device(
-    two_cpu_strategy, sizes, symmetric, use_tf_function
+    two_cpu_strategy, sizes, symmetric, use_tf_function, class_aware
 ):
     strategy = two_cpu_strategy
     rng = np.random.default_rng(sum(sizes) + symmetric)
     z = _views(rng, sum(sizes))
-    want = self_contrastive_per_example(*z, temperature=0.2, symmetric=symmetric)
+    labels = rng.integers(0, 3, sum(sizes)).astype(np.int64)
+    want = self_contrastive_per_example(*z, temperature=0.2, symmetric=symmetric,
+                                        labels=labels if class_aware else None)
 
-    def step(zn, zi, zj):
+    def step(zn, zi, zj, y):
         return self_contrastive_per_example(
-            zn, zi, zj, temperature=0.2, symmetric=symmetric
+            zn, zi, zj, temperature=0.2, symmetric=symmetric, labels=y if class_aware else None
         )
 
     fn = tf.function(step) if use_tf_function else step
-    got = strategy.run(fn, args=_split(strategy, z, sizes))
+    got = strategy.run(fn, args=_split(strategy, [*z, labels], sizes))
     np.testing.assert_allclose(
         _concat_local(strategy, got), want.numpy(), rtol=1e-5, atol=1e-6
     )

@@ -105,12 +105,12 @@ def test_missing_tfds_dataset_says_where_to_put_it(tmp_path):
     assert str(manual) in str(info.value)
 
 
-def _one_step_weights(strategy, batch):
+def _one_step_weights(strategy, batch, **model_kwargs):
     keras.utils.set_random_seed(0)
     with strategy.scope():
         features = models.build_features((32, 32, 1), "resnet_tiny", bn_momentum=0.9)
         models.set_batchnorm(features, synchronized=strategy.num_replicas_in_sync > 1)
-        model = models.SclAmpModel(models.build_encoder(features, 16, 32), num_classes=4)
+        model = models.SclAmpModel(models.build_encoder(features, 16, 32), num_classes=4, **model_kwargs)
         model.build()
         # SGD, not Adam: Adam divides by sqrt(v), which turns float round-off in a near-zero
         # gradient into a full-size step and would hide real differences behind noise.
@@ -119,12 +119,13 @@ def _one_step_weights(strategy, batch):
     return history.history["loss"][0], [w.numpy() for w in model.weights]
 
 
-def test_one_replica_and_two_replicas_give_the_same_update(two_cpu_strategy):
+@pytest.mark.parametrize("model_kwargs", [{}, {"class_aware_negatives": True, "arc_on_views": True}])
+def test_one_replica_and_two_replicas_give_the_same_update(two_cpu_strategy, model_kwargs):
     rng = np.random.default_rng(0)
     views = tuple(tf.constant(rng.random((8, 32, 32, 1)), tf.float32) for _ in range(3))
     batch = (views, tf.constant(rng.integers(0, 4, 8)))
-    loss_1, weights_1 = _one_step_weights(tf.distribute.get_strategy(), batch)
-    loss_2, weights_2 = _one_step_weights(two_cpu_strategy, batch)
+    loss_1, weights_1 = _one_step_weights(tf.distribute.get_strategy(), batch, **model_kwargs)
+    loss_2, weights_2 = _one_step_weights(two_cpu_strategy, batch, **model_kwargs)
     assert loss_1 == pytest.approx(loss_2, rel=1e-4)
     for a, b in zip(weights_1, weights_2):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
