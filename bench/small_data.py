@@ -53,7 +53,13 @@ def main():
         key, value = item.split("=", 1)
         if key not in fields:
             raise SystemExit(f"--set {key}: not a TrainConfig field")
-        extra[key] = json.loads(value) if value not in ("True", "False") else value == "True"
+        if value in ("True", "False"):
+            extra[key] = value == "True"
+        else:
+            try:
+                extra[key] = json.loads(value)
+            except json.JSONDecodeError:  # a bare string, e.g. backbone_weights=none
+                extra[key] = value
     results = {}
     root = args.keep_dirs or tempfile.mkdtemp(prefix="bench_")
     for method in args.methods.split(","):

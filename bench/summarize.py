@@ -37,16 +37,23 @@ def main(paths):
             key = (row["dataset"], row["shots_per_class"], row["backbone"], row["image_size"], row["epochs"],
                    _settings(row), row["method"])
             groups[key].append(row)
-    print("| backbone | extra settings | method | test accuracy (mean ± std) | reference DB on backbone features | seeds |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| dataset | k/class | backbone | px | epochs | extra settings | method | test accuracy % (mean ± std) "
+          "| reference DB on backbone features % | seeds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, rows in sorted(groups.items()):
-        by_seed = {r["seed"]: r for r in rows}  # a seed run twice counts once (runs are deterministic)
+        by_seed = {}
+        for r in rows:  # a seed run twice must give the same figure (runs are deterministic)
+            earlier = by_seed.setdefault(r["seed"], r)
+            if earlier["test_accuracy"] != r["test_accuracy"]:
+                raise SystemExit(f"seed {r['seed']} of {key} was run twice with different results "
+                                 f"({earlier['test_accuracy']} vs {r['test_accuracy']}): keep one file")
         acc = np.array([r["test_accuracy"] for r in by_seed.values()]) * 100
         feat = np.array([r["reference_db_accuracy_on_features"] for r in by_seed.values()
                          if "reference_db_accuracy_on_features" in r]) * 100
         feat_text = f"{feat.mean():.1f} ± {feat.std():.1f}" if len(feat) else "-"
-        print(f"| {key[2]} | {key[5]} | {key[6]} | {acc.mean():.1f} ± {acc.std():.1f} | {feat_text} | "
-              f"{','.join(str(s) for s in sorted(by_seed))} |")
+        dataset, shots, backbone, size, epochs, settings, method = key
+        print(f"| {dataset} | {shots} | {backbone} | {size} | {epochs} | {settings} | {method} | "
+              f"{acc.mean():.1f} ± {acc.std():.1f} | {feat_text} | {','.join(str(s) for s in sorted(by_seed))} |")
 
 
 if __name__ == "__main__":

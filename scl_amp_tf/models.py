@@ -123,7 +123,12 @@ def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum
             ((1, 1, 1, 1), (16, 32, 64, 128))
         net = basic_resnet(backbone_shape, blocks, widths, name=backbone)
         if weights not in (None, "none"):
-            net.load_weights(weights)
+            try:
+                net.load_weights(weights)
+            except Exception as e:  # a missing file, another format, another architecture
+                raise ValueError(f"--backbone_weights={weights}: cannot load it into {backbone} ({e}). "
+                                 f"Give a weights file saved from a {backbone} backbone of this "
+                                 "project, or --backbone_weights=none.") from e
         mode = "symmetric"
     else:
         raise ValueError(f"--backbone={backbone!r} is not one of {', '.join(BACKBONES)}.")

@@ -181,15 +181,12 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                          train_fraction=config.train_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
     _check_model_dir(config)
-    os.makedirs(config.model_dir, exist_ok=True)
-    write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
-    _atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
-    _atomic_write(os.path.join(config.model_dir, "split.npz"),
-                  lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
     if config.verbose:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
               f"{len(test_idx)} test images at {config.image_size}x{config.image_size}.")
 
+    # The model is built before anything is written: a bad --backbone_weights (or any other
+    # failure to build) leaves no model directory behind.
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     image_shape = train_data.images.shape[1:]
@@ -216,6 +213,11 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
             views = "one"
 
+    os.makedirs(config.model_dir, exist_ok=True)
+    write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
+    _atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
+    _atomic_write(os.path.join(config.model_dir, "split.npz"),
+                  lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
     crop_scale = (config.crop_scale_min, 1.0)
     train_ds = data_lib.pipeline(train_data, batch_size=config.batch_size, views=views, seed=config.seed,
                                  shuffle=True, crop_scale=crop_scale)

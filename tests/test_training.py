@@ -87,6 +87,7 @@ def test_ce_baseline_through_the_cli(tmp_path):
     (["--temperature=2"], "--temperature=2.0 must lie in (0, 1]"),
     (["--dataset=folder:/no/such/dir"], "no such directory"),
     (["--shots_per_class=30"], "has 20 images"),
+    (["--backbone=resnet_tiny", "--backbone_weights=/no/such.weights.h5"], "cannot load it into resnet_tiny"),
 ])
 def test_cli_errors_are_clear_and_leave_nothing(tmp_path, args, message):
     model_dir = tmp_path / "run"
