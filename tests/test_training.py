@@ -67,14 +67,15 @@ def _cli(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_ce_baseline_through_the_cli(tmp_path):
-    model_dir = tmp_path / "ce"
+@pytest.mark.parametrize("method", ["ce", "scl_amp"])
+def test_both_methods_through_the_cli(tmp_path, method):
+    model_dir = tmp_path / method
     result = _cli("--dataset=synthetic_wafers", "--synthetic_per_class=20", "--shots_per_class=10",
-                  "--image_size=52", "--backbone=resnet_tiny", "--epochs=6", "--method=ce", "--verbose=2",
+                  "--image_size=52", "--backbone=resnet_tiny", "--epochs=6", f"--method={method}", "--verbose=2",
                   f"--model_dir={model_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["method"] == "ce"
+    assert metrics["method"] == method
     assert metrics["test_accuracy"] > 4 * CHANCE
     assert "Epoch 6/6" in result.stdout
     # Rerunning the run from its own flag file resumes it: nothing is left to train.
