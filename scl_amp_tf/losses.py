@@ -190,12 +190,12 @@ def self_contrastive_per_example(
         offset = tf.constant(0, tf.int32)
     else:
         stacked = tf.stack([z_n, z_i, z_j], axis=1)  # [n, 3, d]: one collective
-        if labels is not None:  # labels ride along as one more (exact, small-integer) float row
-            label_row = tf.tile(tf.cast(labels, tf.float32)[:, None, None], [1, 1, tf.shape(z_n)[1]])
-            stacked = tf.concat([stacked, label_row], axis=1)
         gathered, valid, offset = _gather_global(ctx, stacked)
-        g_n, g_i, g_j = tf.unstack(gathered[:, :3], num=3, axis=1)
-        g_labels = None if labels is None else tf.cast(tf.round(gathered[:, 3, 0]), tf.int32)
+        g_n, g_i, g_j = tf.unstack(gathered, num=3, axis=1)
+        g_labels = None
+        if labels is not None:  # class ids are small integers: exact in float32
+            gathered_labels, _, _ = _gather_global(ctx, tf.cast(labels, tf.float32))
+            g_labels = tf.cast(tf.round(gathered_labels), tf.int32)
     same_class = None if labels is None else tf.equal(labels[:, None], g_labels[None, :])
 
     def pair(a, g_a, b, g_b):
