@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-
 import numpy as np
+
+from scl_amp_tf.files import atomic_write
 
 
 def l2_normalize(x, eps=1e-12):
@@ -68,18 +68,11 @@ class ReferenceDatabase:
 
     def save(self, path):
         """Writes an ``.npz`` file atomically (a temporary file renamed into place)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def write(tmp):
+            with open(tmp, "wb") as f:
                 np.savez(f, prototypes=self.prototypes, counts=self.counts,
                          class_names=np.array(json.dumps(self.class_names)))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(os.fspath(path), write)
 
     @classmethod
     def load(cls, path):

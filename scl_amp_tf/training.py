@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import keras
@@ -30,6 +29,7 @@ import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import models
+from scl_amp_tf.files import atomic_write
 from scl_amp_tf.reference import ReferenceDatabase
 
 METHODS = ("scl_amp", "ce")
@@ -118,27 +118,12 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
 
 
-def _atomic_write(path, write):
-    """Calls ``write(tmp_path)`` then renames the temporary file to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_json(path, obj):
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _check_model_dir(config):
@@ -215,8 +200,8 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
 
     os.makedirs(config.model_dir, exist_ok=True)
     write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
-    _atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
-    _atomic_write(os.path.join(config.model_dir, "split.npz"),
+    atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
+    atomic_write(os.path.join(config.model_dir, "split.npz"),
                   lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
     crop_scale = (config.crop_scale_min, 1.0)
     train_ds = data_lib.pipeline(train_data, batch_size=config.batch_size, views=views, seed=config.seed,
@@ -244,6 +229,43 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
         print(f"Test accuracy {metrics['test_accuracy']:.4f} ({config.method}, {len(test_idx)} images); "
               f"written to {config.model_dir}")
     return metrics
+
+
+def saved_data_flags(model_dir):
+    """``data_dir`` and ``manual_dir`` as the run recorded them in its flags.cfg (None if absent)."""
+    found = {"data_dir": None, "manual_dir": None}
+    path = os.path.join(model_dir, "flags.cfg")
+    if os.path.exists(path):
+        for line in open(path):
+            key, _, value = line.strip().partition("=")
+            if key.lstrip("-") in found and value:
+                found[key.lstrip("-")] = value
+    return found
+
+
+def load_run(model_dir, data_dir=None, manual_dir=None):
+    """A finished run: ``(settings dict, training images, test images)``, split as in training.
+
+    ``data_dir`` / ``manual_dir`` override the ones the run recorded (the data may have moved).
+    Raises ValueError when ``model_dir`` is not a finished run or its data cannot be loaded.
+    """
+    missing = [f for f in ("config.json", "split.npz", "encoder.keras", "reference_db.npz")
+               if not os.path.exists(os.path.join(model_dir, f))]
+    if missing:
+        raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
+                         "Train one with python -m scl_amp_tf.train --model_dir=... first.")
+    with open(os.path.join(model_dir, "config.json")) as f:
+        settings = json.load(f)
+    recorded = saved_data_flags(model_dir)
+    data = data_lib.load(settings["dataset"], image_size=settings["image_size"],
+                         data_dir=data_dir or recorded["data_dir"], manual_dir=manual_dir or recorded["manual_dir"],
+                         synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"])
+    with np.load(os.path.join(model_dir, "split.npz")) as split:
+        train_idx, test_idx = split["train"], split["test"]
+    if max(train_idx.max(initial=0), test_idx.max(initial=0)) >= len(data.labels):
+        raise ValueError(f"{model_dir}/split.npz indexes {max(train_idx.max(), test_idx.max()) + 1} images but "
+                         f"the dataset ({data.description}) has {len(data.labels)}: not the data of this run.")
+    return settings, data.subset(train_idx), data.subset(test_idx)
 
 
 def embed(model, images, batch_size=128):
@@ -284,7 +306,7 @@ def evaluate(config, encoder, features, train_data, test_data):
 
 def _save_artefacts(config, encoder, database, metrics):
     model_dir = config.model_dir
-    _atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
+    atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
     database.save(os.path.join(model_dir, "reference_db.npz"))
     with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():
         tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=config.epochs)

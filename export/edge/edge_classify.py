@@ -1,0 +1,178 @@
+"""Classify images on an edge device with an exported LiteRT model and its reference database.
+
+Needs LiteRT, NumPy and Pillow only (no TensorFlow, no scl_amp_tf)::
+
+    pip install ai-edge-litert numpy pillow
+    python edge_classify.py --bundle=BUNDLE --images=DIR [--variant=int8] [--output=predictions.csv]
+
+``BUNDLE`` is the ``assets.extra`` folder of an exported version (``EXPORT/<model>/<version>/
+assets.extra``, written by ``python -m scl_amp_tf.export``); this script is copied there too.
+It holds ``scl_amp_tf.json`` (image size, channels, class names, the .tflite file of each
+variant), ``reference_db.npz`` (one prototype per class, section IV.A of the paper) and the
+``model_<variant>.tflite`` files, which map ``[N, S, S, C]`` pixel values to L2-normalised
+embeddings. A query's score for a class is its mean cosine similarity to that class's references
+(= the dot product with the class prototype); the prediction is the best-scoring class.
+
+Images are converted to the model's channels and resized to ``S x S`` with Pillow's bilinear
+filter, which antialiases when it shrinks, like the ``tf.image.resize(antialias=True)`` of
+training (the two agree to one gray level).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+METADATA_FILE = "scl_amp_tf.json"
+REFERENCE_DB_FILE = "reference_db.npz"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def load_metadata(bundle):
+    path = os.path.join(bundle, METADATA_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --bundle must be the assets.extra folder of an exported "
+                                "version (EXPORT/<model>/<version>/assets.extra).")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_reference_db(path):
+    """``(prototypes [K, d] float32, class names)`` from a ``reference_db.npz``."""
+    with np.load(path) as f:
+        return f["prototypes"].astype(np.float32), json.loads(str(f["class_names"]))
+
+
+def load_image(path, image_size, channels):
+    """An image file -> uint8 ``[S, S, C]``, as the model expects it."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.BILINEAR)
+            array = np.asarray(image, np.uint8)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"Cannot read image {path}: {e}") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+class EdgeClassifier:
+    """A LiteRT model (one variant: fp32, fp16 or int8) plus the reference database."""
+
+    def __init__(self, bundle, variant="fp32", num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.metadata = load_metadata(bundle)
+        files = self.metadata.get("tflite", {})
+        if variant not in files:
+            raise ValueError(f"No {variant!r} model in {bundle}; this export has: {', '.join(files) or 'none'}.")
+        self.variant = variant
+        self.image_size = int(self.metadata["image_size"])
+        self.channels = int(self.metadata["channels"])
+        self.prototypes, self.class_names = load_reference_db(os.path.join(bundle, REFERENCE_DB_FILE))
+        self.interpreter = Interpreter(model_path=os.path.join(bundle, files[variant]["file"]),
+                                       num_threads=num_threads)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self._batch = None
+
+    def _quantize(self, images):
+        dtype = self._input["dtype"]
+        if dtype == np.float32:
+            return images.astype(np.float32)
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def embed(self, images):
+        """uint8 images ``[N, S, S, C]`` -> L2-normalised embeddings ``[N, d]`` (float32)."""
+        images = np.asarray(images)
+        expected = (self.image_size, self.image_size, self.channels)
+        if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
+            raise ValueError(f"Expected a non-empty batch of images [N, {', '.join(map(str, expected))}], "
+                             f"got shape {images.shape}.")
+        if self._batch != len(images):
+            self.interpreter.resize_tensor_input(self._input["index"], [len(images), *expected])
+            self.interpreter.allocate_tensors()
+            self._batch = len(images)
+        self.interpreter.set_tensor(self._input["index"], self._quantize(images))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self._output["index"]).astype(np.float32)
+        if self._output["dtype"] != np.float32:
+            scale, zero_point = self._output["quantization"]
+            out = (out - zero_point) * scale
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def scores(self, images):
+        """``[N, K]`` mean cosine similarity of each image to each class's references."""
+        return self.embed(images) @ self.prototypes.T
+
+    def classify(self, images):
+        """``(class ids [N], class names [N], scores [N, K])``."""
+        scores = self.scores(images)
+        ids = np.argmax(scores, axis=1)
+        return ids, [self.class_names[i] for i in ids], scores
+
+
+def image_files(folder):
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--images={folder}: no such directory.")
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"--images={folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def classify_folder(classifier, folder, batch_size=32):
+    """Rows ``(file, class name, score)`` for every image under ``folder``."""
+    rows = []
+    files = image_files(folder)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        images = np.stack([load_image(f, classifier.image_size, classifier.channels) for f in chunk])
+        ids, names, scores = classifier.classify(images)
+        rows.extend((f, n, float(s[i])) for f, n, i, s in zip(chunk, names, ids, scores))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", default=os.path.dirname(os.path.abspath(__file__)),
+                        help="The assets.extra folder of an exported version (default: this script's folder).")
+    parser.add_argument("--images", required=True, help="Folder of images to classify (searched recursively).")
+    parser.add_argument("--variant", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_threads", type=int, default=None)
+    parser.add_argument("--output", help="Write the predictions to this CSV file (default: standard output).")
+    args = parser.parse_args(argv)
+    try:
+        classifier = EdgeClassifier(args.bundle, args.variant, args.num_threads)
+        rows = classify_folder(classifier, args.images, args.batch_size)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "class", "score"])
+    writer.writerows((f, n, f"{s:.6f}") for f, n, s in rows)
+    if args.output:  # written whole, then renamed: never a half-written file
+        directory = os.path.dirname(os.path.abspath(args.output))
+        fd, tmp = tempfile.mkstemp(suffix=".csv", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(text.getvalue())
+        os.replace(tmp, args.output)
+    else:
+        sys.stdout.write(text.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Command line: add, replace or remove a defect class of an exported model without retraining.
+
+    python -m scl_amp_tf.enroll --export_dir=exported --class_name=new_scratch --images=new_scratch/
+    python -m scl_amp_tf.enroll --export_dir=exported --class_name=new_scratch --images=more/ --replace
+    python -m scl_amp_tf.enroll --export_dir=exported --class_name=new_scratch --remove
+
+The newest version's own SavedModel embeds the images (any size; resized inside as in training);
+their mean normalised embedding becomes the class's prototype in the reference database (section
+IV.A of the paper: a k-shot reference set). The result is published as the next version (new
+SavedModel, the same LiteRT files, the new reference database), checked like an export; the
+older versions stay, so TF Serving switches over (and back, by deleting the new folder) safely.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("export_dir", None, "Root of the exported models (as given to python -m scl_amp_tf.export).")
+flags.DEFINE_string("model_name", None, "Model under --export_dir (needed only when it holds several).")
+flags.DEFINE_string("class_name", None, "The class to add, replace or remove.")
+flags.DEFINE_string("images", None, "Folder of images of that class (searched recursively).")
+flags.DEFINE_bool("replace", False, "Replace the references of an enrolled class with --images.")
+flags.DEFINE_bool("remove", False, "Remove the class.")
+flags.mark_flags_as_required(["export_dir", "class_name"])
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.replace and FLAGS.remove:
+        raise app.UsageError("Give at most one of --replace and --remove.")
+    if FLAGS.remove and FLAGS.images:
+        raise app.UsageError("--remove takes no --images.")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from scl_amp_tf import exporting
+
+    mode = "remove" if FLAGS.remove else "replace" if FLAGS.replace else "add"
+    try:
+        path = exporting.enroll(FLAGS.export_dir, FLAGS.class_name, images=FLAGS.images, mode=mode,
+                                model_name=FLAGS.model_name)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(exporting.describe_version(path))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

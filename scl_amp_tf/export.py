@@ -1,0 +1,58 @@
+"""Command line: export a trained SCL-AMP model for TF Serving (SavedModel) and the edge (LiteRT).
+
+    python -m scl_amp_tf.export --model_dir=runs/demo --export_dir=exported
+    python -m scl_amp_tf.export --model_dir=runs/neu_20shot --export_dir=/models --model_name=neu \
+        --formats=saved_model,tflite_fp32,tflite_int8
+
+Writes ``EXPORT/<model_name>/<version>/`` (the next version number unless ``--version``): a
+SavedModel with the signatures serving_default, classify_bytes and embed, the reference database
+inside, and in its ``assets.extra/`` folder the LiteRT models, the reference database and the edge
+runner. Every artefact is checked against the Keras model before the version is published (a
+failed check publishes nothing). See the README's Deployment section.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("model_dir", None, "A finished SCL-AMP training run (python -m scl_amp_tf.train).")
+flags.DEFINE_string("export_dir", None, "Root of the exported models: EXPORT/<model_name>/<version>/.")
+flags.DEFINE_string("model_name", None, "Name under --export_dir (TF Serving's model name); "
+                    "default: the --model_dir folder's name.")
+flags.DEFINE_integer("version", None, "Version number to write (default: one more than the newest).")
+flags.DEFINE_string("formats", "saved_model,tflite",
+                    "saved_model, plus tflite (all of fp32, fp16, int8) or some of tflite_fp32, tflite_fp16, "
+                    "tflite_int8.")
+flags.DEFINE_integer("representative_images", 200,
+                     "Training images (drawn with --seed) that calibrate the int8 quantisation.")
+flags.DEFINE_integer("check_images", 64, "Training images every artefact is checked on before publishing.")
+flags.DEFINE_integer("seed", 0, "Seed of the calibration and check draws.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the run recorded.")
+flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, if not the one the run recorded.")
+flags.mark_flags_as_required(["model_dir", "export_dir"])
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines about saving say nothing useful here
+        logging.set_verbosity(logging.WARNING)
+    from scl_amp_tf import exporting
+
+    try:
+        path = exporting.export_model(
+            FLAGS.model_dir, FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
+            formats=FLAGS.formats, representative_images=FLAGS.representative_images,
+            check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed)
+    except ValueError as e:  # ExportError, DataError and bad settings
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(exporting.describe_version(path))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,335 @@
+"""Deployment: export a tiny trained model, reload every artefact and compare with Keras; requests
+through the serving client (REST and gRPC, over local sockets); the edge runner without
+TensorFlow; enrolment of a new class; bad requests and failed checks leave nothing behind."""
+import concurrent.futures
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from scl_amp_tf import data as data_lib
+from scl_amp_tf import exporting, serving_client, synthetic_wafers
+from scl_amp_tf.edge import edge_classify
+from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.training import TrainConfig, train_and_evaluate
+
+TRAINED = ["C", "D", "EL", "L", "NF"]  # Center, Donut, Edge-Loc, Loc, Near-full  # the model learns these ...
+NEW = "R"  # Random  # ... and this one is enrolled after export
+SIZE = 52
+
+
+def _write_class_folders(root, names, per_class, seed):
+    maps, labels, _ = synthetic_wafers.generate(per_class, seed=seed)
+    for name in names:
+        folder = root / name
+        folder.mkdir(parents=True)
+        index = synthetic_wafers.CLASS_NAMES.index(name)
+        for k, m in enumerate(maps[labels == index]):
+            # 60x60 files: the model's 52x52 input is reached by the same resize as in training
+            Image.fromarray(m.astype(np.uint8) * data_lib.WAFER_SCALE).resize((60, 60), Image.NEAREST).save(folder / f"{k:03d}.png")
+    return root
+
+
+def _new_class_folder(folder, count=8):
+    """Images of a class the model never saw: one Random-pattern wafer with 20 dies flipped per copy.
+
+    The copies are close to each other on purpose: the test is about the enrolment mechanism, which
+    must not hinge on how well a model trained for seconds generalises to unseen patterns.
+    """
+    maps, labels, _ = synthetic_wafers.generate(1, seed=5)
+    base = maps[labels == synthetic_wafers.CLASS_NAMES.index(NEW)][0]
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for k in range(count):
+        m = base.copy()
+        dies = np.argwhere(m > 0)
+        flip = dies[rng.choice(len(dies), 20, replace=False)]
+        m[flip[:, 0], flip[:, 1]] = 3 - m[flip[:, 0], flip[:, 1]]  # pass <-> fail
+        Image.fromarray(m.astype(np.uint8) * data_lib.WAFER_SCALE).resize((60, 60), Image.NEAREST).save(
+            folder / f"{k:03d}.png")
+    return folder
+
+
+def _cli(module, *args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A resnet_tiny SCL-AMP model trained briefly on 5 wafer classes, exported through the CLI."""
+    root = tmp_path_factory.mktemp("export")
+    data_root = _write_class_folders(root / "data", TRAINED, per_class=24, seed=1)
+    config = TrainConfig(model_dir=str(root / "run"), dataset=f"folder:{data_root}", shots_per_class=12,
+                         image_size=SIZE, backbone="resnet_tiny", epochs=8, verbose=0)
+    metrics = train_and_evaluate(config)
+    result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={root / 'exported'}",
+                  "--model_name=wafers", "--representative_images=60", "--check_images=32", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tflite/int8" in result.stdout
+    data = data_lib.load(f"folder:{data_root}", image_size=SIZE)
+    test = np.load(os.path.join(config.model_dir, "split.npz"))["test"]
+    return dict(root=root, version=root / "exported" / "wafers" / "1", model_dir=config.model_dir,
+                data_root=data_root, images=data.images[test], labels=data.labels[test], metrics=metrics)
+
+
+def _keras(exported):
+    encoder = keras.models.load_model(os.path.join(exported["model_dir"], "encoder.keras"))
+    database = ReferenceDatabase.load(os.path.join(exported["model_dir"], "reference_db.npz"))
+    return encoder, database
+
+
+def test_layout_and_metadata(exported):
+    version = exported["version"]
+    assert sorted(os.listdir(version.parent)) == ["1"]  # no temporary folder left
+    assert {"saved_model.pb", "variables", "assets.extra"} <= set(os.listdir(version))
+    metadata = json.loads((version / "assets.extra" / "scl_amp_tf.json").read_text())
+    assert metadata["class_names"] == TRAINED and metadata["image_size"] == SIZE and metadata["channels"] == 1
+    assert set(metadata["tflite"]) == {"fp32", "fp16", "int8"}
+    assert metadata["tflite"]["int8"]["bytes"] < metadata["tflite"]["fp32"]["bytes"] / 2
+    assert os.stat(version).st_mode & 0o055 == 0o055  # readable by a TF Serving container's user
+
+
+def test_every_artefact_matches_keras_on_held_out_images(exported):
+    encoder, database = _keras(exported)
+    images, labels = exported["images"], exported["labels"]
+    reference = exporting.keras_embeddings(encoder, images)
+    keras_predictions = database.predict(reference)
+    # The reloaded graph reproduces the accuracy the training run reported.
+    assert np.mean(keras_predictions == labels) == pytest.approx(exported["metrics"]["test_accuracy"], abs=1e-6)
+    loaded = tf.saved_model.load(str(exported["version"]))
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert np.array_equal(served["class_id"].numpy(), keras_predictions)
+    assert [n.decode() for n in served["class_name"].numpy()] == [TRAINED[i] for i in keras_predictions]
+    np.testing.assert_allclose(served["scores"].numpy(), database.scores(reference), atol=1e-5)
+    by_bytes = loaded.signatures["classify_bytes"](image_bytes=tf.constant(exporting.encode_png(images)))
+    assert np.array_equal(by_bytes["class_id"].numpy(), keras_predictions)
+    embedded = loaded.signatures["embed"](images=tf.constant(images))["embedding"].numpy()
+    assert exporting.agreement(reference, embedded, database)["min_cosine"] >= 0.999
+    bundle = str(exported["version"] / "assets.extra")
+    for variant in ("fp32", "fp16"):
+        figure = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, variant).embed(images), database)
+        assert figure["min_cosine"] >= 0.999 and figure["top1_agreement"] == 1.0, (variant, figure)
+    int8 = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, "int8").embed(images), database)
+    assert int8["min_cosine"] > 0.95 and int8["top1_agreement"] >= 0.9, int8
+
+
+def test_signatures_resize_and_convert_like_training(exported):
+    """Images of another size (and RGB files for a gray model) go through the training resize."""
+    encoder, _ = _keras(exported)
+    rng = np.random.default_rng(0)
+    large = rng.integers(0, 256, (3, 75, 90, 1), dtype=np.uint8)
+    expected = exporting.keras_embeddings(encoder, data_lib.resize_images(large, SIZE))
+    loaded = tf.saved_model.load(str(exported["version"]))
+    got = loaded.signatures["embed"](images=tf.constant(large))["embedding"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    rgb_png = [tf.io.encode_png(np.repeat(im, 3, axis=-1)).numpy() for im in large]
+    by_bytes = loaded.signatures["classify_bytes"](image_bytes=tf.constant(rgb_png))["embedding"].numpy()
+    np.testing.assert_allclose(by_bytes, expected, atol=1e-5)
+
+
+def test_bad_requests_get_an_error_message(exported):
+    local = serving_client.LocalModel(str(exported["version"]))
+    good = exported["images"][:2]
+    bad_bodies = {
+        "float pixels": {"signature_name": "serving_default", "inputs": {"images": (good / 255.0).tolist()}},
+        "no batch axis": {"signature_name": "serving_default", "inputs": {"images": good[0].tolist()}},
+        "three channels": {"signature_name": "serving_default",
+                           "inputs": {"images": np.repeat(good, 3, axis=-1).tolist()}},
+        "empty batch": {"signature_name": "serving_default", "inputs": {"images": []}},
+        "undecodable bytes": {"signature_name": "classify_bytes", "inputs": {"image_bytes": [{"b64": "bm90IGFuIGltYWdl"}]}},
+        "empty bytes batch": {"signature_name": "classify_bytes", "inputs": {"image_bytes": []}},
+        "unknown signature": {"signature_name": "predict", "inputs": {"images": good.tolist()}},
+        "no inputs": {"signature_name": "serving_default"},
+    }
+    for what, body in bad_bodies.items():
+        answer = local.predict_rest(body)
+        assert set(answer) == {"error"} and answer["error"], (what, answer)
+    assert "image" in local.predict_rest(bad_bodies["undecodable bytes"])["error"].lower()
+    request = serving_client.grpc_request("wafers", "serving_default", good)
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(good.astype(np.float32)))
+    with pytest.raises(serving_client.ServingError, match="uint8"):
+        local.predict_grpc(request)
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((0, SIZE, SIZE, 1), np.uint8)))
+    with pytest.raises(serving_client.ServingError, match="Empty request"):  # the graph's own check
+        local.predict_grpc(request)
+    with pytest.raises(ValueError, match="uint8 images"):  # the client refuses before sending
+        serving_client.rest_body("serving_default", good.astype(np.float32))
+    with pytest.raises(ValueError, match="Empty request"):
+        serving_client.grpc_request("wafers", "classify_bytes", [])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_rest_and_grpc_round_trip_through_local_servers(exported):
+    """The client's real HTTP and gRPC requests, answered by stand-in servers backed by the SavedModel
+    (TF Serving itself cannot run here); both answer what the Keras model predicts."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    local = serving_client.LocalModel(str(exported["version"]))
+
+    class Rest(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            assert self.path == "/v1/models/wafers:predict", self.path
+            answer = local.predict_rest(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(400 if "error" in answer else 200)
+            self.end_headers()
+            self.wfile.write(json.dumps(answer).encode())
+
+        def log_message(self, *args):
+            pass
+
+    class Grpc(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            try:
+                return local.predict_grpc(request)
+            except serving_client.ServingError as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+    rest_server = http.server.HTTPServer(("127.0.0.1", _free_port()), Rest)
+    threading.Thread(target=rest_server.serve_forever, daemon=True).start()
+    grpc_server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Grpc(), grpc_server)
+    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
+    grpc_server.start()
+    try:
+        encoder, database = _keras(exported)
+        images = exported["images"][:6]
+        expected = [TRAINED[i] for i in database.predict(exporting.keras_embeddings(encoder, images))]
+        rest_address = f"127.0.0.1:{rest_server.server_address[1]}"
+        for send, server in ((serving_client.send_rest, rest_address),
+                             (serving_client.send_grpc, f"127.0.0.1:{grpc_port}")):
+            for signature, inputs in (("serving_default", images), ("classify_bytes", exporting.encode_png(images))):
+                outputs = send(server, "wafers", signature, inputs)
+                names = [n.decode() if isinstance(n, bytes) else n for n in outputs["class_name"]]
+                assert names == expected, (send.__name__, signature)
+                assert outputs["scores"].shape == (6, len(TRAINED))
+            with pytest.raises(serving_client.ServingError, match="[Ii]mage"):
+                send(server, "wafers", "classify_bytes", [b"not an image"])
+    finally:
+        rest_server.shutdown()
+        grpc_server.stop(None)
+
+
+def test_edge_runner_classifies_a_folder_without_tensorflow(exported, tmp_path):
+    """The bundle's own copy of edge_classify.py, with TensorFlow made unimportable."""
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    images = exported["images"][:10]
+    for k, image in enumerate(images):
+        Image.fromarray(image[..., 0]).save(folder / f"{k:02d}.png")
+    script = exported["version"] / "assets.extra" / "edge_classify.py"
+    runner = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.modules['scl_amp_tf'] = None; "
+              f"sys.argv = [{str(script)!r}] + sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    for variant in ("fp32", "int8"):
+        out = tmp_path / f"{variant}.csv"
+        result = subprocess.run([sys.executable, "-c", runner, f"--images={folder}", f"--variant={variant}",
+                                 f"--output={out}"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = out.read_text().splitlines()
+        assert rows[0] == "file,class,score" and len(rows) == 11
+        if variant == "fp32":
+            encoder, database = _keras(exported)
+            expected = [TRAINED[i] for i in database.predict(exporting.keras_embeddings(encoder, images))]
+            assert [r.split(",")[1] for r in rows[1:]] == expected
+    missing = subprocess.run([sys.executable, str(script), f"--images={tmp_path / 'nowhere'}"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no such directory" in missing.stderr
+
+
+def test_enroll_add_replace_remove(exported, tmp_path):
+    export_dir = exported["root"] / "exported"
+    new_images = _new_class_folder(tmp_path / NEW)
+    result = _cli("scl_amp_tf.enroll", f"--export_dir={export_dir}", f"--class_name={NEW}",
+                  f"--images={new_images}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    v1, v2 = (str(export_dir / "wafers" / v) for v in ("1", "2"))
+    old, new = (tf.saved_model.load(v).signatures["serving_default"] for v in (v1, v2))
+    references = np.stack([data_lib.resize_images(np.asarray(Image.open(p))[None, ..., None], SIZE)[0]
+                           for p in sorted(new_images.iterdir())])
+    assert [n.decode() for n in new(images=tf.constant(references))["class_name"].numpy()] == [NEW] * 8
+    # The old classes keep exactly their scores; the new column is the mean cosine similarity to the
+    # new references (section IV.A), computed here from the old version's embeddings.
+    images = exported["images"]
+    before, after = old(images=tf.constant(images)), new(images=tf.constant(images))
+    np.testing.assert_allclose(after["scores"].numpy()[:, :len(TRAINED)], before["scores"].numpy(), atol=1e-6)
+    reference_embeddings = old(images=tf.constant(references))["embedding"].numpy()
+    expected = np.mean(before["embedding"].numpy() @ reference_embeddings.T, axis=1)
+    np.testing.assert_allclose(after["scores"].numpy()[:, -1], expected, atol=1e-5)
+    metadata = json.loads((export_dir / "wafers" / "2" / "assets.extra" / "scl_amp_tf.json").read_text())
+    assert metadata["class_names"] == [*TRAINED, NEW] and metadata["reference_counts"][-1] == 8
+    assert "added class 'R'" in metadata["history"][-1]
+    edge = edge_classify.EdgeClassifier(str(export_dir / "wafers" / "2" / "assets.extra"), "fp32")
+    assert list(edge.classify(references)[1]) == [NEW] * 8  # the edge bundle follows
+
+    again = _cli("scl_amp_tf.enroll", f"--export_dir={export_dir}", f"--class_name={NEW}",
+                 f"--images={new_images}", cwd=tmp_path)
+    assert again.returncode == 2 and "already enrolled" in again.stderr
+    path = exporting.enroll(str(export_dir), NEW, images=str(new_images), mode="replace")
+    assert path.endswith("3")
+    path = exporting.enroll(str(export_dir), "D", mode="remove")
+    assert json.loads(open(os.path.join(path, "assets.extra", "scl_amp_tf.json")).read())["class_names"] == \
+        ["C", "EL", "L", "NF", NEW]
+    with pytest.raises(exporting.ExportError, match="not in"):
+        exporting.enroll(str(export_dir), "D", mode="remove")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    with pytest.raises(exporting.ExportError, match="a.png"):
+        exporting.enroll(str(export_dir), "Scratch", images=str(broken))
+    assert sorted(os.listdir(export_dir / "wafers")) == ["1", "2", "3", "4"]
+
+
+def test_export_refuses_what_it_cannot_serve_and_publishes_nothing_on_failure(exported, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="not a finished training run"):
+        exporting.export_model(str(tmp_path / "nothing"), str(tmp_path / "out"))
+    with pytest.raises(exporting.ExportError, match="must include saved_model"):
+        exporting.parse_formats("tflite")
+    with pytest.raises(exporting.ExportError, match="unknown tflite_int4"):
+        exporting.parse_formats("saved_model,tflite_int4")
+    with pytest.raises(exporting.ExportError, match="exists already"):
+        exporting.export_model(exported["model_dir"], str(exported["root"] / "exported"), model_name="wafers",
+                               version=1, formats="saved_model")
+
+    def failing_check(*args, **kwargs):
+        raise exporting.ExportError("simulated parity failure")
+
+    monkeypatch.setattr(exporting, "check_version", failing_check)
+    out = tmp_path / "out"
+    with pytest.raises(exporting.ExportError, match="simulated"):
+        exporting.export_model(exported["model_dir"], str(out), model_name="m", formats="saved_model")
+    assert os.listdir(out / "m") == []
+
+
+def test_export_refuses_the_ce_baseline(tmp_path):
+    config = TrainConfig(model_dir=str(tmp_path / "ce"), dataset="synthetic_wafers", synthetic_per_class=4,
+                         shots_per_class=2, image_size=SIZE, backbone="resnet_tiny", epochs=1, method="ce",
+                         verbose=0)
+    train_and_evaluate(config)
+    result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={tmp_path / 'out'}",
+                  cwd=tmp_path)
+    assert result.returncode == 2 and "'ce' model" in result.stderr
+    assert not os.path.exists(tmp_path / "out" / "ce" / "1")
+
+
+def test_preprocess_is_the_training_resize():
+    rng = np.random.default_rng(3)
+    for shape in ((2, 52, 52, 1), (2, 80, 64, 1), (1, 30, 41, 3)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = exporting.preprocess(tf.constant(images), SIZE).numpy()
+        np.testing.assert_array_equal(np.round(got * 255).astype(np.uint8), data_lib.resize_images(images, SIZE))
