@@ -99,10 +99,16 @@ def main():
     for variant, runner in runners.items():
         outputs[f"tflite_{variant}"] = np.concatenate([runner.embed(images[i:i + 256])
                                                        for i in range(0, len(images), 256)])
+    top2 = np.sort(database.scores(reference), axis=1)[:, -2:]
+    keras_margin = top2[:, 1] - top2[:, 0]  # how close each image is to a tie in the Keras model
     for name, embeddings in outputs.items():
         figure = exporting.agreement(reference, embeddings, database)
+        differs = database.predict(reference) != database.predict(embeddings)
         _emit({**common, "figure": "export_parity", "artefact": name, **figure,
-               "accuracy": float(np.mean(database.predict(embeddings) == labels))}, args.out)
+               "accuracy": float(np.mean(database.predict(embeddings) == labels)),
+               "disagreements": int(differs.sum()),
+               "keras_top2_margin_of_disagreements": [round(float(m), 4) for m in np.sort(keras_margin[differs])][:20],
+               "keras_top2_margin_median": round(float(np.median(keras_margin)), 4)}, args.out)
 
     metadata = edge_classify.load_metadata(bundle)
     sizes = {"saved_model": _folder_bytes(version_dir) - _folder_bytes(bundle)}

@@ -23,7 +23,6 @@ product with the class prototype (the mean of the normalised references).
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import os
 import shutil
@@ -283,11 +282,7 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
     os.makedirs(model_root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_root)  # not a number: TF Serving skips it
     try:
-        saved_model = os.path.join(tmp, "saved_model")
-        build_archive(encoder, database).write_out(saved_model, verbose=False)
-        for name in os.listdir(saved_model):
-            os.replace(os.path.join(saved_model, name), os.path.join(tmp, name))
-        os.rmdir(saved_model)
+        build_archive(encoder, database).write_out(tmp, verbose=False)
         bundle = os.path.join(tmp, EXTRA)
         os.makedirs(bundle, exist_ok=True)
         encoder.save(os.path.join(bundle, ENCODER_FILE))
