@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 
@@ -63,6 +64,24 @@ def main():
     args = parser.parse_args()
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log)
+    from scl_amp_tf import exporting
+
+    version_dir = args.version_dir
+    export_seconds = scratch = None
+    if version_dir is None:
+        start = time.time()
+        scratch = tempfile.mkdtemp(prefix="export_bench_")
+        version_dir = exporting.export_model(args.model_dir, scratch, data_dir=args.data_dir,
+                                             manual_dir=args.manual_dir)
+        export_seconds = round(time.time() - start, 1)
+    try:
+        run(args, version_dir, export_seconds)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args, version_dir, export_seconds):
     import keras
     import tensorflow as tf
 
@@ -70,13 +89,6 @@ def main():
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
-    version_dir = args.version_dir
-    export_seconds = None
-    if version_dir is None:
-        start = time.time()
-        version_dir = exporting.export_model(args.model_dir, tempfile.mkdtemp(prefix="export_bench_"),
-                                             data_dir=args.data_dir, manual_dir=args.manual_dir)
-        export_seconds = round(time.time() - start, 1)
     settings, _, test = training.load_run(args.model_dir, data_dir=args.data_dir, manual_dir=args.manual_dir)
     order = np.random.default_rng(args.seed).permutation(len(test.labels))[:args.max_test_images]
     images, labels = test.images[np.sort(order)], test.labels[np.sort(order)]

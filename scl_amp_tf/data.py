@@ -203,27 +203,47 @@ def to_float(images):
 
 
 def pipeline(data: LabelledImages, *, batch_size: int, views: str, seed: int, shuffle: bool,
-             crop_scale=augmentation.DEFAULT_CROP_SCALE) -> tf.data.Dataset:
+             crop_scale=augmentation.DEFAULT_CROP_SCALE, input_context=None,
+             drop_remainder=False) -> tf.data.Dataset:
     """The tf.data input of training and evaluation.
 
     ``views``: ``"three"`` gives ``((x_n, x_i, x_j), y)`` (SCL-AMP: the image and two views),
     ``"one"`` gives ``(t(x), y)`` (the cross-entropy baseline, same augmentation set),
     ``"none"`` gives ``(x, y)``. The images are held in memory already resized (deterministic
-    preprocessing done once); augmentation runs per batch after that, from a seeded random
-    stream that changes every epoch, so it is never frozen by a cache.
+    preprocessing done once); augmentation runs after that (so it is never frozen by a cache),
+    in parallel, and every image draws its views from its own seed, taken from a seeded stream
+    that changes every epoch.
+
+    ``input_context`` (``tf.distribute.InputContext``, from ``distribute_datasets_from_function``):
+    the pipeline of one worker. All workers shuffle alike and pair every image with its seed
+    *before* each takes every k-th image, so worker batches of ``batch_size / k`` images make up
+    exactly the global batch of a single process, views included. ``drop_remainder`` drops the
+    last, short global batch of an epoch (workers must run the same number of steps).
     """
+    if views not in ("three", "one", "none"):
+        raise ValueError(f"views must be 'three', 'one' or 'none', not {views!r}")
     ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
     if shuffle:
         ds = ds.shuffle(len(data.labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     if views != "none":
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (*xy, s))
+    if drop_remainder:
+        ds = ds.take(len(data.labels) // batch_size * batch_size)
+    if input_context is not None:
+        if input_context.num_input_pipelines > 1:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+
+    def one(x, y, s=None):
+        x = to_float(x)[None]
         if views == "three":
-            fn = lambda batch, s: ((batch[0], *augmentation.two_views(batch[0], s, crop_scale)), batch[1])
+            x = (x[0], *(v[0] for v in augmentation.two_views(x, s, crop_scale)))
         elif views == "one":
-            fn = lambda batch, s: (augmentation.augment(batch[0], s, crop_scale), batch[1])
+            x = augmentation.augment(x, s, crop_scale)[0]
         else:
-            raise ValueError(f"views must be 'three', 'one' or 'none', not {views!r}")
-        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+            x = x[0]
+        return x, y
+
+    ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -47,7 +47,7 @@ def main(argv):
             FLAGS.model_dir, FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
             formats=FLAGS.formats, representative_images=FLAGS.representative_images,
             check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed)
-    except ValueError as e:  # ExportError, DataError and bad settings
+    except (ValueError, OSError) as e:  # ExportError, DataError, bad settings, unwritable folders
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(exporting.describe_version(path))

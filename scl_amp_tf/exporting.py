@@ -44,7 +44,8 @@ EXTRA = "assets.extra"
 METADATA_FILE = edge_classify.METADATA_FILE
 REFERENCE_DB_FILE = edge_classify.REFERENCE_DB_FILE
 ENCODER_FILE = "encoder.keras"
-MIN_COSINE = 0.999  # float artefacts must agree with Keras to this cosine, and on every top-1
+MIN_COSINE = 0.999  # float artefacts must agree with Keras to this cosine, and on every top-1 ...
+TIE_MARGIN = 1e-3  # ... that is not a tie: where Keras's two best classes differ by less, either answer is right
 
 
 class ExportError(ValueError):
@@ -68,10 +69,26 @@ def preprocess(images, image_size):
     return x / 255.0
 
 
+def to_channels(image, channels):
+    """uint8 ``[H, W, c]`` (gray, gray + alpha, RGB or RGBA) -> ``[H, W, channels]``.
+
+    As in training (``data.load_image_folder``): alpha is dropped, gray is replicated to RGB;
+    an RGB image sent to a gray model is converted with the ITU-R 601 luma weights, rounded.
+    """
+    has_color = tf.shape(image)[-1] >= 3
+    if channels == 3:
+        return tf.cond(has_color, lambda: image[..., :3], lambda: tf.tile(image[..., :1], [1, 1, 3]))
+    def luma():
+        gray = tf.image.rgb_to_grayscale(tf.cast(image[..., :3], tf.float32))
+        return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
+    return tf.cond(has_color, luma, lambda: image[..., :1])
+
+
 def decode(image_bytes, image_size, channels):
     """Encoded PNG / JPEG / BMP / GIF strings ``[N]`` -> float32 ``[N, S, S, C]`` in [0, 1]."""
     def one(encoded):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = to_channels(tf.io.decode_image(encoded, expand_animations=False), channels)
+        image = tf.ensure_shape(image, [None, None, channels])
         return preprocess(image[None], image_size)[0]
     return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, channels],
                                                                           tf.float32))
@@ -199,11 +216,16 @@ def keras_embeddings(encoder, images):
 
 
 def agreement(reference, embeddings, database):
-    """Min and mean cosine to the reference embeddings, and the top-1 agreement of their predictions."""
+    """Min and mean cosine to the reference embeddings, the top-1 agreement of their predictions,
+    and the number of disagreements on images that are not near-ties for the Keras model
+    (top-2 score margin above ``TIE_MARGIN``)."""
     cosine = np.sum(l2_normalize(reference) * l2_normalize(embeddings), axis=1)
-    same = database.predict(reference) == database.predict(embeddings)
+    differs = database.predict(reference) != database.predict(embeddings)
+    top2 = np.sort(database.scores(reference), axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > TIE_MARGIN
     return {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean()),
-            "top1_agreement": float(np.mean(same)), "images": int(len(cosine))}
+            "top1_agreement": float(np.mean(~differs)), "clear_disagreements": int(np.sum(differs & clear)),
+            "images": int(len(cosine))}
 
 
 def encode_png(images):
@@ -213,7 +235,8 @@ def encode_png(images):
 def check_version(version_dir, encoder, database, images):
     """Runs ``images`` (uint8 ``[N, S, S, C]``) through every artefact of a written version and
     compares with the Keras encoder. Raises :class:`ExportError` if a float artefact (SavedModel
-    signatures, fp32, fp16) disagrees (cosine < 0.999 or any top-1 differs); int8 is reported.
+    signatures, fp32, fp16) disagrees (cosine < 0.999, or a top-1 differs where Keras's decision is
+    not a near-tie); int8 is reported.
     """
     reference = keras_embeddings(encoder, images)
     loaded = tf.saved_model.load(version_dir)
@@ -229,16 +252,18 @@ def check_version(version_dir, encoder, database, images):
         if "class_id" in out:  # the graph's own decision must be the database's decision
             decided = out["class_id"].numpy()
             names = [n.decode() for n in out["class_name"].numpy()]
-            if not (np.array_equal(decided, database.predict(out["embedding"].numpy()))
+            scores = out["scores"].numpy()
+            if not (np.allclose(scores, database.scores(out["embedding"].numpy()), atol=1e-5)
+                    and np.array_equal(decided, np.argmax(scores, axis=1))
                     and names == [database.class_names[i] for i in decided]):
-                raise ExportError(f"{name}: class ids or names disagree with the reference database.")
+                raise ExportError(f"{name}: scores, class ids or names disagree with the reference database.")
     bundle = os.path.join(version_dir, EXTRA)
     metadata = edge_classify.load_metadata(bundle)
     for variant in metadata.get("tflite", {}):
         runner = edge_classify.EdgeClassifier(bundle, variant)
         figures[f"tflite/{variant}"] = agreement(reference, runner.embed(images), database)
     for name, figure in figures.items():
-        if name != "tflite/int8" and (figure["min_cosine"] < MIN_COSINE or figure["top1_agreement"] < 1.0):
+        if name != "tflite/int8" and (figure["min_cosine"] < MIN_COSINE or figure["clear_disagreements"]):
             raise ExportError(f"{name} does not reproduce the Keras model ({figure}); nothing was published.")
     return figures
 
@@ -304,7 +329,11 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
         _write_json(os.path.join(bundle, METADATA_FILE), metadata)
         metadata["parity"] = check_version(tmp, encoder, database, check_images)
         _write_json(os.path.join(bundle, METADATA_FILE), metadata)
-        files.publish_dir(tmp, final)
+        try:
+            files.publish_dir(tmp, final)
+        except OSError as e:
+            raise ExportError(f"Could not publish {final} ({e}): was that version published meanwhile? "
+                              "Run the command again.") from None
     except BaseException:
         files.remove_dir(tmp)
         raise
@@ -346,6 +375,8 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     from scl_amp_tf import training
 
     variants = parse_formats(formats)
+    if check_images < 1 or representative_images < 1:
+        raise ExportError("--check_images and --representative_images must be at least 1.")
     settings, train_data, _ = training.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
     if settings.get("method") != "scl_amp":
         raise ExportError(f"{model_dir} holds a {settings.get('method')!r} model; export serves SCL-AMP models, "
@@ -355,7 +386,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
     order = np.random.default_rng(seed).permutation(len(train_data.labels))
     calibration = train_data.images[np.sort(order[:representative_images])]
-    checks = train_data.images[np.sort(order[:check_images])]
+    checks = train_data.images[np.sort(order[::-1][:check_images])]  # disjoint from calibration if possible
     model_name = model_name or os.path.basename(os.path.normpath(model_dir))
     model_root = os.path.join(export_dir, model_name)
     version = int(version) if version is not None else (versions(model_root) or [0])[-1] + 1
@@ -390,16 +421,16 @@ def describe_version(version_dir):
 
 def read_images(folder):
     """Encoded bytes of every image file under ``folder``; raises naming a file that cannot be decoded."""
-    files = edge_classify.image_files(folder)
+    paths = edge_classify.image_files(folder)
     encoded = []
-    for path in files:
+    for path in paths:
         data = tf.io.read_file(path)
         try:
             tf.io.decode_image(data, expand_animations=False)
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
             raise ExportError(f"Cannot decode image {path}: {e.message.strip()}. Fix or remove the file.") from None
         encoded.append(data.numpy())
-    return files, encoded
+    return paths, encoded
 
 
 def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, seed=0):
@@ -435,25 +466,28 @@ def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, 
     else:
         if not images:
             raise ExportError("--images=DIR is needed: a folder of images of the class to enroll.")
-        files, encoded = read_images(images)
+        paths, encoded = read_images(images)
         out = tf.saved_model.load(latest).signatures["classify_bytes"](image_bytes=tf.constant(encoded))
         embeddings = out["embedding"].numpy()
         prototype = l2_normalize(embeddings).mean(axis=0, keepdims=True)
         if mode == "add":
             new = ReferenceDatabase(np.concatenate([database.prototypes, prototype]),
-                                    np.append(database.counts, len(files)), [*names, class_name])
+                                    np.append(database.counts, len(paths)), [*names, class_name])
         else:
             index = names.index(class_name)
             prototypes, counts = database.prototypes.copy(), database.counts.copy()
-            prototypes[index], counts[index] = prototype[0], len(files)
+            prototypes[index], counts[index] = prototype[0], len(paths)
             new = ReferenceDatabase(prototypes, counts, names)
         pixels = decode(tf.constant(encoded[:64]), metadata["image_size"], metadata["channels"]).numpy() * 255.0
         check_images = np.round(pixels).astype(np.uint8)
-        event = f"{'added' if mode == 'add' else 'replaced'} class {class_name!r} from {len(files)} images in " \
+        event = f"{'added' if mode == 'add' else 'replaced'} class {class_name!r} from {len(paths)} images in " \
                 f"{os.path.abspath(images)}"
     encoder = keras.models.load_model(os.path.join(bundle, ENCODER_FILE))
+    tflite_files = metadata.get("tflite", {})
     metadata = {k: v for k, v in metadata.items() if k not in ("parity", "tflite", "version")}
     metadata["history"] = [*metadata.get("history", []), f"{_now()} {event} (from version {os.path.basename(latest)})"]
-    variants = tuple(edge_classify.load_metadata(bundle).get("tflite", {}))
-    return publish_version(model_root, versions(model_root)[-1] + 1, encoder, new, metadata,
+    variants = tuple(tflite_files)
+    # The next number after the version read, not after the newest now: if another enrolment has
+    # published that number meanwhile, the rename fails instead of silently dropping its change.
+    return publish_version(model_root, int(os.path.basename(latest)) + 1, encoder, new, metadata,
                            check_images=check_images, tflite_variants=variants, tflite_source=bundle)

@@ -23,6 +23,9 @@ import urllib.request
 import numpy as np
 
 SIGNATURE_INPUTS = {"serving_default": "images", "embed": "images", "classify_bytes": "image_bytes"}
+SIGNATURE_OUTPUTS = {"serving_default": ("class_id", "class_name", "scores", "embedding"),
+                     "classify_bytes": ("class_id", "class_name", "scores", "embedding"),
+                     "embed": ("embedding",)}
 
 
 class ServingError(RuntimeError):
@@ -60,13 +63,17 @@ def rest_url(server, model_name, version=None):
     return f"{server.rstrip('/')}{path}:predict"
 
 
-def outputs_from_rest(answer):
-    """TF Serving's JSON answer -> ``{output name: numpy array}``; raises ServingError on an error answer."""
+def outputs_from_rest(answer, signature):
+    """TF Serving's JSON answer -> ``{output name: numpy array}``; raises ServingError on an error answer.
+
+    In the columnar format TF Serving names the outputs, except for a signature with a single
+    output (``embed``), whose answer is the value itself.
+    """
     if "error" in answer:
         raise ServingError(answer["error"])
     outputs = answer["outputs"]
-    if not isinstance(outputs, dict):  # a signature with a single output answers its value
-        outputs = {"output": outputs}
+    if not isinstance(outputs, dict):
+        outputs = {SIGNATURE_OUTPUTS[signature][0]: outputs}
     return {name: np.asarray(value) for name, value in outputs.items()}
 
 
@@ -76,11 +83,11 @@ def send_rest(server, model_name, signature, inputs, version=None, timeout=30.0)
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return outputs_from_rest(json.load(response))
+            return outputs_from_rest(json.load(response), signature)
     except urllib.error.HTTPError as e:  # TF Serving answers 4xx with {"error": ...}
         body = e.read().decode(errors="replace")
         try:
-            return outputs_from_rest(json.loads(body))
+            return outputs_from_rest(json.loads(body), signature)
         except (ValueError, KeyError):
             raise ServingError(f"HTTP {e.code}: {body}") from None
 
@@ -132,7 +139,7 @@ class LocalModel:
         self.saved_model_dir = saved_model_dir
         self._loaded = tf.saved_model.load(saved_model_dir)
 
-    def _run(self, signature, name, value):
+    def _run(self, signature, name, value, json_numbers=False):
         tf = self._tf
         if signature not in self._loaded.signatures:
             raise ServingError(f"Serving signature name: \"{signature}\" not found in signature def")
@@ -143,7 +150,9 @@ class LocalModel:
         try:
             tensor = tf.convert_to_tensor(value)
             if tensor.dtype != spec[name].dtype:
-                if not (tensor.dtype.is_integer and spec[name].dtype.is_integer):
+                # JSON numbers carry no dtype: TF Serving casts them (range checked by the caller);
+                # a gRPC tensor must come with the signature's dtype.
+                if not (json_numbers and tensor.dtype.is_integer and spec[name].dtype.is_integer):
                     raise ServingError(f"Expects arg {name} to be {spec[name].dtype.name} but "
                                        f"{tensor.dtype.name} is provided")
                 tensor = tf.cast(tensor, spec[name].dtype)
@@ -166,13 +175,13 @@ class LocalModel:
                 value = np.asarray(value)
                 if value.dtype.kind == "i" and value.size and (value.min() < 0 or value.max() > 255):
                     raise ServingError(f"Input {name}: values outside 0..255 for a uint8 tensor.")
-            outputs = self._run(signature, name, value)
+            outputs = self._run(signature, name, value, json_numbers=True)
         except ServingError as e:
             return {"error": str(e)}
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             return {"error": f"Malformed request body: {e}"}
-        return {"outputs": {k: [x.decode() if isinstance(x, bytes) else x for x in v.tolist()]
-                            for k, v in outputs.items()}}
+        answer = {k: [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] for k, v in outputs.items()}
+        return {"outputs": answer if len(answer) > 1 else next(iter(answer.values()))}
 
     def predict_grpc(self, request):
         """A ``PredictRequest`` -> a ``PredictResponse``; raises ServingError like the server's error status."""
@@ -195,14 +204,17 @@ def read_inputs(paths, signature):
     """Image files -> bytes (classify_bytes) or one uint8 batch (serving_default, embed)."""
     import tensorflow as tf
 
-    encoded = [open(p, "rb").read() for p in paths]
+    encoded = []
+    for path in paths:
+        with open(path, "rb") as f:
+            encoded.append(f.read())
     if signature == "classify_bytes":
         return encoded
     images = []
     for path, data in zip(paths, encoded):
         try:
             images.append(tf.io.decode_image(data, expand_animations=False).numpy())
-        except tf.errors.InvalidArgumentError as e:
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
             raise ValueError(f"Cannot decode image {path}: {e.message.strip()}") from None
     if len({im.shape for im in images}) > 1:
         raise ValueError(f"{signature} sends one uint8 batch, so the images must share one size and channel "
@@ -232,7 +244,7 @@ def main(argv=None):
         if args.saved_model:
             local = LocalModel(args.saved_model)
             if args.protocol == "rest":
-                outputs = outputs_from_rest(local.predict_rest(rest_body(args.signature, inputs)))
+                outputs = outputs_from_rest(local.predict_rest(rest_body(args.signature, inputs)), args.signature)
             else:
                 model = args.model_name or "local"
                 outputs = outputs_from_grpc(local.predict_grpc(grpc_request(model, args.signature, inputs)))

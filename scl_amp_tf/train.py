@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from scl_amp_tf.distribute import PRECISIONS, STRATEGIES
 from scl_amp_tf.training import TrainConfig
 
 _DEFAULTS = TrainConfig(model_dir="")
@@ -57,8 +58,15 @@ flags.DEFINE_bool("class_aware_negatives", _DEFAULTS.class_aware_negatives,
                   "L_con leaves the other images of an anchor's class out of its negatives (our extension; "
                   "the paper's Eq. 1 counts them as negatives).")
 flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest random-crop area, as a fraction.")
-flags.DEFINE_enum("strategy", _DEFAULTS.strategy, ["auto", "default", "mirrored"],
-                  "tf.distribute strategy; auto picks mirrored when several GPUs are visible.")
+flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(STRATEGIES),
+                  "tf.distribute strategy: auto (mirrored when several GPUs are visible, else one_device), "
+                  "one_device, mirrored (all local GPUs), multi_worker (MultiWorkerMirroredStrategy over the "
+                  "machines of TF_CONFIG), tpu.")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu (default: the one the environment gives).")
+flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(PRECISIONS),
+                  "Keras dtype policy of the network; losses, embeddings and logits stay float32.")
+flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
+                  "Compile the training step with XLA (faster on GPUs; 5-9x slower on a small CPU).")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0 silent, 1 progress bar, 2 one line per epoch.")
 flags.mark_flag_as_required("model_dir")
 

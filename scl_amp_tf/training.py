@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
+from scl_amp_tf import distribute
 from scl_amp_tf import models
 from scl_amp_tf.files import atomic_write
 from scl_amp_tf.reference import ReferenceDatabase
@@ -36,7 +37,9 @@ METHODS = ("scl_amp", "ce")
 BN_RECALIBRATION_IMAGES = 256  # training images whose statistics --bn_recalibration takes
 # Settings that do not change what a run computes; they may differ when a run is resumed.
 # ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
-RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs")
+# The strategy and XLA change where and how fast a run computes, not what (same global batch, same
+# update), so a run may be resumed on other hardware.
+RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "strategy", "tpu", "jit_compile")
 
 
 @dataclasses.dataclass
@@ -72,6 +75,9 @@ class TrainConfig:
     class_aware_negatives: bool = False
     crop_scale_min: float = 0.25
     strategy: str = "auto"
+    tpu: str | None = None
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
     verbose: int = 1
 
     def validate(self):
@@ -93,8 +99,10 @@ class TrainConfig:
             (0 <= self.bn_momentum < 1, f"--bn_momentum={self.bn_momentum} must lie in [0, 1)"),
             (0 < self.crop_scale_min <= 1, f"--crop_scale_min={self.crop_scale_min} must lie in (0, 1]"),
             (self.synthetic_per_class >= 2, f"--synthetic_per_class={self.synthetic_per_class} must be >= 2"),
-            (self.strategy in ("auto", "default", "mirrored"),
-             f"--strategy={self.strategy!r} must be auto, default or mirrored"),
+            (self.strategy in distribute.STRATEGIES,
+             f"--strategy={self.strategy!r} must be one of {', '.join(distribute.STRATEGIES)}"),
+            (self.mixed_precision in distribute.PRECISIONS,
+             f"--mixed_precision={self.mixed_precision!r} must be one of {', '.join(distribute.PRECISIONS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -141,13 +149,6 @@ def _check_model_dir(config):
                          "Use a new --model_dir, or delete that directory to start over.")
 
 
-def make_strategy(name):
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def per_class_accuracy(labels, predictions, class_names):
     return {name: float(np.mean(predictions[labels == i] == i)) if np.any(labels == i) else None
             for i, name in enumerate(class_names)}
@@ -159,6 +160,9 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     ``callbacks``: extra Keras callbacks, run after the checkpoint and TensorBoard callbacks.
     """
     config.validate()
+    # First: MultiWorkerMirroredStrategy must set up its collectives before any other TF op runs.
+    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    chief = distribute.is_chief(strategy)
     data = data_lib.load(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
                          manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
                          seed=config.seed)
@@ -166,16 +170,15 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                          train_fraction=config.train_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
     _check_model_dir(config)
-    if config.verbose:
+    if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
               f"{len(test_idx)} test images at {config.image_size}x{config.image_size}.")
 
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
     keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(config.strategy)
     image_shape = train_data.images.shape[1:]
-    with strategy.scope():
+    with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
         features = models.build_features(image_shape, config.backbone, config.backbone_weights,
                                          config.bn_momentum)
         if strategy.num_replicas_in_sync > 1:
@@ -189,33 +192,36 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                        arc_on_views=config.arc_on_views,
                                        class_aware_negatives=config.class_aware_negatives)
             model.build()
-            model.compile(optimizer=optimizer)
+            model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
             views = "three"
         else:
             model = encoder = models.build_classifier(features, data.num_classes)
             model.compile(optimizer=optimizer,
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                          jit_compile=config.jit_compile)
             views = "one"
 
-    os.makedirs(config.model_dir, exist_ok=True)
-    write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
-    atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
-    atomic_write(os.path.join(config.model_dir, "split.npz"),
-                  lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
+    if chief:  # only the chief writes the model directory; the other workers read its backup
+        os.makedirs(config.model_dir, exist_ok=True)
+        write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
+        atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
+        atomic_write(os.path.join(config.model_dir, "split.npz"),
+                     lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
     crop_scale = (config.crop_scale_min, 1.0)
-    train_ds = data_lib.pipeline(train_data, batch_size=config.batch_size, views=views, seed=config.seed,
-                                 shuffle=True, crop_scale=crop_scale)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup"), delete_checkpoint=False),
-        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
-        *callbacks,
-    ]
-    start = time.time()
-    # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
-    history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, verbose=config.verbose,
-                        shuffle=False)
-    train_seconds = time.time() - start
+    train_ds = strategy.distribute_datasets_from_function(lambda context: data_lib.pipeline(
+        train_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True, crop_scale=crop_scale,
+        input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1))
+    with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, "logs")) as log_dir:
+        callbacks = [distribute.BackupAndRestore(os.path.join(config.model_dir, "backup"), chief=chief),
+                     keras.callbacks.TensorBoard(log_dir), *callbacks]
+        start = time.time()
+        # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
+        history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,
+                            verbose=config.verbose if chief else 0, shuffle=False)
+        train_seconds = time.time() - start
+    if not chief:  # the chief evaluates and writes the results
+        return {"chief": False, "epochs_run_in_this_call": [e + 1 for e in history.epoch]}
     if config.bn_recalibration:
         sample = np.random.default_rng(config.seed).permutation(len(train_data.labels))[:BN_RECALIBRATION_IMAGES]
         models.recalibrate_batchnorm(features, data_lib.to_float(train_data.images[np.sort(sample)]))
@@ -269,8 +275,13 @@ def load_run(model_dir, data_dir=None, manual_dir=None):
 
 
 def embed(model, images, batch_size=128):
+    """The model's outputs for uint8 images, computed on this process alone (no collectives, so
+    under any strategy; a multi-worker run's chief evaluates while the others have finished)."""
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
     ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data_lib.to_float)
-    return model.predict(ds, verbose=0)
+    outputs = [forward(x).numpy() for x in ds]
+    return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 
 def evaluate(config, encoder, features, train_data, test_data):

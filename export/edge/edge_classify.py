@@ -54,6 +54,9 @@ def load_image(path, image_size, channels):
     """An image file -> uint8 ``[S, S, C]``, as the model expects it."""
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I"):  # 16- or 32-bit gray: keep the high byte, as TensorFlow's decoder does
+                bits = 16 if image.mode.startswith("I;16") else 32
+                image = Image.fromarray((np.asarray(image, np.uint32) >> (bits - 8)).astype(np.uint8))
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (image_size, image_size):
                 image = image.resize((image_size, image_size), Image.BILINEAR)
@@ -165,10 +168,18 @@ def main(argv=None):
     writer.writerows((f, n, f"{s:.6f}") for f, n, s in rows)
     if args.output:  # written whole, then renamed: never a half-written file
         directory = os.path.dirname(os.path.abspath(args.output))
-        fd, tmp = tempfile.mkstemp(suffix=".csv", dir=directory)
-        with os.fdopen(fd, "w") as f:
-            f.write(text.getvalue())
-        os.replace(tmp, args.output)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text.getvalue())
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+            os.replace(tmp, args.output)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     else:
         sys.stdout.write(text.getvalue())
     return 0

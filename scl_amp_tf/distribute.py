@@ -1,0 +1,108 @@
+"""``tf.distribute`` strategies and the worker roles of a run (one code path for all of them).
+
+``--strategy``:
+  * ``auto``: ``mirrored`` when several GPUs are visible, else ``one_device``;
+  * ``one_device``: the first GPU, or the CPU;
+  * ``mirrored``: every local GPU (or, in the tests, logical CPU devices);
+  * ``multi_worker``: ``MultiWorkerMirroredStrategy`` over the machines of the standard
+    ``TF_CONFIG`` environment variable (every local GPU of every worker);
+  * ``tpu``: ``TPUStrategy`` on the TPU named by ``--tpu`` (or the one the environment provides).
+
+Whatever the strategy, a global batch gives the same loss and update (see ``models`` and
+``losses``: losses averaged over the global batch, negatives gathered across replicas, batch norm
+synchronised), and the input pipeline splits each global batch between the workers
+(``data.pipeline`` with the input context). In a multi-worker run only the chief writes the
+model directory; every worker restores from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def make_strategy(name, tpu=None):
+    """The strategy named by ``--strategy``. Create it before any other TensorFlow op runs:
+    ``MultiWorkerMirroredStrategy`` must configure the collectives at program start."""
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy={name!r} must be one of {', '.join(STRATEGIES)}.")
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable on every worker, e.g. "
+                             'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                             '"task": {"type": "worker", "index": 0}}\' (see the README, "Many machines").')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as e:
+            raise ValueError(f"--strategy=tpu: no TPU found ({e}). Run on a TPU VM or name it with --tpu.") from None
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def is_chief(strategy):
+    """True for the process that writes the model directory (always, except on non-chief workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief" or task_type is None:
+        return True
+    has_chief = "chief" in json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+@contextlib.contextmanager
+def scratch_dir_unless(chief, path):
+    """``path`` for the chief; for another worker a temporary folder, deleted afterwards (the
+    usual multi-worker rule: every worker saves, only the chief's copy is kept)."""
+    if chief:
+        yield path
+        return
+    tmp = tempfile.mkdtemp(prefix="worker_")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` for many workers: every worker restores from the chief's
+    backup, only the chief writes it (workers writing one file at once would corrupt it)."""
+
+    def __init__(self, backup_dir, chief=True):
+        super().__init__(backup_dir, delete_checkpoint=False)
+        self.chief = chief
+
+    def _save_model(self):
+        if self.chief:
+            super()._save_model()
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Builds the layers made inside under Keras's ``name`` policy (``--mixed_precision``), and
+    restores the previous global policy afterwards. Outputs that feed the losses (embedding,
+    arc logits, CE logits) are float32 layers whatever the policy."""
+    if name not in PRECISIONS:
+        raise ValueError(f"--mixed_precision={name!r} must be one of {', '.join(PRECISIONS)}.")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
