@@ -93,6 +93,39 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             super()._save_model()
 
 
+def fit_under_multi_worker(model, strategy):
+    """Lets Keras's own ``model.fit`` run under ``MultiWorkerMirroredStrategy`` (no-op otherwise).
+
+    Keras 3 (3.15) does not support that strategy in ``fit`` (keras-team/keras#20585), for two
+    reasons, both worked around here on this model object only:
+
+    * ``fit`` builds the model from its first batch after averaging it over the replicas with
+      ``strategy.reduce``, which fails across workers on a nested batch. Only shapes and dtypes
+      matter for that build: the local replica's part of the batch is used.
+    * ``fit`` averages each step's logs over the workers with ``strategy.reduce(MEAN, axis=0)``,
+      which fails on scalars: the step returns them with a leading axis of length 1.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    keras_build, keras_train_step = model._maybe_symbolic_build, model.train_step
+
+    def build_from_local_batch(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, next(batches))
+                break
+        return keras_build(data_batch=data_batch)
+
+    def train_step(data):
+        return {name: tf.reshape(value, [1]) for name, value in keras_train_step(data).items()}
+
+    model._maybe_symbolic_build = build_from_local_batch
+    model.train_step = train_step
+    return model
+
+
 @contextlib.contextmanager
 def dtype_policy(name):
     """Builds the layers made inside under Keras's ``name`` policy (``--mixed_precision``), and

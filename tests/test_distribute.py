@@ -1,0 +1,141 @@
+"""Strategies: two worker processes on this machine train like one process on the same global
+batch; mixed precision trains and learns; XLA gives the same loss; strategy flags and roles."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from scl_amp_tf import distribute, models
+from scl_amp_tf.training import TrainConfig, train_and_evaluate
+
+# 38 classes x 2 images = 76 training images = 2 global batches of 38 (19 per worker): no short
+# batch, so one process and two workers see exactly the same global batches.
+RUN = ["--dataset=synthetic_wafers", "--synthetic_per_class=4", "--shots_per_class=2", "--batch_size=38",
+       "--image_size=52", "--backbone=resnet_tiny", "--epochs=3", "--optimizer=sgd", "--learning_rate=0.01",
+       "--verbose=2"]  # SGD: Adam would turn float round-off in near-zero gradients into lr-sized steps
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _start(args, cwd, log, tf_config=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen([sys.executable, "-m", "scl_amp_tf.train", *args], cwd=cwd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait(processes, logs, timeout):
+    """Waits for all; on a failure or the deadline, stops every process (none may hang on)."""
+    deadline = time.time() + timeout
+    try:
+        for p in processes:
+            p.wait(timeout=max(1, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, log in zip(processes, logs):
+        assert p.returncode == 0, open(log.name).read()[-4000:]
+
+
+def _weights(model_dir):
+    encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
+    return [w.numpy() for w in encoder.trainable_weights]
+
+
+# KNOWN GAP (issue #5's notes): the two runs see the same global batches (with a learning rate of
+# ~0 their losses agree to every printed digit) but drift apart slowly: after 6 SGD steps ~1e-4
+# relative in the loss and up to 0.4 % in single weights (more with L_arc in the loss), while the
+# same steps on 2 in-process replicas (MirroredStrategy, test_training) match one replica to 1e-7.
+# The batch-norm moving statistics differ most (2.5 % after 6 steps): the lead to follow. Until
+# that is found, this test holds the runs to "the same training", not to float round-off.
+@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+def test_two_workers_train_like_one_process(tmp_path, method):
+    single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    logs = [open(tmp_path / name, "w") for name in ("single.log", "worker0.log", "worker1.log")]
+    single = _start([*RUN, f"--method={method}", "--strategy=one_device", f"--model_dir={single_dir}"], tmp_path, logs[0])
+    _wait([single], logs[:1], timeout=300)
+    workers = [_start([*RUN, f"--method={method}", "--strategy=multi_worker", f"--model_dir={multi_dir}"], tmp_path, logs[1 + i],
+                      tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)]
+    _wait(workers, logs[1:], timeout=300)
+
+    one = json.loads((single_dir / "metrics.json").read_text())
+    two = json.loads((multi_dir / "metrics.json").read_text())  # written by the chief (worker 0) only
+    assert one["epochs_run_in_this_call"] == two["epochs_run_in_this_call"] == [1, 2, 3]
+    # The last epoch's mean loss over both global batches (it moved by ~10 % during training).
+    assert two["final_train_metrics"]["loss"] == pytest.approx(one["final_train_metrics"]["loss"], rel=1e-2)
+    for a, b in zip(_weights(single_dir), _weights(multi_dir)):
+        np.testing.assert_allclose(a, b, atol=5e-3)
+    assert "Epoch 3/3" in open(logs[1].name).read() and "Epoch 3/3" not in open(logs[2].name).read()
+    assert sorted(os.listdir(multi_dir)) == sorted(os.listdir(single_dir))
+
+
+def test_mixed_precision_trains_and_learns(tmp_path):
+    config = TrainConfig(model_dir=str(tmp_path / "run"), dataset="synthetic_wafers", synthetic_per_class=20,
+                         shots_per_class=10, image_size=52, backbone="resnet_tiny", epochs=8, verbose=0,
+                         mixed_precision="mixed_float16")
+    metrics = train_and_evaluate(config)
+    assert metrics["test_accuracy"] > 6 / 38, metrics["test_accuracy"]
+    assert np.isfinite(metrics["final_train_metrics"]["loss"])
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    assert encoder.get_layer("embedding").dtype_policy.name == "float32"  # losses see float32 embeddings
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+def test_xla_gives_the_same_loss(method):
+    rng = np.random.default_rng(0)
+    views = tuple(tf.constant(rng.random((8, 32, 32, 1)), tf.float32) for _ in range(3))
+    labels = tf.constant(rng.integers(0, 4, 8))
+    losses = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        features = models.build_features((32, 32, 1), "resnet_tiny")
+        if method == "scl_amp":
+            model = models.SclAmpModel(models.build_encoder(features, 16, 32), num_classes=4)
+            model.build()
+            model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+            data = (views, labels)
+        else:
+            model = models.build_classifier(features, 4)
+            model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            data = (views[0], labels)
+        history = model.fit(tf.data.Dataset.from_tensors(data).repeat(2), epochs=1, verbose=0)
+        losses.append(history.history["loss"][0])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_strategy_choices_and_roles(monkeypatch):
+    assert isinstance(distribute.make_strategy("auto"), tf.distribute.OneDeviceStrategy)  # no GPU here
+    assert distribute.is_chief(distribute.make_strategy("one_device"))
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        distribute.make_strategy("multi_worker")
+    with pytest.raises(ValueError, match="must be one of"):
+        distribute.make_strategy("parameter_server")
+    with pytest.raises(ValueError, match="--mixed_precision"):
+        TrainConfig(model_dir="x", shots_per_class=1, mixed_precision="float8").validate()
