@@ -60,8 +60,8 @@ flags.DEFINE_bool("class_aware_negatives", _DEFAULTS.class_aware_negatives,
                   "the paper's Eq. 1 counts them as negatives).")
 flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest random-crop area, as a fraction.")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(STRATEGIES),
-                  "tf.distribute strategy: auto (mirrored when several GPUs are visible, else one_device), "
-                  "one_device, mirrored (all local GPUs), multi_worker (MultiWorkerMirroredStrategy over the "
+                  "tf.distribute strategy: auto (mirrored when several GPUs are visible, else the default "
+                  "one-device strategy), one_device, mirrored (all local GPUs), multi_worker (MultiWorkerMirroredStrategy over the "
                   "machines of TF_CONFIG), tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu (default: the one the environment gives).")
 flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(PRECISIONS),
