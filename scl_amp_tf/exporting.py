@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
+from scl_amp_tf import training
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 
@@ -211,8 +212,9 @@ def tflite_op_types(path):
 # --- checking -----------------------------------------------------------------------------------
 
 def keras_embeddings(encoder, images):
-    """The reference: the Keras encoder's L2-normalised embeddings of uint8 ``S x S`` images."""
-    return l2_normalize(encoder.predict(np.asarray(images, np.float32) / 255.0, verbose=0, batch_size=64))
+    """The reference: the Keras encoder's L2-normalised embeddings of uint8 ``S x S`` images,
+    computed as the training run's own evaluation computes them."""
+    return l2_normalize(training.embed(encoder, np.asarray(images)))
 
 
 def agreement(reference, embeddings, database):
@@ -372,8 +374,6 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     ``representative_images`` training images (drawn with ``seed``) calibrate int8, and
     ``check_images`` of them check every artefact against the Keras encoder.
     """
-    from scl_amp_tf import training
-
     variants = parse_formats(formats)
     if check_images < 1 or representative_images < 1:
         raise ExportError("--check_images and --representative_images must be at least 1.")
