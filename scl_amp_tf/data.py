@@ -135,66 +135,157 @@ def load_image_folder(root, image_size: int) -> LabelledImages:
             raise DataError(f"Class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
                             "Add images or remove the folder.")
         for path in files:
-            try:
-                image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-                raise DataError(f"Cannot decode image {path}: {e.message.strip()}. "
-                                "Fix or remove the file.") from None
-            if image.shape[-1] not in (1, 3, 4):
-                raise DataError(f"{path} has {image.shape[-1]} channels; expected gray, RGB or RGBA.")
-            decoded.append(image.numpy()[..., :3] if image.shape[-1] == 4 else image.numpy())
+            decoded.append(_read_image(path))
             labels.append(label)
     channels = 1 if all(im.shape[-1] == 1 for im in decoded) else 3
-    images = np.stack([
-        resize_images((np.repeat(im, 3, axis=-1) if im.shape[-1] != channels else im)[None], image_size)[0]
-        for im in decoded])
-    return LabelledImages(images, np.asarray(labels, np.int64), tuple(p.name for p in class_dirs),
-                          f"image folder {root}: {len(labels)} images")
+    return LabelledImages(_resize_to(decoded, image_size, channels), np.asarray(labels, np.int64),
+                          tuple(p.name for p in class_dirs), f"image folder {root}: {len(labels)} images")
 
 
-def split(data: LabelledImages, *, seed: int, shots_per_class=None, train_fraction=None):
+def _read_image(path):
+    """One image file as uint8 ``[H, W, 1 or 3]`` (RGBA loses alpha); DataError names a bad file."""
+    try:
+        image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+        raise DataError(f"Cannot decode image {path}: {e.message.strip()}. Fix or remove the file.") from None
+    if image.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{path} has {image.shape[-1]} channels; expected gray, RGB or RGBA.")
+    return image.numpy()[..., :3] if image.shape[-1] == 4 else image.numpy()
+
+
+def _resize_to(decoded, image_size, channels):
+    """Decoded images -> uint8 ``[N, S, S, channels]`` (gray -> RGB by copies, RGB -> gray by luma)."""
+    def convert(im):
+        if im.shape[-1] == channels:
+            return im
+        if channels == 3:
+            return np.repeat(im, 3, axis=-1)
+        return np.clip(np.round(tf.image.rgb_to_grayscale(im).numpy()), 0, 255).astype(np.uint8)
+    return np.stack([resize_images(convert(im)[None], image_size)[0] for im in decoded])
+
+
+def load_unlabeled(spec: str, image_size: int, channels: int) -> np.ndarray:
+    """Images without labels for ``--unlabeled_data=folder:/path``: every image under the folder
+    (any depth, any layout; class sub-folders, if any, are ignored), resized to ``image_size`` and
+    converted to the labelled data's ``channels``. Raises :class:`DataError` naming the problem."""
+    if not spec.startswith("folder:"):
+        raise DataError(f"--unlabeled_data={spec!r}: use rest (the dataset's images that are neither "
+                        "training nor test images) or folder:/path/to/images.")
+    root = pathlib.Path(os.path.expanduser(spec[len("folder:"):]))
+    if not root.is_dir():
+        raise DataError(f"--unlabeled_data={spec}: no such directory.")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise DataError(f"--unlabeled_data={spec}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
+    return _resize_to([_read_image(p) for p in files], image_size, channels)
+
+
+def split(data: LabelledImages, *, seed: int, shots_per_class=None, train_fraction=None, test_fraction=None):
     """Small-data split of section IV: ``(train_indices, test_indices)``.
 
     ``shots_per_class=k``: k training images per class, every other image is a test image
     (NEU Table III, MixedWM38 Table VI). ``train_fraction=f``: a stratified fraction f of every
-    class (Table II, Table V). Exact duplicate images are grouped, so that a picture never sits
-    on both sides (NEU's Pa_101 and Pa_105 are identical).
+    class (Table II, Table V); ``f = 1`` trains on every image and leaves no test set (the base
+    classes of the few-shot Table IV). ``test_fraction=t`` (with ``shots_per_class``): a
+    stratified fraction t of every class is held out as the test set first, the k training
+    images are drawn from the rest, and what is left of the rest is neither (see
+    :func:`remaining`: the unlabeled pool of semi-supervised runs; Table VI's "20 % test, k per
+    class for training"). Exact duplicate images are grouped, so that a picture never sits on two
+    sides (NEU's Pa_101 and Pa_105 are identical).
     """
     if (shots_per_class is None) == (train_fraction is None):
         raise DataError("Give exactly one of --shots_per_class and --train_fraction.")
     if shots_per_class is not None and shots_per_class < 1:
         raise DataError(f"--shots_per_class={shots_per_class} must be at least 1.")
-    if train_fraction is not None and not 0.0 < train_fraction < 1.0:
-        raise DataError(f"--train_fraction={train_fraction} must be strictly between 0 and 1.")
+    if train_fraction is not None and not 0.0 < train_fraction <= 1.0:
+        raise DataError(f"--train_fraction={train_fraction} must lie in (0, 1].")
+    if test_fraction is not None:
+        if shots_per_class is None:
+            raise DataError("--test_fraction goes with --shots_per_class (with --train_fraction the test "
+                            "set is already the rest of each class).")
+        if not 0.0 < test_fraction < 1.0:
+            raise DataError(f"--test_fraction={test_fraction} must be strictly between 0 and 1.")
     rng = np.random.default_rng(seed)
-    digests = np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in data.images])
-    train = []
+    digests = _digests(data.images)
+    train, test = [], []
     for label, name in enumerate(data.class_names):
         members = np.flatnonzero(data.labels == label)
         if len(members) == 0:
             raise DataError(f"Class {name!r} has no images.")
-        want = shots_per_class if shots_per_class is not None else int(round(train_fraction * len(members)))
-        if want >= len(members) or want < 1:
-            raise DataError(
-                f"Class {name!r} has {len(members)} images: a training set of {want} per class "
-                "leaves no test image (or no training image). Lower --shots_per_class or change "
-                "--train_fraction.")
         groups = {}
         for index in members:
             groups.setdefault(digests[index], []).append(index)
         order = list(groups.values())
         rng.shuffle(order)
-        taken = 0
-        for group in order:
-            if taken + len(group) <= want:
-                train.extend(group)
-                taken += len(group)
-            if taken == want:
-                break
+        if test_fraction is not None:
+            held_out = int(round(test_fraction * len(members)))
+            taken_test, order = _take(order, held_out)
+            test.extend(taken_test)
+            pool = len(members) - len(taken_test)
+            want = shots_per_class
+            if held_out < 1 or want >= pool:
+                raise DataError(
+                    f"Class {name!r} has {len(members)} images: a test set of {held_out} and {want} "
+                    "training images per class do not fit (each needs one image at least, and the "
+                    "training images must leave one for the test set). Lower --shots_per_class or "
+                    "change --test_fraction.")
+        else:
+            want = shots_per_class if shots_per_class is not None else int(round(train_fraction * len(members)))
+            if want < 1 or (want >= len(members) and train_fraction != 1.0):
+                raise DataError(
+                    f"Class {name!r} has {len(members)} images: a training set of {want} per class "
+                    "leaves no test image (or no training image). Lower --shots_per_class or change "
+                    "--train_fraction.")
+        train.extend(_take(order, want)[0])
     train = np.sort(np.asarray(train, np.int64))
+    if test_fraction is not None:
+        return train, np.sort(np.asarray(test, np.int64))
     in_train = np.isin(digests, digests[train])
-    test = np.flatnonzero(~in_train)
-    return train, test
+    return train, np.flatnonzero(~in_train)
+
+
+def remaining(data: LabelledImages, train, test):
+    """Indices of the images that are neither training nor test images (nor a duplicate of one)."""
+    digests = _digests(data.images)
+    used = np.isin(digests, digests[np.concatenate([train, test]).astype(np.int64)])
+    return np.flatnonzero(~used)
+
+
+def select_classes(data: LabelledImages, names) -> LabelledImages:
+    """The images of the classes ``names`` only (relabelled 0..k-1 in the dataset's class order).
+
+    The few-shot setting of Table IV trains on some classes and meets the others only as k-shot
+    references. Raises :class:`DataError` naming any class the dataset does not have.
+    """
+    names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    unknown = [n for n in names if n not in data.class_names]
+    if unknown or len(set(names)) < 2:
+        raise DataError(f"--classes={','.join(names)}: " + (
+            f"no class {', '.join(map(repr, unknown))} in {data.description}; its classes are "
+            f"{', '.join(data.class_names)}." if unknown else "give two different classes at least."))
+    keep = [i for i, n in enumerate(data.class_names) if n in names]
+    mask = np.isin(data.labels, keep)
+    relabel = np.full(data.num_classes, -1, np.int64)
+    relabel[keep] = np.arange(len(keep))
+    return LabelledImages(data.images[mask], relabel[data.labels[mask]],
+                          tuple(data.class_names[i] for i in keep),
+                          f"{data.description}, classes {','.join(data.class_names[i] for i in keep)}")
+
+
+def _digests(images):
+    return np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in images])
+
+
+def _take(groups, want):
+    """Greedily takes whole duplicate groups, in order, up to ``want`` images: (taken, rest)."""
+    taken, rest = [], []
+    for group in groups:
+        if len(taken) < want and len(taken) + len(group) <= want:
+            taken.extend(group)
+        else:
+            rest.append(group)
+    return taken, rest
 
 
 def to_float(images):

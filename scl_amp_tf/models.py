@@ -216,8 +216,12 @@ class SclAmpModel(keras.Model):
         self.built = True
 
     def _per_example_losses(self, data, training):
+        """Per-example L_con and L_arc; ``labelled`` is 0 for unlabeled images (class id -1),
+        whose L_arc is 0 (``--unlabeled_data``: they feed L_con only)."""
         (x_n, x_i, x_j), y = data
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        labelled = tf.cast(y >= 0, tf.float32)
+        y_arc = tf.maximum(y, 0)  # any valid class for unlabeled rows; their L_arc is masked out
         n = tf.shape(x_n)[0]
         z = self.encoder(tf.concat([x_n, x_i, x_j], axis=0), training=training)
         z_n, z_i, z_j = z[:n], z[n:2 * n], z[2 * n:]
@@ -226,41 +230,47 @@ class SclAmpModel(keras.Model):
                                                   symmetric=self.symmetric,
                                                   labels=y if self.class_aware_negatives else None)
         if self.arc_on_views:  # our extension: the margin loss on every view, averaged
-            logits = self.arc_margin(z, tf.tile(y, [3]))
-            arc = tf.reduce_mean(tf.reshape(losses.arc_margin_loss(logits, tf.tile(y, [3])), [3, -1]), 0)
+            logits = self.arc_margin(z, tf.tile(y_arc, [3]))
+            arc = tf.reduce_mean(tf.reshape(losses.arc_margin_loss(logits, tf.tile(y_arc, [3])), [3, -1]), 0)
             logits = logits[:n]
         else:  # the paper: the margin loss on the original image's embedding
-            logits = self.arc_margin(z_n, y)
-            arc = losses.arc_margin_loss(logits, y)
-        return con, arc, logits, y
+            logits = self.arc_margin(z_n, y_arc)
+            arc = losses.arc_margin_loss(logits, y_arc)
+        return con, arc * labelled, logits, y_arc, labelled
 
-    def _global_batch_size(self, local_n):
-        """The global batch size, summed over replicas (the last batch of an epoch may be short)."""
+    def _global_sum(self, local):
+        """``local`` summed over replicas (the global batch size, or its labelled count)."""
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            return local_n
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(local_n, tf.float32))
-        return tf.cast(tf.round(total), tf.int32)
+            return local
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(local, tf.float32))
+        return tf.cast(tf.round(total), local.dtype)
 
-    def _update_metrics(self, con, arc, logits, y):
-        self.loss_tracker.update_state(self.alpha * con + self.beta * arc)
+    def _update_metrics(self, con, arc, logits, y, labelled):
+        n_labelled = tf.maximum(tf.reduce_sum(labelled), 1.0)
+        arc_mean = tf.reduce_sum(arc) / n_labelled  # L_arc over the labelled images only
+        self.loss_tracker.update_state(self.alpha * tf.reduce_mean(con) + self.beta * arc_mean,
+                                       sample_weight=tf.cast(tf.shape(con)[0], tf.float32))
         self.con_tracker.update_state(con)
-        self.arc_tracker.update_state(arc)
-        self.arc_accuracy.update_state(y, logits)
+        self.arc_tracker.update_state(arc_mean, sample_weight=n_labelled)
+        self.arc_accuracy.update_state(y, logits, sample_weight=labelled)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            con, arc, logits, y = self._per_example_losses(data, training=True)
-            per_example = self.alpha * con + self.beta * arc
-            loss = tf.nn.compute_average_loss(
-                per_example, global_batch_size=self._global_batch_size(tf.shape(per_example)[0]))
+            con, arc, logits, y, labelled = self._per_example_losses(data, training=True)
+            # alpha * mean(L_con) over every image + beta * mean(L_arc) over the labelled ones
+            # (Eq. 5); without unlabeled images the factor is exactly 1.
+            global_n = self._global_sum(tf.shape(con)[0])
+            global_labelled = tf.maximum(self._global_sum(tf.reduce_sum(labelled)), 1.0)
+            arc_factor = tf.cast(global_n, tf.float32) / global_labelled
+            per_example = self.alpha * con + self.beta * arc * arc_factor
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_n)
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16, else as is
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_metrics(con, arc, logits, y)
+        return self._update_metrics(con, arc, logits, y, labelled)
 
     def test_step(self, data):
-        con, arc, logits, y = self._per_example_losses(data, training=False)
-        return self._update_metrics(con, arc, logits, y)
+        return self._update_metrics(*self._per_example_losses(data, training=False))

@@ -31,7 +31,17 @@ flags.DEFINE_integer("synthetic_per_class", _DEFAULTS.synthetic_per_class,
                      "Maps per class generated for --dataset=synthetic_wafers.")
 flags.DEFINE_integer("image_size", _DEFAULTS.image_size, "Images are resized to this square size.")
 flags.DEFINE_integer("shots_per_class", None, "k labelled training images per class; the rest is the test set.")
-flags.DEFINE_float("train_fraction", None, "Stratified fraction of each class used for training (e.g. 0.8).")
+flags.DEFINE_float("train_fraction", None, "Stratified fraction of each class used for training (e.g. 0.8; "
+                   "1 trains on every image and leaves no test set).")
+flags.DEFINE_float("test_fraction", None,
+                   "With --shots_per_class: hold out this stratified fraction of each class as the test set "
+                   "first; the k training images come from the rest.")
+flags.DEFINE_string("classes", None, "Train on these classes only (comma-separated names), e.g. In,Pa,RS.")
+flags.DEFINE_string("unlabeled_data", None,
+                    "Images without labels for L_con only (SCL-AMP): rest (the dataset's images that are neither "
+                    "training nor test images; needs --test_fraction) or folder:/path (every image under it).")
+flags.DEFINE_integer("unlabeled_batch_size", None,
+                     "Unlabeled images added to each batch (default --batch_size).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the split, the initialisation and the augmentations.")
 flags.DEFINE_enum("method", _DEFAULTS.method, ["scl_amp", "ce"],
                   "scl_amp: the paper's method; ce: the ResNet + softmax cross-entropy baseline.")

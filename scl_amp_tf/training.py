@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
+from scl_amp_tf import evaluation
 from scl_amp_tf import models
 from scl_amp_tf.files import atomic_write
 from scl_amp_tf.reference import ReferenceDatabase
@@ -37,7 +38,8 @@ METHODS = ("scl_amp", "ce")
 # Table I: Adam. Plain SGD is there for exact comparisons: Adam scales every step to about the
 # learning rate, so float round-off in a near-zero gradient turns into a full-size difference.
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-BN_RECALIBRATION_IMAGES = 256  # training images whose statistics --bn_recalibration takes
+BN_RECALIBRATION_IMAGES = 256
+UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any run's own seed  # training images whose statistics --bn_recalibration takes
 # Settings that do not change what a run computes; they may differ when a run is resumed.
 # ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
@@ -57,6 +59,10 @@ class TrainConfig:
     image_size: int = 64
     shots_per_class: int | None = None
     train_fraction: float | None = None
+    test_fraction: float | None = None
+    classes: str | None = None
+    unlabeled_data: str | None = None
+    unlabeled_batch_size: int | None = None
     seed: int = 0
     method: str = "scl_amp"
     backbone: str = "resnet50"
@@ -114,6 +120,16 @@ class TrainConfig:
                 raise ValueError(message)
         if (self.shots_per_class is None) == (self.train_fraction is None):
             raise ValueError("Give exactly one of --shots_per_class and --train_fraction.")
+        if self.test_fraction is not None and self.shots_per_class is None:
+            raise ValueError("--test_fraction goes with --shots_per_class.")
+        if self.unlabeled_data is not None:
+            if self.method != "scl_amp":
+                raise ValueError("--unlabeled_data feeds L_con, which only --method=scl_amp has.")
+            if self.class_aware_negatives:
+                raise ValueError("--class_aware_negatives needs a class for every image; it cannot be "
+                                 "combined with --unlabeled_data.")
+        if self.unlabeled_batch_size is not None and self.unlabeled_batch_size < 2:
+            raise ValueError(f"--unlabeled_batch_size={self.unlabeled_batch_size} must be at least 2.")
 
     def as_flags(self) -> str:
         """The run as an absl flag file: ``python -m scl_amp_tf.train --flagfile=DIR/flags.cfg``."""
@@ -154,9 +170,34 @@ def _check_model_dir(config):
                          "Use a new --model_dir, or delete that directory to start over.")
 
 
-def per_class_accuracy(labels, predictions, class_names):
-    return {name: float(np.mean(predictions[labels == i] == i)) if np.any(labels == i) else None
-            for i, name in enumerate(class_names)}
+def _unlabeled_images(config, data, train_idx, test_idx):
+    """uint8 images for ``--unlabeled_data`` (None without it): ``rest`` takes the dataset's images
+    that are neither training nor test images (needs ``--test_fraction``), ``folder:/path`` a folder."""
+    if config.unlabeled_data is None:
+        return None
+    if config.unlabeled_data == "rest":
+        rest = data_lib.remaining(data, train_idx, test_idx)
+        if len(rest) == 0:
+            raise data_lib.DataError(
+                "--unlabeled_data=rest: no image is left beside the training and test images. Hold out a "
+                "test set with --test_fraction (with --shots_per_class), so that the rest of the training "
+                "portion can serve unlabeled.")
+        images = data.images[rest]
+    else:
+        images = data_lib.load_unlabeled(config.unlabeled_data, config.image_size, data.images.shape[-1])
+    wanted = config.unlabeled_batch_size or config.batch_size
+    if len(images) < wanted:
+        raise data_lib.DataError(f"--unlabeled_data={config.unlabeled_data}: {len(images)} images, fewer than "
+                                 f"one batch of {wanted} (--unlabeled_batch_size).")
+    return images
+
+
+def load_data(dataset, image_size, *, data_dir=None, manual_dir=None, synthetic_per_class=100, seed=0,
+              classes=None):
+    """The run's dataset (``--classes`` keeps only the named classes, e.g. Table IV's base classes)."""
+    data = data_lib.load(dataset, image_size=image_size, data_dir=data_dir, manual_dir=manual_dir,
+                         synthetic_per_class=synthetic_per_class, seed=seed)
+    return data_lib.select_classes(data, classes) if classes else data
 
 
 def train_and_evaluate(config: TrainConfig, callbacks=()):
@@ -168,16 +209,17 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     # First: MultiWorkerMirroredStrategy must set up its collectives before any other TF op runs.
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     chief = distribute.is_chief(strategy)
-    data = data_lib.load(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
-                         manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
-                         seed=config.seed)
+    data = load_data(config.dataset, config.image_size, data_dir=config.data_dir, manual_dir=config.manual_dir,
+                     synthetic_per_class=config.synthetic_per_class, seed=config.seed, classes=config.classes)
     train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
-                                         train_fraction=config.train_fraction)
+                                         train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
+    unlabeled = _unlabeled_images(config, data, train_idx, test_idx)
     _check_model_dir(config)
     if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
-              f"{len(test_idx)} test images at {config.image_size}x{config.image_size}.")
+              f"{len(test_idx)} test images at {config.image_size}x{config.image_size}"
+              + (f"; {len(unlabeled)} unlabeled images for L_con." if unlabeled is not None else "."))
 
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
@@ -215,9 +257,24 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
         atomic_write(os.path.join(config.model_dir, "split.npz"),
                      lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
     crop_scale = (config.crop_scale_min, 1.0)
-    train_ds = strategy.distribute_datasets_from_function(lambda context: data_lib.pipeline(
-        train_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True, crop_scale=crop_scale,
-        input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1))
+
+    def make_input(context):
+        labelled = data_lib.pipeline(
+            train_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True,
+            crop_scale=crop_scale, input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1)
+        if unlabeled is None:
+            return labelled
+        # Each step: the labelled batch and a batch of unlabeled images (class id -1, L_con only),
+        # drawn from their own endless, seeded stream; an epoch is one pass over the labelled images.
+        extra = data_lib.pipeline(
+            data_lib.LabelledImages(unlabeled, np.full(len(unlabeled), -1, np.int64), data.class_names, "unlabeled"),
+            batch_size=config.unlabeled_batch_size or config.batch_size, views="three",
+            seed=config.seed + UNLABELED_SEED_OFFSET, shuffle=True, crop_scale=crop_scale, input_context=context,
+            drop_remainder=True).repeat()
+        return tf.data.Dataset.zip(labelled, extra).map(
+            lambda a, b: (tuple(tf.concat([u, v], 0) for u, v in zip(a[0], b[0])), tf.concat([a[1], b[1]], 0)))
+
+    train_ds = strategy.distribute_datasets_from_function(make_input)
     with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, "logs")) as log_dir:
         callbacks = [distribute.BackupAndRestore(os.path.join(config.model_dir, "backup"), chief=chief),
                      keras.callbacks.TensorBoard(log_dir), *callbacks]
@@ -237,7 +294,9 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {})
     _save_artefacts(config, encoder, database, metrics)
-    if config.verbose:
+    if config.verbose and metrics["test_accuracy"] is None:
+        print(f"No test images (every image trains); written to {config.model_dir}")
+    elif config.verbose:
         print(f"Test accuracy {metrics['test_accuracy']:.4f} ({config.method}, {len(test_idx)} images); "
               f"written to {config.model_dir}")
     return metrics
@@ -269,9 +328,10 @@ def load_run(model_dir, data_dir=None, manual_dir=None):
     with open(os.path.join(model_dir, "config.json")) as f:
         settings = json.load(f)
     recorded = saved_data_flags(model_dir)
-    data = data_lib.load(settings["dataset"], image_size=settings["image_size"],
-                         data_dir=data_dir or recorded["data_dir"], manual_dir=manual_dir or recorded["manual_dir"],
-                         synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"])
+    data = load_data(settings["dataset"], settings["image_size"], data_dir=data_dir or recorded["data_dir"],
+                     manual_dir=manual_dir or recorded["manual_dir"],
+                     synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"],
+                     classes=settings.get("classes"))
     with np.load(os.path.join(model_dir, "split.npz")) as split:
         train_idx, test_idx = split["train"], split["test"]
     if max(train_idx.max(initial=0), test_idx.max(initial=0)) >= len(data.labels):
@@ -290,34 +350,44 @@ def embed(model, images, batch_size=128):
     return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 
+def features_of(encoder):
+    """The pooled-backbone-features model inside a run's encoder (SCL-AMP) or classifier (CE)."""
+    head = "projection_hidden" if any(l.name == "projection_hidden" for l in encoder.layers) else "logits"
+    return keras.Model(encoder.input, encoder.get_layer(head).input, name="features")
+
+
 def evaluate(config, encoder, features, train_data, test_data):
     """Test accuracy: reference database (SCL-AMP, section IV.A) or softmax (CE baseline).
 
     Returns the metrics dict and the reference database of the training images (for CE it is
     built on the pooled backbone features). For both methods the accuracy of a reference
     database on the pooled backbone features (before the projection head) is an extra figure.
+    Without test images (``--train_fraction=1``) the accuracies are None.
     """
     labels = test_data.labels
 
     def database_and_predictions(model):
-        database = ReferenceDatabase.from_embeddings(embed(model, train_data.images), train_data.labels,
-                                                     train_data.class_names)
-        return database, database.predict(embed(model, test_data.images))
+        predictions, _, database = evaluation.reference_predictions(
+            embed(model, train_data.images), train_data.labels, embed(model, test_data.images),
+            train_data.class_names)
+        return database, predictions
 
     feature_database, feature_predictions = database_and_predictions(features)
     if config.method == "scl_amp":
         database, predictions = database_and_predictions(encoder)
     else:
         database, predictions = feature_database, np.argmax(embed(encoder, test_data.images), axis=1)
-    extra = {"reference_db_accuracy_on_features": float(np.mean(feature_predictions == labels))}
+    summary = evaluation.summarize(labels, predictions, test_data.class_names)
     return {
         "method": config.method,
-        "test_accuracy": float(np.mean(predictions == labels)),
-        "per_class_accuracy": per_class_accuracy(labels, predictions, test_data.class_names),
+        "test_accuracy": summary["accuracy"],
+        "per_class_accuracy": summary["per_class_accuracy"],
+        "confusion_matrix": summary["confusion_matrix"],
         "num_train": int(len(train_data.labels)),
         "num_test": int(len(labels)),
         "class_names": list(test_data.class_names),
-        **extra,
+        "reference_db_accuracy_on_features": evaluation.summarize(
+            labels, feature_predictions, test_data.class_names)["accuracy"],
     }, database
 
 
@@ -325,6 +395,7 @@ def _save_artefacts(config, encoder, database, metrics):
     model_dir = config.model_dir
     atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
     database.save(os.path.join(model_dir, "reference_db.npz"))
-    with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():
-        tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=config.epochs)
+    if metrics["test_accuracy"] is not None:
+        with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():
+            tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=config.epochs)
     write_json(os.path.join(model_dir, "metrics.json"), metrics)

@@ -45,13 +45,68 @@ def test_train_fraction_is_stratified():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(shots_per_class=8), "Class 'c' has 8 images"),
     (dict(shots_per_class=0), "at least 1"),
-    (dict(train_fraction=1.5), "strictly between"),
+    (dict(train_fraction=1.5), r"must lie in \(0, 1\]"),
+    (dict(train_fraction=0.5, test_fraction=0.2), "goes with --shots_per_class"),
+    (dict(shots_per_class=2, test_fraction=1.0), "strictly between"),
+    (dict(shots_per_class=7, test_fraction=0.2), "do not fit"),
     (dict(), "exactly one"),
     (dict(shots_per_class=2, train_fraction=0.5), "exactly one"),
 ])
 def test_split_errors_name_the_problem(kwargs, message):
     with pytest.raises(data_lib.DataError, match=message):
         data_lib.split(_dataset(), seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_test_fraction_holds_out_first_and_leaves_a_disjoint_rest(seed):
+    data = _dataset(per_class=(10, 20, 30))
+    train, test = data_lib.split(data, seed=seed, shots_per_class=3, test_fraction=0.2)
+    rest = data_lib.remaining(data, train, test)
+    np.testing.assert_array_equal(np.bincount(data.labels[train]), [3, 3, 3])
+    # 20 % of each class tested; class 0's duplicate pair may round a group of 2 in or out
+    assert abs(np.bincount(data.labels[test])[0] - 2) <= 1
+    np.testing.assert_array_equal(np.bincount(data.labels[test])[1:], [4, 6])
+    pixels = [{data.images[i].tobytes() for i in part} for part in (train, test, rest)]
+    assert not (pixels[0] & pixels[1]) and not (pixels[0] & pixels[2]) and not (pixels[1] & pixels[2])
+    assert len(train) + len(test) + len(rest) == len(data.labels)
+    # the same seed gives the same three parts
+    again = data_lib.split(data, seed=seed, shots_per_class=3, test_fraction=0.2)
+    np.testing.assert_array_equal(again[0], train)
+    np.testing.assert_array_equal(again[1], test)
+
+
+def test_train_fraction_one_trains_on_everything():
+    data = _dataset(duplicate=False)
+    train, test = data_lib.split(data, seed=0, train_fraction=1.0)
+    assert len(train) == len(data.labels) and len(test) == 0
+
+
+def test_select_classes_keeps_and_relabels():
+    data = _dataset(per_class=(10, 12, 8), duplicate=False)
+    picked = data_lib.select_classes(data, "c,a")
+    assert picked.class_names == ("a", "c")  # dataset order, not the order given
+    np.testing.assert_array_equal(np.bincount(picked.labels), [10, 8])
+    np.testing.assert_array_equal(picked.images[-1], data.images[-1])
+    with pytest.raises(data_lib.DataError, match="no class 'z'.*its classes are a, b, c"):
+        data_lib.select_classes(data, "a,z")
+    with pytest.raises(data_lib.DataError, match="two different classes"):
+        data_lib.select_classes(data, "a")
+
+
+def test_unlabeled_folder_any_depth_and_channels(tmp_path):
+    _write_folder(tmp_path, {"x": [("1.png", "RGB", 20)], "x/deeper": [("2.png", "L", 30)]})
+    (tmp_path / "3.png").write_bytes((tmp_path / "x" / "1.png").read_bytes())
+    images = data_lib.load_unlabeled(f"folder:{tmp_path}", 16, channels=1)
+    assert images.shape == (3, 16, 16, 1) and images.dtype == np.uint8
+    with pytest.raises(data_lib.DataError, match="no images"):
+        data_lib.load_unlabeled(f"folder:{_empty(tmp_path)}", 16, 1)
+    with pytest.raises(data_lib.DataError, match="use rest"):
+        data_lib.load_unlabeled("neu", 16, 1)
+
+
+def _empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
 
 
 def _write_folder(root, spec):

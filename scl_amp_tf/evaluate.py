@@ -1,0 +1,247 @@
+"""Command line: evaluate a trained run on its test split.
+
+    python -m scl_amp_tf.evaluate --model_dir=runs/neu_20shot
+    python -m scl_amp_tf.evaluate --model_dir=runs/neu_20shot --reference_shots=5 --seed=3
+    python -m scl_amp_tf.evaluate --model_dir=runs/neu_20shot --reject_threshold=auto
+
+SCL-AMP runs classify by the reference database (section IV.A): ``--reference_shots=k``
+references per class drawn at random from the training set (seeded by ``--seed``; default every
+training image), each test image goes to the class of highest mean cosine similarity. CE runs
+classify by their softmax (or, with ``--representation=backbone``, by a reference database on
+the pooled backbone features, as SCL-AMP runs can too). ``--reject_threshold`` (SCL-AMP and
+reference databases only) reports queries under a similarity threshold as unknown defects
+(``auto``: calibrated on the training references, see :mod:`scl_amp_tf.evaluation`).
+
+Writes into ``MODEL_DIR/evaluation/``: ``evaluation.json`` (accuracy, per-class accuracy,
+confusion matrix, settings), ``confusion_matrix.md`` and ``confusion_matrix.png``; and the
+embeddings of the test and reference images to TensorBoard's projector in
+``MODEL_DIR/logs/projector/`` (``tensorboard --logdir MODEL_DIR/logs``, tab "Projector"), with
+their class and split as labels. Prints a short table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from absl import app, flags
+
+REPRESENTATIONS = ("embedding", "backbone")
+
+flags.DEFINE_string("model_dir", None, "A finished training run (python -m scl_amp_tf.train).")
+flags.DEFINE_integer("reference_shots", None,
+                     "References per class drawn from the training set (default: every training image).")
+flags.DEFINE_integer("seed", 0, "Seed of the reference draw.")
+flags.DEFINE_enum("representation", "embedding", list(REPRESENTATIONS),
+                  "embedding: the run's output (SCL-AMP embedding, CE softmax); backbone: a reference "
+                  "database on the pooled backbone features (either method).")
+flags.DEFINE_string("reject_threshold", "none",
+                    "none | auto | a number: queries whose best mean cosine similarity is below it are "
+                    "reported as unknown (reference databases only).")
+flags.DEFINE_float("reject_quantile", 0.05,
+                   "For --reject_threshold=auto: the quantile of the training references' leave-one-out "
+                   "similarities taken as the threshold.")
+flags.DEFINE_bool("projector", True, "Write the embeddings to TensorBoard's projector.")
+flags.DEFINE_integer("projector_max_images", 2000, "At most this many test images in the projector (seeded draw).")
+flags.DEFINE_string("output_dir", None, "Where the results go (default MODEL_DIR/evaluation).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the run recorded.")
+flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, if not the one the run recorded.")
+
+FLAGS = flags.FLAGS
+
+
+def parse_threshold(value):
+    """``none`` -> None, ``auto`` -> "auto", a number -> float; anything else is a ValueError."""
+    value = str(value).strip().lower()
+    if value in ("none", ""):
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--reject_threshold={value!r} must be none, auto or a number (a cosine "
+                         "similarity in [-1, 1]).") from None
+
+
+def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="embedding", reject_threshold=None,
+                 reject_quantile=0.05, data_dir=None, manual_dir=None):
+    """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``."""
+    import keras
+
+    import scl_amp_tf  # noqa: F401  (registers the custom layers for load_model)
+    from scl_amp_tf import evaluation, reference, training
+
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
+    if reference_shots is not None and reference_shots < 1:
+        raise ValueError(f"--reference_shots={reference_shots} must be at least 1.")
+    settings, train_data, test_data = training.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
+    if len(test_data.labels) == 0:
+        raise ValueError(f"{model_dir} has no test images (it trained on every image): nothing to evaluate. "
+                         "Few-shot runs are evaluated by python -m scl_amp_tf.reproduce --table=4.")
+    encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
+    method = settings["method"]
+    use_softmax = method == "ce" and representation == "embedding"
+    if use_softmax and reject_threshold is not None:
+        raise ValueError("--reject_threshold works on reference databases: a CE run needs "
+                         "--representation=backbone for it.")
+    model = training.features_of(encoder) if representation == "backbone" else encoder
+    refs = (np.arange(len(train_data.labels)) if reference_shots is None
+            else reference.sample_references(train_data.labels, reference_shots, seed))
+    test_embeddings = training.embed(model, test_data.images)
+    ref_embeddings = training.embed(model, train_data.images[refs]) if not use_softmax else None
+    threshold = None
+    if use_softmax:
+        predictions = np.argmax(test_embeddings, axis=1)
+        classifier = "softmax"
+    else:
+        if reject_threshold == "auto":
+            threshold = evaluation.calibrate_threshold(ref_embeddings, train_data.labels[refs], reject_quantile)
+        elif reject_threshold is not None:
+            threshold = float(reject_threshold)
+        predictions, _, _ = evaluation.reference_predictions(
+            ref_embeddings, train_data.labels[refs], test_embeddings, train_data.class_names, threshold)
+        classifier = f"reference database on the {'backbone features' if representation == 'backbone' else 'embeddings'}"
+    summary = evaluation.summarize(test_data.labels, predictions, test_data.class_names)
+    result = {
+        "model_dir": os.path.abspath(model_dir), "method": method, "classifier": classifier,
+        "representation": representation,
+        "reference_shots": reference_shots, "num_references": None if use_softmax else int(len(refs)),
+        "seed": seed, "reject_threshold": threshold,
+        "reject_threshold_setting": reject_threshold if reject_threshold in (None, "auto") else "fixed",
+        "reject_quantile": reject_quantile if reject_threshold == "auto" else None,
+        "class_names": list(test_data.class_names), "dataset": settings["dataset"], **summary,
+    }
+    embeddings = {"test": test_embeddings, "reference": ref_embeddings, "test_labels": test_data.labels,
+                  "reference_labels": train_data.labels[refs], "test_images": test_data.images,
+                  "reference_images": train_data.images[refs],
+                  "class_names": test_data.class_names}
+    return result, test_data.labels, predictions, embeddings
+
+
+def write_projector(log_dir, embeddings, max_images=2000, seed=0):
+    """Writes the test (and reference) embeddings with class and split labels for TensorBoard's
+    projector, replacing an earlier one whole (written to a temporary folder, then renamed)."""
+    import tensorflow as tf
+    from PIL import Image
+    from tensorboard.plugins import projector
+
+    rng = np.random.default_rng(seed)
+    test = np.arange(len(embeddings["test"]))
+    if len(test) > max_images:
+        test = np.sort(rng.choice(test, max_images, replace=False))
+    vectors = [embeddings["test"][test]]
+    rows = [("test", embeddings["class_names"][label]) for label in embeddings["test_labels"][test]]
+    if embeddings["reference"] is not None:
+        vectors.append(embeddings["reference"])
+        rows += [("reference", embeddings["class_names"][l]) for l in embeddings["reference_labels"]]
+    vectors = np.concatenate(vectors).astype(np.float32)
+    parent = os.path.dirname(os.path.abspath(log_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp_projector_", dir=parent)
+    try:
+        with open(os.path.join(tmp, "metadata.tsv"), "w") as f:
+            f.write("class\tsplit\n")
+            f.writelines(f"{name}\t{split}\n" for split, name in rows)
+        checkpoint = tf.train.Checkpoint(embedding=tf.Variable(vectors))
+        checkpoint.save(os.path.join(tmp, "embedding.ckpt"))
+        config = projector.ProjectorConfig()
+        entry = config.embeddings.add()
+        entry.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+        entry.metadata_path = "metadata.tsv"
+        thumbs = embeddings["test_images"][test]
+        if embeddings["reference"] is not None:
+            thumbs = np.concatenate([thumbs, embeddings["reference_images"]])
+        # a sprite of thumbnails, one per row, so that the projector shows the images
+        side = int(np.ceil(np.sqrt(len(thumbs))))
+        size = max(8, min(thumbs.shape[1], 8192 // max(side, 1)))
+        sprite = Image.new("L" if thumbs.shape[-1] == 1 else "RGB", (side * size, side * size))
+        for i, thumb in enumerate(thumbs):
+            image = Image.fromarray(thumb[..., 0] if thumb.shape[-1] == 1 else thumb).resize((size, size))
+            sprite.paste(image, ((i % side) * size, (i // side) * size))
+        sprite.save(os.path.join(tmp, "sprite.png"))
+        entry.sprite.image_path = "sprite.png"
+        entry.sprite.single_image_dim.extend([size, size])
+        projector.visualize_embeddings(tmp, config)
+        from scl_amp_tf.files import make_readable
+
+        make_readable(tmp)
+        if os.path.exists(log_dir):
+            shutil.rmtree(log_dir)
+        os.rename(tmp, log_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_results(output_dir, result):
+    """evaluation.json, confusion_matrix.md and confusion_matrix.png, each written atomically."""
+    from scl_amp_tf import evaluation
+    from scl_amp_tf.files import atomic_write
+
+    os.makedirs(output_dir, exist_ok=True)
+
+    def write_json(tmp):
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    title = f"{result['method']} ({result['classifier']}), {result['num_queries']} test images"
+    markdown = (f"# Confusion matrix: {title}\n\nAccuracy {format_percent(result['accuracy'])}"
+                + (f", {result['rejected']} rejected as unknown" if result["reject_threshold"] is not None else "")
+                + ".\n\n" + evaluation.confusion_markdown(
+                    result["confusion_matrix"], result["class_names"],
+                    result["rejected_per_class"] if result["reject_threshold"] is not None else None))
+    atomic_write(os.path.join(output_dir, "evaluation.json"), write_json)
+    atomic_write(os.path.join(output_dir, "confusion_matrix.md"), lambda tmp: open(tmp, "w").write(markdown))
+    atomic_write(os.path.join(output_dir, "confusion_matrix.png"),
+                 lambda tmp: evaluation.save_confusion_png(result["confusion_matrix"], result["class_names"], tmp,
+                                                           title=title))
+
+
+def format_percent(value):
+    return "-" if value is None else f"{100.0 * value:.2f} %"
+
+
+def short_table(result):
+    lines = [f"{result['method']}: {result['classifier']}"
+             + (f", {result['num_references']} references" if result["num_references"] else ""),
+             f"accuracy   {format_percent(result['accuracy'])}  ({result['num_queries']} test images"
+             + (f", {result['rejected']} rejected as unknown at threshold {result['reject_threshold']:.4f}"
+                if result["reject_threshold"] is not None else "") + ")"]
+    width = max(len(n) for n in result["class_names"])
+    lines += [f"  {name:<{width}}  {format_percent(acc)}" for name, acc in result["per_class_accuracy"].items()]
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.model_dir:
+        print("error: --model_dir is required (a finished run of python -m scl_amp_tf.train).", file=sys.stderr)
+        return 2
+    try:
+        threshold = parse_threshold(FLAGS.reject_threshold)
+        result, _, _, embeddings = evaluate_run(
+            FLAGS.model_dir, reference_shots=FLAGS.reference_shots, seed=FLAGS.seed,
+            representation=FLAGS.representation, reject_threshold=threshold,
+            reject_quantile=FLAGS.reject_quantile, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+    except ValueError as e:  # not a finished run, data problems, bad flag values
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "evaluation")
+    write_results(output_dir, result)
+    if FLAGS.projector:
+        write_projector(os.path.join(FLAGS.model_dir, "logs", "projector"), embeddings,
+                        FLAGS.projector_max_images, FLAGS.seed)
+    print(short_table(result))
+    print(f"Written to {output_dir}" + (f" and {os.path.join(FLAGS.model_dir, 'logs', 'projector')}"
+                                       if FLAGS.projector else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,240 @@
+"""Evaluation of a trained run: accuracy, per-class accuracy, confusion matrix, the k-shot
+reference database of section IV.A, few-shot episodes (Table IV) and open-set rejection.
+
+Everything here works on NumPy arrays of labels, predictions, scores and embeddings, so each
+function can be checked against a direct computation; :mod:`scl_amp_tf.evaluate` is the
+command line that feeds it a run's model and data.
+
+* Reference-database inference (section IV.A): k references per class drawn at random from the
+  training set (:func:`scl_amp_tf.reference.sample_references`, seeded), a query's score for a
+  class is its mean cosine similarity to the class's references, the prediction the best class.
+* Few-shot (section IV.B.2, Table IV): classes never seen in training, k references per class
+  drawn per episode, every other image of those classes is a query (:func:`episode_split`
+  never puts a reference among its own queries).
+* Open-set rejection (ours, beyond the paper): a query whose best mean similarity lies under a
+  threshold is reported as an unknown defect. ``auto`` calibrates the threshold on the training
+  references: each reference's similarity to its own class prototype computed *without* it
+  (leave-one-out, so it is scored like an unseen image), and the threshold is a low quantile of
+  those (default 5 %: about 95 % of known-class images accepted). :func:`open_set_auroc`
+  measures known-vs-unknown separation without any threshold.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+
+UNKNOWN = -1  # the prediction of a rejected query
+DEFAULT_REJECT_QUANTILE = 0.05
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """``[num_classes, num_classes]`` counts, rows the true class, columns the predicted one.
+
+    Rejected queries (``UNKNOWN``) are not counted in any column.
+    """
+    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+    known = predictions >= 0
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels[known], predictions[known]), 1)
+    return matrix
+
+
+def per_class_accuracy(labels, predictions, class_names):
+    """``{class name: accuracy}`` over the queries of each class (None for a class without any)."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return {name: float(np.mean(predictions[labels == i] == i)) if np.any(labels == i) else None
+            for i, name in enumerate(class_names)}
+
+
+def summarize(labels, predictions, class_names):
+    """Accuracy, per-class accuracy and the confusion matrix (as nested lists) of one test set."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return {
+        "accuracy": float(np.mean(predictions == labels)) if len(labels) else None,
+        "per_class_accuracy": per_class_accuracy(labels, predictions, class_names),
+        "confusion_matrix": confusion_matrix(labels, predictions, len(class_names)).tolist(),
+        "rejected": int(np.sum(predictions == UNKNOWN)),
+        "rejected_per_class": [int(np.sum((labels == i) & (predictions == UNKNOWN)))
+                               for i in range(len(class_names))],
+        "num_queries": int(len(labels)),
+    }
+
+
+def confusion_markdown(matrix, class_names, rejected_per_class=None):
+    """The confusion matrix as a markdown table (rows: true class; columns: predicted class),
+    with a column of the queries rejected as unknown when ``rejected_per_class`` is given."""
+    matrix = np.asarray(matrix)
+    rejected = np.zeros(len(class_names), np.int64) if rejected_per_class is None else np.asarray(rejected_per_class)
+    extra = " unknown |" if rejected_per_class is not None else ""
+    head = "| true \\ predicted | " + " | ".join(class_names) + " |" + extra + " accuracy |"
+    lines = [head, "|" + " --- |" * (len(class_names) + 2 + bool(extra))]
+    for i, name in enumerate(class_names):
+        total = matrix[i].sum() + rejected[i]
+        acc = f"{100.0 * matrix[i, i] / total:.1f} %" if total else "-"
+        cells = " | ".join(str(v) for v in matrix[i]) + (f" | {rejected[i]}" if extra else "")
+        lines.append(f"| **{name}** | {cells} | {acc} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_confusion_png(matrix, class_names, path, title=""):
+    """Draws the confusion matrix, normalised per true class, with the counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, np.float64)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    size = max(4.0, 0.32 * n + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 8 else 0, fontsize=8 if n > 12 else 10)
+    ax.set_yticks(range(n), class_names, fontsize=8 if n > 12 else 10)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n <= 16:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+def reference_predictions(reference_embeddings, reference_labels, query_embeddings, class_names,
+                          threshold=None):
+    """Section IV.A: ``(predictions, scores, database)`` of queries against the references.
+
+    ``threshold``: queries whose best mean cosine similarity is below it are ``UNKNOWN``.
+    """
+    database = ReferenceDatabase.from_embeddings(reference_embeddings, reference_labels, class_names)
+    scores = database.scores(query_embeddings)
+    predictions = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
+    if threshold is not None:
+        predictions = np.where(scores.max(axis=1) < threshold, UNKNOWN, predictions)
+    return predictions, scores, database
+
+
+def leave_one_out_similarities(embeddings, labels):
+    """Each reference's cosine similarity to the mean of the *other* references of its class.
+
+    That is its score against its own class prototype as if it had not been a reference. Classes
+    with a single reference have no such score and are left out.
+    """
+    z = l2_normalize(embeddings).astype(np.float64)
+    labels = np.asarray(labels, np.int64)
+    out = []
+    for label in np.unique(labels):
+        members = z[labels == label]
+        if len(members) < 2:
+            continue
+        total = members.sum(axis=0)
+        others_mean = (total[None, :] - members) / (len(members) - 1)
+        out.append(np.sum(members * others_mean, axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE):
+    """``--reject_threshold=auto``: the ``quantile`` of the leave-one-out similarities of the
+    training references (about ``1 - quantile`` of known-class images are then accepted)."""
+    similarities = leave_one_out_similarities(embeddings, labels)
+    if len(similarities) == 0:
+        raise ValueError("--reject_threshold=auto needs two references of one class at least "
+                         "(it calibrates on each reference against the others of its class).")
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"--reject_quantile={quantile} must lie in [0, 1).")
+    return float(np.quantile(similarities, quantile))
+
+
+def auroc(positive_scores, negative_scores):
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2.
+
+    Computed from ranks (the Mann-Whitney U statistic), O(n log n).
+    """
+    pos = np.asarray(positive_scores, np.float64).reshape(-1)
+    neg = np.asarray(negative_scores, np.float64).reshape(-1)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("AUROC needs positive and negative scores.")
+    both = np.concatenate([pos, neg])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(len(both), np.float64)
+    sorted_scores = both[order]
+    # average ranks of tied scores (1-based)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(both)]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + e + 1) / 2.0
+    u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def episode_split(labels, shots, rng):
+    """One few-shot episode: ``shots`` references per class at random, every other image a query.
+
+    Returns ``(reference_indices, query_indices)``, disjoint, sorted. Raises ValueError when a
+    class has no image left for the queries.
+    """
+    labels = np.asarray(labels)
+    references = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if shots >= len(members):
+            raise ValueError(f"Class {label} has {len(members)} images: {shots} references leave no query.")
+        references.extend(rng.choice(members, size=shots, replace=False))
+    references = np.sort(np.asarray(references, np.int64))
+    queries = np.setdiff1d(np.arange(len(labels)), references)
+    return references, queries
+
+
+def few_shot_accuracies(embeddings, labels, shots, episodes, seed):
+    """Table IV: the accuracy of each of ``episodes`` k-shot episodes (seeded)."""
+    rng = np.random.default_rng(seed)
+    labels = np.searchsorted(np.unique(labels), labels)  # the episode's classes as 0..n-1
+    accuracies = []
+    for _ in range(episodes):
+        references, queries = episode_split(labels, shots, rng)
+        predictions, _, _ = reference_predictions(embeddings[references], labels[references],
+                                                  embeddings[queries], None)
+        accuracies.append(float(np.mean(predictions == labels[queries])))
+    return np.asarray(accuracies)
+
+
+def open_set_auroc(embeddings, labels, shots, episodes, seed, threshold=None):
+    """Known vs unknown defect types in the few-shot setting (ours, beyond the paper).
+
+    Each episode leaves every class out in turn: the database holds ``shots`` references of each
+    other class, its queries are the other images of those classes (known) and every image of
+    the left-out class (unknown, a defect type neither trained on nor enrolled). The score of a
+    query is its best mean cosine similarity. Returns the AUROC of each (episode, left-out class)
+    and, with ``threshold``, the fractions of known queries accepted and unknown ones rejected.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if len(classes) < 3:
+        raise ValueError("Open-set episodes need three classes at least (two known, one unknown).")
+    aurocs, accepted, rejected = [], [], []
+    for _ in range(episodes):
+        for unknown in classes:
+            known_idx = np.flatnonzero(labels != unknown)
+            refs, queries = episode_split(labels[known_idx], shots, rng)
+            refs, queries = known_idx[refs], known_idx[queries]
+            remap = np.searchsorted(np.setdiff1d(classes, [unknown]), labels[refs])
+            database = ReferenceDatabase.from_embeddings(embeddings[refs], remap)
+            known_scores = database.scores(embeddings[queries]).max(axis=1)
+            unknown_scores = database.scores(embeddings[labels == unknown]).max(axis=1)
+            aurocs.append(auroc(known_scores, unknown_scores))
+            if threshold is not None:
+                accepted.append(float(np.mean(known_scores >= threshold)))
+                rejected.append(float(np.mean(unknown_scores < threshold)))
+    result = {"auroc": np.asarray(aurocs)}
+    if threshold is not None:
+        result.update(known_accepted=np.asarray(accepted), unknown_rejected=np.asarray(rejected))
+    return result

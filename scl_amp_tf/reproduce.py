@@ -1,0 +1,286 @@
+"""Command line: regenerate the paper's Tables II-VI (section IV), SCL-AMP against the CE baseline.
+
+    python -m scl_amp_tf.reproduce --table=3 --seeds=0,1,2 --budget=cpu \\
+        --neu_manual_dir=/data/NEU-CLS --output=results/
+    python -m scl_amp_tf.reproduce --table=6 --seeds=0,1,2 --budget=paper \\
+        --wm38_manual_dir=/data/MixedWM38            # a GPU job
+
+Every cell of the table is trained for each seed and method (``--methods``) in its own model
+directory under ``OUTPUT/runs/`` and skipped when already finished (an interrupted reproduction
+continues where it stopped; an interrupted run resumes from its checkpoint). Then
+``OUTPUT/table_N.md`` (mean +- std over seeds, the paper's value beside it, the conditions) and
+``OUTPUT/table_N.json`` (every run's figures) are written.
+
+Tables (the cells of section IV):
+  2  NEU, 60 / 70 / 80 % of each class for training (the rest is the test set).
+  3  NEU, 10 / 20 / 50 images per class for training (the rest is the test set).
+  4  NEU few-shot: train on every image of Pa, In and RS; then, for k = 1, 3, 5, episodes of k
+     references per class of Cr, Sc and PS, every other image of those classes a query.
+     Also: open-set rejection of an unseen class (AUROC; ours, beyond the paper).
+  5  MixedWM38, 80 % of each class for training: per-class accuracy of the 38 classes and the
+     averages of the 1-, 2-, 3- and 4-defect groups.
+  6  MixedWM38, 20 / 50 / 100 maps per class for training, tested on a stratified 20 % held out.
+
+Budgets (``--budget``): ``paper`` is Table I (ResNet-50 from ImageNet weights, 100 epochs, NEU at
+200 px; a GPU job). ``cpu`` is the reduced setting that finishes on a 2-core CPU in about an
+hour per table: the small ``resnet_tiny`` backbone from scratch, NEU at 64 px, MixedWM38 at its
+native 52 px, about 400 optimizer steps per run (epochs = ceil(400 / steps per epoch), at least 5,
+at most 100); see BENCHMARKS.md for why. Any training setting can be changed with
+``--set key=value`` (recorded in the conditions and the run paths).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+from scl_amp_tf.tables import BUDGETS, FEW_SHOT_KS, METHOD_NAMES, TABLES
+
+flags.DEFINE_enum("table", None, [str(t) for t in TABLES], "Which table of section IV to reproduce.")
+flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds (split, initialisation, augmentation, episodes).")
+flags.DEFINE_enum("budget", "cpu", list(BUDGETS), "paper: Table I settings (GPU); cpu: the reduced setting.")
+flags.DEFINE_string("output", "results", "Folder of table_N.md / table_N.json; the runs go to OUTPUT/runs/.")
+flags.DEFINE_string("methods", "scl_amp,ce", "Methods to run: scl_amp, ce.")
+flags.DEFINE_string("cells", None, "Only these cells (comma-separated keys, e.g. 10shot,20shot); default all.")
+flags.DEFINE_multi_string("set", [], "Extra training setting, key=value (repeatable), e.g. --set=epochs=50.")
+flags.DEFINE_string("neu", "neu", "Dataset spec for the NEU tables (default the TFDS builder; or folder:/path).")
+flags.DEFINE_string("mixed_wm38", "mixed_wm38", "Dataset spec for the MixedWM38 tables.")
+flags.DEFINE_string("neu_manual_dir", None, "Folder of the NEU-CLS images (TFDS manual dir).")
+flags.DEFINE_string("wm38_manual_dir", None, "Folder of Wafer_Map_Datasets.npz (TFDS manual dir).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default ~/tensorflow_datasets).")
+flags.DEFINE_integer("episodes", 100, "Table IV: few-shot episodes per seed and k.")
+flags.DEFINE_integer("synthetic_per_class", 100, "Maps per class when a dataset is synthetic_wafers (tests).")
+
+FLAGS = flags.FLAGS
+
+
+def parse_settings(items):
+    """``["epochs=5", "symmetric=True"]`` -> TrainConfig overrides, checked against its fields."""
+    from scl_amp_tf.training import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields or key in ("model_dir", "seed", "method"):
+            raise ValueError(f"--set={item!r}: give key=value with a training setting as key "
+                             f"(not model_dir, seed or method); settings: {', '.join(sorted(fields))}.")
+        if value in ("True", "False"):
+            out[key] = value == "True"
+        else:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
+def run_config(cell, method, seed, budget, overrides, options):
+    """The TrainConfig of one run of one cell (its model dir under ``options['runs_dir']``)."""
+    from scl_amp_tf.training import TrainConfig
+
+    kind = cell.dataset
+    settings = {**BUDGETS[budget][kind], **cell.split}
+    spec = options["neu"] if kind == "neu" else options["mixed_wm38"]
+    manual_dir = options["neu_manual_dir"] if kind == "neu" else options["wm38_manual_dir"]
+    settings.update(dataset=spec, manual_dir=manual_dir, data_dir=options["data_dir"],
+                    synthetic_per_class=options["synthetic_per_class"])
+    settings.update(overrides)
+    tag = budget + ("-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+                    if overrides else "")
+    model_dir = os.path.join(options["runs_dir"], f"table_{options['table']}", tag, cell.key, f"{method}_seed{seed}")
+    return TrainConfig(model_dir=model_dir, seed=seed, method=method, verbose=0, **settings)
+
+
+def budget_epochs(config, budget, overrides):
+    """The ``cpu`` budget's rule: about ``steps`` optimizer steps per run, so that small and large
+    training sets get the same work: epochs = ceil(steps / steps per epoch), clipped to
+    [min_epochs, epochs]. ``--set=epochs=N`` turns the rule off."""
+    from scl_amp_tf import data as data_lib
+    from scl_amp_tf import training
+
+    steps = BUDGETS[budget]["steps"]
+    if steps is None or "epochs" in overrides:
+        return config
+    data = training.load_data(config.dataset, config.image_size, data_dir=config.data_dir,
+                              manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
+                              seed=config.seed, classes=config.classes)
+    train, _ = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
+                              train_fraction=config.train_fraction, test_fraction=config.test_fraction)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    epochs = max(BUDGETS[budget]["min_epochs"], math.ceil(steps / steps_per_epoch))
+    return dataclasses.replace(config, epochs=min(config.epochs, epochs))
+
+
+def few_shot(config, episodes):
+    """Table IV on a run trained on the base classes: few-shot accuracy on the unseen classes and
+    open-set rejection of an unseen class (AUROC, and the rates at the ``auto`` threshold)."""
+    import keras
+
+    from scl_amp_tf import evaluation, training
+
+    data = training.load_data(config.dataset, config.image_size, data_dir=config.data_dir,
+                              manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
+                              seed=config.seed)
+    base = [n.strip() for n in config.classes.split(",")]
+    novel_ids = [i for i, n in enumerate(data.class_names) if n not in base]
+    novel = np.isin(data.labels, novel_ids)
+    _, train_data, _ = training.load_run(config.model_dir, data_dir=config.data_dir, manual_dir=config.manual_dir)
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    representations = {"backbone": training.features_of(encoder)}
+    if config.method == "scl_amp":
+        representations["embedding"] = encoder
+    out = {"novel_classes": [data.class_names[i] for i in novel_ids], "episodes": episodes, "representations": {}}
+    for name, model in representations.items():
+        z = training.embed(model, data.images[novel])
+        threshold = evaluation.calibrate_threshold(training.embed(model, train_data.images), train_data.labels)
+        entry = {"threshold": threshold}
+        for k in FEW_SHOT_KS:
+            entry[f"accuracy_k{k}"] = evaluation.few_shot_accuracies(z, data.labels[novel], k, episodes,
+                                                                     config.seed).tolist()
+            rejection = evaluation.open_set_auroc(z, data.labels[novel], k, max(1, episodes // 10), config.seed,
+                                                  threshold=threshold)
+            entry[f"open_set_k{k}"] = {key: value.tolist() for key, value in rejection.items()}
+        out["representations"][name] = entry
+    return out
+
+
+def hardware():
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    return (f"{os.cpu_count()} CPU cores ({cpu})" + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
+            + f"; TensorFlow {tf.__version__}, Python {platform.python_version()}")
+
+
+def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=None, overrides=None,
+              episodes=100, log=print, **data_options):
+    """Runs (or skips, when finished) every run of the table, then writes table_N.md and .json.
+
+    ``data_options``: neu, mixed_wm38, neu_manual_dir, wm38_manual_dir, data_dir, synthetic_per_class.
+    Returns the path of the markdown file.
+    """
+    import keras
+
+    from scl_amp_tf import training
+    from scl_amp_tf.training import write_json
+
+    if table not in TABLES:
+        raise ValueError(f"--table={table}: one of {', '.join(map(str, TABLES))}.")
+    if budget not in BUDGETS:
+        raise ValueError(f"--budget={budget!r}: one of {', '.join(BUDGETS)}.")
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown or not methods:
+        raise ValueError(f"--methods={','.join(methods)}: use scl_amp and/or ce.")
+    if not seeds:
+        raise ValueError("--seeds: give one seed at least.")
+    overrides = dict(overrides or {})
+    title, _, all_cells = TABLES[table]
+    chosen = [c for c in all_cells if cells is None or c.key in cells]
+    if cells is not None and len(chosen) != len(set(cells)):
+        raise ValueError(f"--cells={','.join(cells)}: table {table} has the cells "
+                         f"{', '.join(c.key for c in all_cells)}.")
+    options = {"neu": "neu", "mixed_wm38": "mixed_wm38", "neu_manual_dir": None, "wm38_manual_dir": None,
+               "data_dir": None, "synthetic_per_class": 100, **data_options,
+               "runs_dir": os.path.join(output, "runs"), "table": table}
+    os.makedirs(output, exist_ok=True)
+    runs = []
+    for cell in chosen:
+        for seed in seeds:
+            for method in methods:
+                config = run_config(cell, method, seed, budget, overrides, options)
+                config.validate()
+                metrics_path = os.path.join(config.model_dir, "metrics.json")
+                if os.path.exists(metrics_path):
+                    with open(metrics_path) as f:
+                        config = dataclasses.replace(config, epochs=json.load(f).get("epochs", config.epochs))
+                    log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
+                else:
+                    config = budget_epochs(config, budget, overrides)
+                    log(f"table {table} {cell.key} {method} seed {seed}: training ({config.backbone}, "
+                        f"{config.image_size} px, {config.epochs} epochs) in {config.model_dir}")
+                    start = time.time()
+                    training.train_and_evaluate(config)
+                    keras.backend.clear_session()
+                    log(f"  done in {time.time() - start:.0f} s")
+                with open(metrics_path) as f:
+                    metrics = json.load(f)
+                run = {"cell": cell.key, "method": method, "seed": seed, "epochs": config.epochs,
+                       "test_accuracy": metrics["test_accuracy"], "num_train": metrics["num_train"],
+                       "num_test": metrics["num_test"], "per_class_accuracy": metrics["per_class_accuracy"],
+                       "reference_db_accuracy_on_features": metrics.get("reference_db_accuracy_on_features"),
+                       "dataset_description": metrics.get("dataset_description"),
+                       "train_seconds": metrics.get("train_seconds"), "model_dir": config.model_dir}
+                if table == 4:
+                    path = os.path.join(config.model_dir, "few_shot.json")
+                    if not os.path.exists(path):
+                        write_json(path, few_shot(config, episodes))
+                    with open(path) as f:
+                        run["few_shot"] = json.load(f)
+                runs.append(run)
+    settings = {**BUDGETS[budget][chosen[0].dataset], **overrides}
+    conditions = {
+        "table": table, "title": title, "budget": budget, "budget_description": BUDGETS[budget]["description"],
+        "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
+        "hardware": hardware(), "date": datetime.date.today().isoformat(),
+        "dataset": sorted({r["dataset_description"] or "" for r in runs}),
+        "command": "python -m scl_amp_tf.reproduce " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+    }
+    write_json(os.path.join(output, f"table_{table}.json"), {"conditions": conditions, "runs": runs})
+    from scl_amp_tf import tables
+
+    markdown = tables.render(table, chosen, runs, conditions)
+    from scl_amp_tf.files import atomic_write
+
+    path = os.path.join(output, f"table_{table}.md")
+    atomic_write(path, lambda tmp: open(tmp, "w").write(markdown))
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:  # TFDS's INFO lines on every dataset load say nothing useful here
+        logging.set_verbosity(logging.WARNING)
+    if FLAGS.table is None:
+        print("error: --table is required (2, 3, 4, 5 or 6).", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(s) for s in FLAGS.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --seeds={FLAGS.seeds!r} must be comma-separated integers.", file=sys.stderr)
+        return 2
+    try:
+        path = run_table(int(FLAGS.table), seeds, FLAGS.budget, FLAGS.output,
+                         methods=[m.strip() for m in FLAGS.methods.split(",") if m.strip()],
+                         cells=[c.strip() for c in FLAGS.cells.split(",")] if FLAGS.cells else None,
+                         overrides=parse_settings(FLAGS.set), episodes=FLAGS.episodes,
+                         neu=FLAGS.neu, mixed_wm38=FLAGS.mixed_wm38, neu_manual_dir=FLAGS.neu_manual_dir,
+                         wm38_manual_dir=FLAGS.wm38_manual_dir, data_dir=FLAGS.data_dir,
+                         synthetic_per_class=FLAGS.synthetic_per_class)
+    except ValueError as e:  # bad flags, data problems (DataError), a run dir with other settings
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with open(path) as f:
+        print(f.read())
+    print(f"Written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,163 @@
+"""Evaluation: metrics against direct NumPy computations, the few-shot sampler, open-set
+rejection, and the evaluate command end to end on a tiny trained run."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scl_amp_tf import evaluation
+from scl_amp_tf.training import TrainConfig, train_and_evaluate
+
+
+def test_confusion_matrix_and_per_class_accuracy_by_counting():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)
+    predictions = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 4, 200))
+    predictions[:7] = evaluation.UNKNOWN
+    matrix = evaluation.confusion_matrix(labels, predictions, 4)
+    for i in range(4):
+        for j in range(4):
+            assert matrix[i, j] == sum(1 for a, b in zip(labels, predictions) if a == i and b == j)
+    summary = evaluation.summarize(labels, predictions, ("a", "b", "c", "d"))
+    assert summary["accuracy"] == pytest.approx(np.mean(labels == predictions))
+    for i, name in enumerate("abcd"):  # a rejected query counts as wrong for its class
+        assert summary["per_class_accuracy"][name] == pytest.approx(np.mean(predictions[labels == i] == i))
+    assert summary["rejected"] == 7 and sum(summary["rejected_per_class"]) == 7
+    table = evaluation.confusion_markdown(matrix, ("a", "b", "c", "d"), summary["rejected_per_class"])
+    row_a = next(line for line in table.splitlines() if line.startswith("| **a**"))
+    assert row_a.split(" | ")[1:5] == [str(v) for v in matrix[0]]
+    assert f"{100 * summary['per_class_accuracy']['a']:.1f} %" in row_a
+
+
+def test_reference_predictions_are_the_mean_cosine_of_section_iv_a():
+    rng = np.random.default_rng(1)
+    refs, ref_labels, queries = rng.normal(size=(12, 5)), np.repeat([0, 1, 2], 4), rng.normal(size=(9, 5))
+    predictions, scores, _ = evaluation.reference_predictions(refs, ref_labels, queries, ("x", "y", "z"))
+
+    def cos(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    expected = np.array([[np.mean([cos(q, r) for r, l in zip(refs, ref_labels) if l == c]) for c in range(3)]
+                         for q in queries])
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    np.testing.assert_array_equal(predictions, expected.argmax(1))
+    best = np.sort(expected.max(1))
+    threshold = (best[3] + best[4]) / 2  # between two scores: no float32 round-off at the boundary
+    rejected, _, _ = evaluation.reference_predictions(refs, ref_labels, queries, None, threshold=threshold)
+    np.testing.assert_array_equal(rejected == evaluation.UNKNOWN, expected.max(1) < threshold)
+    assert np.sum(rejected == evaluation.UNKNOWN) == 4
+
+
+def test_leave_one_out_threshold_by_brute_force():
+    rng = np.random.default_rng(2)
+    z, labels = rng.normal(size=(15, 4)), np.array([0] * 6 + [1] * 8 + [2])  # class 2: one reference
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+    expected = []
+    for i in range(15):
+        others = [j for j in range(15) if labels[j] == labels[i] and j != i]
+        if others:
+            prototype = unit[others].mean(0)
+            expected.append(unit[i] @ prototype)
+    np.testing.assert_allclose(np.sort(evaluation.leave_one_out_similarities(z, labels)), np.sort(expected),  # float32
+                               atol=1e-6)
+    assert evaluation.calibrate_threshold(z, labels, 0.05) == pytest.approx(np.quantile(expected, 0.05), abs=1e-6)
+    with pytest.raises(ValueError, match="two references of one class"):
+        evaluation.calibrate_threshold(z[:2], [0, 1])
+
+
+def test_auroc_against_all_pairs():
+    rng = np.random.default_rng(3)
+    pos, neg = np.round(rng.normal(1, 1, 40), 1), np.round(rng.normal(0, 1, 30), 1)  # rounded: ties
+    pairs = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg])
+    assert evaluation.auroc(pos, neg) == pytest.approx(pairs)
+    assert evaluation.auroc([2, 3], [0, 1]) == 1.0 and evaluation.auroc([0, 1], [2, 3]) == 0.0
+
+
+@pytest.mark.parametrize("shots", [1, 3, 5])
+def test_few_shot_sampler_never_puts_a_reference_among_its_queries(shots):
+    labels = np.repeat([4, 7, 9], [6, 8, 10])  # class ids as in a full dataset: not 0..n-1
+    rng = np.random.default_rng(shots)
+    for _ in range(20):
+        references, queries = evaluation.episode_split(labels, shots, rng)
+        assert len(np.intersect1d(references, queries)) == 0
+        assert len(references) + len(queries) == len(labels)
+        np.testing.assert_array_equal(np.unique(labels[references], return_counts=True)[1], [shots] * 3)
+    with pytest.raises(ValueError, match="leave no query"):
+        evaluation.episode_split(labels, 6, rng)
+
+
+def test_few_shot_and_open_set_on_separable_clusters():
+    rng = np.random.default_rng(4)
+    centres = np.eye(8)[:4] * 10
+    labels = np.repeat([2, 3, 5, 6], 10)
+    z = centres[np.searchsorted([2, 3, 5, 6], labels)] + rng.normal(size=(40, 8))
+    accuracies = evaluation.few_shot_accuracies(z, labels, 1, 5, seed=0)
+    assert accuracies.shape == (5,) and np.all(accuracies == 1.0)
+    result = evaluation.open_set_auroc(z, labels, 3, 2, seed=0, threshold=0.5)
+    assert result["auroc"].shape == (8,) and np.all(result["auroc"] > 0.95)
+    assert np.all(result["known_accepted"] > 0.9) and np.all(result["unknown_rejected"] > 0.9)
+    # the same seed draws the same episodes
+    np.testing.assert_array_equal(accuracies, evaluation.few_shot_accuracies(z, labels, 1, 5, seed=0))
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for method in ("scl_amp", "ce"):
+        config = TrainConfig(model_dir=str(root / method), dataset="synthetic_wafers", synthetic_per_class=4,
+                             shots_per_class=2, image_size=32, backbone="resnet_tiny", epochs=1, batch_size=16,
+                             method=method, verbose=0)
+        runs[method] = (config, train_and_evaluate(config))
+    return runs
+
+
+def _evaluate(*args):
+    return subprocess.run([sys.executable, "-m", "scl_amp_tf.evaluate", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_evaluate_command_reproduces_training_accuracy_and_writes_files(tiny_runs):
+    for method, (config, metrics) in tiny_runs.items():
+        done = _evaluate(f"--model_dir={config.model_dir}")
+        assert done.returncode == 0, done.stderr
+        out = os.path.join(config.model_dir, "evaluation")
+        result = json.load(open(os.path.join(out, "evaluation.json")))
+        assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+        assert result["classifier"] == ("softmax" if method == "ce" else "reference database on the embeddings")
+        assert np.sum(result["confusion_matrix"]) == metrics["num_test"]
+        assert "| **Normal** |" in open(os.path.join(out, "confusion_matrix.md")).read()
+        assert open(os.path.join(out, "confusion_matrix.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        projector = os.path.join(config.model_dir, "logs", "projector")
+        metadata = open(os.path.join(projector, "metadata.tsv")).read().splitlines()
+        expected_rows = metrics["num_test"] + (0 if method == "ce" else metrics["num_train"])
+        assert metadata[0] == "class\tsplit" and len(metadata) == 1 + expected_rows
+        assert "accuracy" in done.stdout
+        assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+
+
+def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):
+    config = tiny_runs["scl_amp"][0]
+    done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=2", "--seed=3",
+                     "--reject_threshold=auto", "--noprojector", f"--output_dir={tmp_path / 'e'}")
+    assert done.returncode == 0, done.stderr
+    result = json.load(open(tmp_path / "e" / "evaluation.json"))
+    assert result["num_references"] == 76 and result["reject_threshold_setting"] == "auto"
+    assert result["reject_threshold"] is not None and "rejected as unknown" in done.stdout
+    done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=1", "--reject_threshold=auto",
+                     "--noprojector", f"--output_dir={tmp_path / 'f'}")
+    assert done.returncode == 2 and "two references of one class" in done.stderr  # 1 shot: no leave-one-out
+    assert not (tmp_path / "f").exists()
+    done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=1", "--seed=3", "--noprojector",
+                     f"--output_dir={tmp_path / 'g'}")
+    assert done.returncode == 0, done.stderr
+    assert json.load(open(tmp_path / "g" / "evaluation.json"))["num_references"] == 38
+    done = _evaluate(f"--model_dir={tiny_runs['ce'][0].model_dir}", "--reject_threshold=0.5")
+    assert done.returncode == 2 and "--representation=backbone" in done.stderr
+    done = _evaluate(f"--model_dir={tmp_path / 'nothing'}")
+    assert done.returncode == 2 and "not a finished training run" in done.stderr
+    done = _evaluate(f"--model_dir={config.model_dir}", "--reject_threshold=high")
+    assert done.returncode == 2 and "none, auto or a number" in done.stderr
