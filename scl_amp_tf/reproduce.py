@@ -58,6 +58,7 @@ flags.DEFINE_string("neu_manual_dir", None, "Folder of the NEU-CLS images (TFDS 
 flags.DEFINE_string("wm38_manual_dir", None, "Folder of Wafer_Map_Datasets.npz (TFDS manual dir).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default ~/tensorflow_datasets).")
 flags.DEFINE_integer("episodes", 100, "Table IV: few-shot episodes per seed and k.")
+flags.DEFINE_bool("report_only", False, "Train nothing: write the table from the runs finished so far.")
 flags.DEFINE_integer("synthetic_per_class", 100, "Maps per class when a dataset is synthetic_wafers (tests).")
 
 FLAGS = flags.FLAGS
@@ -169,8 +170,10 @@ def hardware():
 
 
 def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=None, overrides=None,
-              episodes=100, log=print, **data_options):
+              episodes=100, report_only=False, log=print, **data_options):
     """Runs (or skips, when finished) every run of the table, then writes table_N.md and .json.
+
+    ``report_only``: trains nothing; the table is written from the runs finished so far.
 
     ``data_options``: neu, mixed_wm38, neu_manual_dir, wm38_manual_dir, data_dir, synthetic_per_class.
     Returns the path of the markdown file.
@@ -210,6 +213,9 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                     with open(metrics_path) as f:
                         config = dataclasses.replace(config, epochs=json.load(f).get("epochs", config.epochs))
                     log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
+                elif report_only:
+                    log(f"table {table} {cell.key} {method} seed {seed}: not finished, left out")
+                    continue
                 else:
                     config = budget_epochs(config, budget, overrides)
                     log(f"table {table} {cell.key} {method} seed {seed}: training ({config.backbone}, "
@@ -223,6 +229,7 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                 run = {"cell": cell.key, "method": method, "seed": seed, "epochs": config.epochs,
                        "test_accuracy": metrics["test_accuracy"], "num_train": metrics["num_train"],
                        "num_test": metrics["num_test"], "per_class_accuracy": metrics["per_class_accuracy"],
+                       "class_names": metrics["class_names"],
                        "reference_db_accuracy_on_features": metrics.get("reference_db_accuracy_on_features"),
                        "dataset_description": metrics.get("dataset_description"),
                        "train_seconds": metrics.get("train_seconds"), "model_dir": config.model_dir}
@@ -233,6 +240,8 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                     with open(path) as f:
                         run["few_shot"] = json.load(f)
                 runs.append(run)
+    if not runs:
+        raise ValueError(f"Table {table}: no finished run under {options['runs_dir']} to report.")
     settings = {**BUDGETS[budget][chosen[0].dataset], **overrides}
     conditions = {
         "table": table, "title": title, "budget": budget, "budget_description": BUDGETS[budget]["description"],
@@ -269,7 +278,7 @@ def main(argv):
         path = run_table(int(FLAGS.table), seeds, FLAGS.budget, FLAGS.output,
                          methods=[m.strip() for m in FLAGS.methods.split(",") if m.strip()],
                          cells=[c.strip() for c in FLAGS.cells.split(",")] if FLAGS.cells else None,
-                         overrides=parse_settings(FLAGS.set), episodes=FLAGS.episodes,
+                         overrides=parse_settings(FLAGS.set), episodes=FLAGS.episodes, report_only=FLAGS.report_only,
                          neu=FLAGS.neu, mixed_wm38=FLAGS.mixed_wm38, neu_manual_dir=FLAGS.neu_manual_dir,
                          wm38_manual_dir=FLAGS.wm38_manual_dir, data_dir=FLAGS.data_dir,
                          synthetic_per_class=FLAGS.synthetic_per_class)

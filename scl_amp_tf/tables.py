@@ -56,7 +56,13 @@ TABLES = {
     ]),
 }
 
-# Table V, column "Proposed", C1..C38 in the order of the MixedWM38 builder's CLASS_NAMES.
+# Table V, column "Proposed", C1..C38 (the classes of PAPER_TABLE_V_CLASSES, the paper's order).
+PAPER_TABLE_V_CLASSES = (
+    "Normal", "C", "D", "EL", "ER", "L", "NF", "S", "R",
+    "C+EL", "C+ER", "C+L", "C+S", "D+EL", "D+ER", "D+L", "D+S", "EL+L", "EL+S", "ER+L", "ER+S", "L+S",
+    "C+EL+L", "C+EL+S", "C+ER+L", "C+ER+S", "C+L+S", "D+EL+L", "D+EL+S", "D+ER+L", "D+ER+S", "D+L+S",
+    "EL+L+S", "ER+L+S",
+    "C+L+EL+S", "C+L+ER+S", "D+L+EL+S", "D+L+ER+S")
 PAPER_TABLE_V = (100.00, 100.00, 99.00, 99.00, 100.00, 100.00, 96.60, 99.00, 96.10,
                  98.00, 100.00, 100.00, 100.00, 98.00, 99.50, 97.50, 99.00, 99.00, 96.50, 98.00, 99.00, 98.50,
                  99.00, 97.80, 99.00, 99.50, 98.00, 98.50, 94.00, 99.00, 99.00, 97.50, 96.00, 95.00,
@@ -191,13 +197,24 @@ def _few_shot_table(cells, runs):
     return lines
 
 
+def _paper_class_index(name):
+    """Index of a MixedWM38 class in the paper's C1..C38 (matched by its set of defect types)."""
+    parts = frozenset(name.split("+")) if name != "Normal" else frozenset()
+    for i, paper_name in enumerate(PAPER_TABLE_V_CLASSES):
+        if (frozenset(paper_name.split("+")) if paper_name != "Normal" else frozenset()) == parts:
+            return i
+    return None
+
+
 def _group_of(name):
     return 1 if name == "Normal" else name.count("+") + 1
 
 
 def _per_class_table(runs):
     methods = [m for m in METHOD_NAMES if _by(runs, method=m)]
-    names = list(next(iter(runs))["per_class_accuracy"]) if runs else []
+    names = list(runs[0]["class_names"]) if runs else []
+    paper_index = [_paper_class_index(n) for n in names]
+    known = all(i is not None for i in paper_index) and len(names) == 38
     head = ["class"] + [f"{METHOD_NAMES[m]} (ours)" for m in methods] + ["SCL-AMP (paper)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
 
@@ -207,13 +224,13 @@ def _per_class_table(runs):
         for m in methods:  # per seed: the mean over the group's classes; then mean ± std over seeds
             row.append(cell_text([np.mean([r["per_class_accuracy"][n] for n in members])
                                   for r in _by(runs, method=m)]))
-        row.append(paper_text(PAPER_TABLE_V_GROUPS[group]) if len(names) == 38 else "-")
+        row.append(paper_text(PAPER_TABLE_V_GROUPS[group]) if known else "-")
         return "| " + " | ".join(row) + " |"
 
     for i, name in enumerate(names):
-        row = [f"C{i + 1} ({name})"] + [cell_text([r["per_class_accuracy"][name] for r in _by(runs, method=m)])
-                                        for m in methods]
-        row.append(paper_text(PAPER_TABLE_V[i]) if len(names) == 38 else "-")
+        label = f"C{paper_index[i] + 1} ({name})" if known else name
+        row = [label] + [cell_text([r["per_class_accuracy"][name] for r in _by(runs, method=m)]) for m in methods]
+        row.append(paper_text(PAPER_TABLE_V[paper_index[i]]) if known else "-")
         lines.append("| " + " | ".join(row) + " |")
         if i + 1 == len(names) or _group_of(names[i + 1]) != _group_of(name):
             lines.append(group_rows(_group_of(name)))

@@ -143,3 +143,74 @@ def test_same_seed_same_result(tmp_path):
     a = ReferenceDatabase.load(tmp_path / "a" / "run" / "reference_db.npz").prototypes
     b = ReferenceDatabase.load(tmp_path / "b" / "run" / "reference_db.npz").prototypes
     np.testing.assert_array_equal(a, b)
+
+
+def _step_update(batch, alpha, beta, strategy=None):
+    """Weights after one SGD(1) step of an SCL-AMP model whose encoder has no batch norm, so that
+    an image's embedding does not depend on the other images of its batch."""
+    keras.utils.set_random_seed(0)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        inputs = keras.Input((8, 8, 1))
+        z = keras.layers.Dense(6, name="embedding")(keras.layers.Dense(16, activation="tanh")(
+            keras.layers.Flatten()(inputs)))
+        model = models.SclAmpModel(keras.Model(inputs, z), num_classes=3, alpha=alpha, beta=beta)
+        model.build()
+        model.compile(optimizer=keras.optimizers.SGD(1.0))
+    before = [w.numpy() for w in model.trainable_weights]
+    model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0, shuffle=False)
+    return [w.numpy() - b for w, b in zip(model.trainable_weights, before)]
+
+
+def test_unlabeled_images_feed_l_con_only():
+    """--unlabeled_data: L_arc is the mean over the labelled images alone, L_con the mean over all."""
+    rng = np.random.default_rng(0)
+    views = [rng.random((10, 8, 8, 1)).astype(np.float32) for _ in range(3)]
+    labels = np.array([0, 1, 2, 0, 1, 2, -1, -1, -1, -1])  # the last four are unlabeled
+
+    def batch(rows, y):
+        return tuple(tf.constant(v[rows]) for v in views), tf.constant(y)
+
+    labelled_only = batch(slice(0, 6), labels[:6])
+    mixed = batch(slice(0, 10), labels)
+    # beta only: the unlabeled images change nothing
+    for a, b in zip(_step_update(mixed, 0.0, 1.0), _step_update(labelled_only, 0.0, 1.0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # alpha only: the labels (and so unlabeled-ness) change nothing; L_con uses every image
+    relabelled = batch(slice(0, 10), np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]))
+    for a, b in zip(_step_update(mixed, 1.0, 0.0), _step_update(relabelled, 1.0, 0.0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # both: the update is the sum of the two (SGD is linear in the gradient)
+    both = _step_update(mixed, 0.75, 0.25)
+    parts = zip(_step_update(mixed, 0.75, 0.0), _step_update(labelled_only, 0.0, 0.25))
+    for total, (con, arc) in zip(both, parts):
+        np.testing.assert_allclose(total, con + arc, rtol=1e-4, atol=1e-6)
+
+
+def test_unlabeled_images_on_two_replicas_give_the_same_update(two_cpu_strategy):
+    rng = np.random.default_rng(1)
+    views = tuple(tf.constant(rng.random((8, 8, 8, 1)), tf.float32) for _ in range(3))
+    batch = (views, tf.constant([0, 1, -1, 2, -1, 0, -1, -1]))  # replica 2 holds one labelled image
+    for a, b in zip(_step_update(batch, 0.75, 0.25), _step_update(batch, 0.75, 0.25, two_cpu_strategy)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_training_with_unlabeled_rest_learns(tmp_path):
+    config = _config(tmp_path, synthetic_per_class=16, shots_per_class=4, test_fraction=0.25,
+                     unlabeled_data="rest", unlabeled_batch_size=32, epochs=8, verbose=2)
+    metrics = train_and_evaluate(config)
+    assert metrics["num_train"] == 4 * 38 and metrics["num_test"] == 4 * 38
+    assert metrics["test_accuracy"] > 3 * CHANCE, metrics["test_accuracy"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(unlabeled_data="rest", method="ce"), "only --method=scl_amp"),
+    (dict(unlabeled_data="rest", class_aware_negatives=True), "cannot be combined"),
+    (dict(unlabeled_data="rest"), "Hold out a test set with --test_fraction"),
+    (dict(unlabeled_data="folder:/no/such/dir", test_fraction=0.2), "no such directory"),
+    (dict(unlabeled_data="rest", test_fraction=0.2, unlabeled_batch_size=500), "fewer than one batch"),
+])
+def test_unlabeled_data_errors_leave_nothing(tmp_path, kwargs, message):
+    config = _config(tmp_path, synthetic_per_class=10, shots_per_class=3, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate(config)
+    assert not os.path.exists(config.model_dir)
