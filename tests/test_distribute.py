@@ -90,16 +90,31 @@ def test_two_workers_train_like_one_process(tmp_path, method):
     assert one["epochs_run_in_this_call"] == two["epochs_run_in_this_call"] == [1, 2, 3]
     # The last epoch's mean loss over both global batches (it moved by ~10 % during training).
     assert two["final_train_metrics"]["loss"] == pytest.approx(one["final_train_metrics"]["loss"], rel=1e-2)
-    for a, b in zip(_weights(single_dir), _weights(multi_dir)):
-        np.testing.assert_allclose(a, b, atol=5e-3)
+    # Held loosely element-wise and by the relative size of the whole difference: chaos amplifies
+    # round-off unevenly, and how much depends on the CPU's kernels. AMD EPYC (2026-11-25): every
+    # weight within 5e-3. Intel Xeon (2026-11-27, with the code of 2026-11-25 as well): 6 of 2,352
+    # stem-conv weights 6.4e-3 apart (that tensor 3.0 % apart in norm); all weights together 2.4e-3
+    # apart in norm for SCL-AMP, 6.9e-4 for CE.
+    # A worker on other data, or a gradient counted twice, would move every tensor by far more.
+    one_w, two_w = _weights(single_dir), _weights(multi_dir)
+    for a, b in zip(one_w, two_w):
+        np.testing.assert_allclose(a, b, atol=1e-2)
+    flat_one, flat_two = (np.concatenate([w.ravel() for w in ws]) for ws in (one_w, two_w))
+    relative = np.linalg.norm(flat_one - flat_two) / np.linalg.norm(flat_one)
+    print(f"weights of one process vs two workers: {relative:.2e} apart in norm")
+    assert relative < 1e-2, relative
     assert "Epoch 3/3" in open(logs[1].name).read() and "Epoch 3/3" not in open(logs[2].name).read()
     assert sorted(os.listdir(multi_dir)) == sorted(os.listdir(single_dir))
 
 
-def test_mixed_precision_trains_and_learns(tmp_path):
+# mixed_float16 is the GPU policy; on a CPU TensorFlow emulates float16 slowly (this test took
+# 9.5 minutes on the Intel Xeon of 2026-11-27, against 1.5 s per epoch with bfloat16, which the
+# same CPU runs natively), so it is marked slow: python -m pytest -m slow.
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.slow)])
+def test_mixed_precision_trains_and_learns(tmp_path, policy):
     config = TrainConfig(model_dir=str(tmp_path / "run"), dataset="synthetic_wafers", synthetic_per_class=20,
                          shots_per_class=10, image_size=52, backbone="resnet_tiny", epochs=8, verbose=0,
-                         mixed_precision="mixed_float16")
+                         mixed_precision=policy)
     metrics = train_and_evaluate(config)
     assert metrics["test_accuracy"] > 6 / 38, metrics["test_accuracy"]
     assert np.isfinite(metrics["final_train_metrics"]["loss"])
