@@ -248,7 +248,9 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
         "hardware": hardware(), "date": datetime.date.today().isoformat(),
         "dataset": sorted({r["dataset_description"] or "" for r in runs}),
-        "command": "python -m scl_amp_tf.reproduce " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+        # the command that trains the table (--report_only only rewrites it)
+        "command": ("python -m scl_amp_tf.reproduce " + " ".join(a for a in sys.argv[1:] if a != "--report_only")
+                    if sys.argv[0].endswith("reproduce.py") else None),
     }
     write_json(os.path.join(output, f"table_{table}.json"), {"conditions": conditions, "runs": runs})
     from scl_amp_tf import tables
