@@ -161,3 +161,19 @@ def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):
     assert done.returncode == 2 and "not a finished training run" in done.stderr
     done = _evaluate(f"--model_dir={config.model_dir}", "--reject_threshold=high")
     assert done.returncode == 2 and "none, auto or a number" in done.stderr
+
+
+def test_evaluate_a_run_on_the_tfds_builder_with_dummy_data(tmp_path):
+    """The TFDS path end to end: NEU built from the builder's dummy files (2 images per class),
+    trained with 1 image per class, evaluated by the command with the data dir it recorded."""
+    dummy = os.path.join(os.path.dirname(__file__), os.pardir, "datasets", "neu", "dummy_data")
+    config = TrainConfig(model_dir=str(tmp_path / "run"), dataset="neu", data_dir=str(tmp_path / "tfds"),
+                         manual_dir=os.path.abspath(dummy), shots_per_class=1, image_size=32,
+                         backbone="resnet_tiny", epochs=1, batch_size=6, verbose=0)
+    metrics = train_and_evaluate(config)
+    assert metrics["num_train"] == 6 and metrics["num_test"] == 6
+    done = _evaluate(f"--model_dir={config.model_dir}", "--noprojector")
+    assert done.returncode == 0, done.stderr
+    result = json.load(open(os.path.join(config.model_dir, "evaluation", "evaluation.json")))
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"]) and result["dataset"] == "neu"
+    assert sorted(result["class_names"]) == ["Cr", "In", "PS", "Pa", "RS", "Sc"]
