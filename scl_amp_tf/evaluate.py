@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 REPRESENTATIONS = ("embedding", "backbone")
 
@@ -220,6 +220,8 @@ def short_table(result):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:  # TFDS's INFO lines on every dataset load say nothing useful here
+        logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         print("error: --model_dir is required (a finished run of python -m scl_amp_tf.train).", file=sys.stderr)
         return 2
