@@ -101,8 +101,9 @@ def stats(values):
 
 
 def cell_text(values):
+    """``mean ± std`` over seeds; one seed has no spread to show, so its value stands alone."""
     mean, std, n = stats(values)
-    return "-" if n == 0 else f"{mean:.2f} ± {std:.2f}"
+    return "-" if n == 0 else f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
 
 
 def paper_text(value):
@@ -246,8 +247,8 @@ def render(table, cells, runs, conditions):
     """The markdown of ``table_N.md``."""
     title, column, _ = TABLES[table]
     lines = [f"# {title} (reproduced)", "",
-             "Accuracy on the test images in %, mean ± std over seeds (sample std). "
-             "\"(paper)\" is the paper's figure for the same cell.", ""]
+             "Accuracy on the test images in %, mean ± std over seeds (sample std; a single seed's "
+             "value stands alone). \"(paper)\" is the paper's figure for the same cell.", ""]
     if table == 4:
         lines += _few_shot_table(cells, runs)
     elif table == 5:
