@@ -17,7 +17,6 @@ Any other training flag can be passed after ``--set``: ``--set bn_momentum=0.99 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -45,21 +44,13 @@ def main():
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import keras
 
+    from scl_amp_tf.reproduce import parse_settings
     from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
-    extra = {}
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        if key not in fields:
-            raise SystemExit(f"--set {key}: not a TrainConfig field")
-        if value in ("True", "False"):
-            extra[key] = value == "True"
-        else:
-            try:
-                extra[key] = json.loads(value)
-            except json.JSONDecodeError:  # a bare string, e.g. backbone_weights=none
-                extra[key] = value
+    try:
+        extra = parse_settings(args.set)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     results = {}
     root = args.keep_dirs or tempfile.mkdtemp(prefix="bench_")
     for method in args.methods.split(","):

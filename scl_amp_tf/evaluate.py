@@ -20,7 +20,6 @@ their class and split as labels. Prints a short table.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -181,13 +180,9 @@ def write_results(output_dir, result):
     """evaluation.json, confusion_matrix.md and confusion_matrix.png, each written atomically."""
     from scl_amp_tf import evaluation
     from scl_amp_tf.files import atomic_write
+    from scl_amp_tf.training import write_json
 
     os.makedirs(output_dir, exist_ok=True)
-
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-            f.write("\n")
 
     title = f"{result['method']} ({result['classifier']}), {result['num_queries']} test images"
     markdown = (f"# Confusion matrix: {title}\n\nAccuracy {format_percent(result['accuracy'])}"
@@ -195,7 +190,7 @@ def write_results(output_dir, result):
                 + ".\n\n" + evaluation.confusion_markdown(
                     result["confusion_matrix"], result["class_names"],
                     result["rejected_per_class"] if result["reject_threshold"] is not None else None))
-    atomic_write(os.path.join(output_dir, "evaluation.json"), write_json)
+    write_json(os.path.join(output_dir, "evaluation.json"), result)
     atomic_write(os.path.join(output_dir, "confusion_matrix.md"), lambda tmp: open(tmp, "w").write(markdown))
     atomic_write(os.path.join(output_dir, "confusion_matrix.png"),
                  lambda tmp: evaluation.save_confusion_png(result["confusion_matrix"], result["class_names"], tmp,

@@ -32,14 +32,13 @@ from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
 from scl_amp_tf import models
 from scl_amp_tf.files import atomic_write
-from scl_amp_tf.reference import ReferenceDatabase
 
 METHODS = ("scl_amp", "ce")
 # Table I: Adam. Plain SGD is there for exact comparisons: Adam scales every step to about the
 # learning rate, so float round-off in a near-zero gradient turns into a full-size difference.
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-BN_RECALIBRATION_IMAGES = 256
-UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any run's own seed  # training images whose statistics --bn_recalibration takes
+BN_RECALIBRATION_IMAGES = 256  # training images whose statistics --bn_recalibration takes
+UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any run's own seed
 # Settings that do not change what a run computes; they may differ when a run is resumed.
 # ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
