@@ -78,6 +78,10 @@ flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(PRECISIONS)
                   "Keras dtype policy of the network; losses, embeddings and logits stay float32.")
 flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
                   "Compile the training step with XLA (faster on GPUs; 5-9x slower on a small CPU).")
+flags.DEFINE_string("profile_batches", None,
+                    "Record a TensorFlow profiler trace of these training steps of the first epoch (N or "
+                    "FIRST,LAST, e.g. 10,20) in MODEL_DIR/logs/train: TensorBoard's Profile tab (pip install "
+                    "tensorboard-plugin-profile) shows whether a step waits on input or on compute.")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0 silent, 1 progress bar, 2 one line per epoch.")
 flags.mark_flag_as_required("model_dir")
 

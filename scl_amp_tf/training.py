@@ -43,7 +43,8 @@ UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any
 # ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
 # update), so a run may be resumed on other hardware.
-RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "strategy", "tpu", "jit_compile")
+RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "strategy", "tpu", "jit_compile",
+                  "profile_batches")
 
 
 @dataclasses.dataclass
@@ -87,6 +88,7 @@ class TrainConfig:
     tpu: str | None = None
     mixed_precision: str = "float32"
     jit_compile: bool = False
+    profile_batches: str | None = None
     verbose: int = 1
 
     def validate(self):
@@ -127,8 +129,22 @@ class TrainConfig:
             if self.class_aware_negatives:
                 raise ValueError("--class_aware_negatives needs a class for every image; it cannot be "
                                  "combined with --unlabeled_data.")
+        if self.profile_batches is not None:
+            self.profiled_steps()
         if self.unlabeled_batch_size is not None and self.unlabeled_batch_size < 2:
             raise ValueError(f"--unlabeled_batch_size={self.unlabeled_batch_size} must be at least 2.")
+
+    def profiled_steps(self):
+        """``--profile_batches`` as Keras's TensorBoard ``profile_batch``: ``(first, last)`` step."""
+        parts = str(self.profile_batches).split(",")
+        try:
+            first, last = int(parts[0]), int(parts[-1])
+        except ValueError:
+            first = last = 0
+        if len(parts) > 2 or not 1 <= first <= last:
+            raise ValueError(f"--profile_batches={self.profile_batches!r} must be a step N or a range "
+                             "FIRST,LAST of steps (1 <= FIRST <= LAST), e.g. 10,20.")
+        return first, last
 
     def as_flags(self) -> str:
         """The run as an absl flag file: ``python -m scl_amp_tf.train --flagfile=DIR/flags.cfg``."""
@@ -199,6 +215,41 @@ def load_data(dataset, image_size, *, data_dir=None, manual_dir=None, synthetic_
     return data_lib.select_classes(data, classes) if classes else data
 
 
+def build_model(config: TrainConfig, strategy, image_shape, num_classes):
+    """The run's compiled model, built under ``strategy``'s scope and ``--mixed_precision``.
+
+    Returns ``(model, encoder, features, views)``: the model ``fit`` trains, the network whose
+    output is saved as ``encoder.keras`` (the SCL-AMP encoder, or the CE classifier itself), its
+    backbone, and the views its input pipeline gives (``"three"`` for SCL-AMP, ``"one"`` for CE).
+    Batch norm is synchronised across replicas when there are several.
+    """
+    with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
+        features = models.build_features(image_shape, config.backbone, config.backbone_weights,
+                                         config.bn_momentum)
+        if strategy.num_replicas_in_sync > 1:
+            models.set_batchnorm(features, synchronized=True)
+        optimizer = OPTIMIZERS[config.optimizer](config.learning_rate)
+        if config.method == "scl_amp":
+            encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
+            model = models.SclAmpModel(encoder, num_classes, temperature=config.temperature,
+                                       margin=config.margin, scale=config.arc_scale, alpha=config.alpha,
+                                       beta=config.beta, symmetric=config.symmetric,
+                                       arc_on_views=config.arc_on_views,
+                                       class_aware_negatives=config.class_aware_negatives)
+            model.build()
+            model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+            views = "three"
+        else:
+            model = encoder = models.build_classifier(features, num_classes)
+            model.compile(optimizer=optimizer,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                          jit_compile=config.jit_compile)
+            views = "one"
+        distribute.fit_under_multi_worker(model, strategy)
+    return model, encoder, features, views
+
+
 def train_and_evaluate(config: TrainConfig, callbacks=()):
     """Runs (or resumes) one training run and returns the metrics dict written to metrics.json.
 
@@ -223,31 +274,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
     keras.utils.set_random_seed(config.seed)
-    image_shape = train_data.images.shape[1:]
-    with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
-        features = models.build_features(image_shape, config.backbone, config.backbone_weights,
-                                         config.bn_momentum)
-        if strategy.num_replicas_in_sync > 1:
-            models.set_batchnorm(features, synchronized=True)
-        optimizer = OPTIMIZERS[config.optimizer](config.learning_rate)
-        if config.method == "scl_amp":
-            encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
-            model = models.SclAmpModel(encoder, data.num_classes, temperature=config.temperature,
-                                       margin=config.margin, scale=config.arc_scale, alpha=config.alpha,
-                                       beta=config.beta, symmetric=config.symmetric,
-                                       arc_on_views=config.arc_on_views,
-                                       class_aware_negatives=config.class_aware_negatives)
-            model.build()
-            model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-            views = "three"
-        else:
-            model = encoder = models.build_classifier(features, data.num_classes)
-            model.compile(optimizer=optimizer,
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                          jit_compile=config.jit_compile)
-            views = "one"
-        distribute.fit_under_multi_worker(model, strategy)
+    model, encoder, features, views = build_model(config, strategy, train_data.images.shape[1:], data.num_classes)
 
     if chief:  # only the chief writes the model directory; the other workers read its backup
         os.makedirs(config.model_dir, exist_ok=True)
@@ -276,7 +303,8 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     train_ds = strategy.distribute_datasets_from_function(make_input)
     with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, "logs")) as log_dir:
         callbacks = [distribute.BackupAndRestore(os.path.join(config.model_dir, "backup"), chief=chief),
-                     keras.callbacks.TensorBoard(log_dir), *callbacks]
+                     keras.callbacks.TensorBoard(log_dir, profile_batch=config.profiled_steps()
+                                                 if config.profile_batches and chief else 0), *callbacks]
         start = time.time()
         # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
         history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,

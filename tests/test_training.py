@@ -85,7 +85,20 @@ def test_both_methods_through_the_cli(tmp_path, method):
     assert json.loads((model_dir / "metrics.json").read_text())["epochs_run_in_this_call"] == []
 
 
+def test_profile_batches_records_a_trace_of_the_training_step(tmp_path):
+    config = _config(tmp_path, synthetic_per_class=4, shots_per_class=2, batch_size=16, epochs=1,
+                     profile_batches="2,3")
+    train_and_evaluate(config)
+    traces = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(config.model_dir, "logs"))
+              for f in names if f.endswith(".xplane.pb")]
+    assert len(traces) == 1, traces
+    trace = open(traces[0], "rb").read()
+    # The trace holds the training step's own ops (the backbone's convolutions and the L_arc path).
+    assert b"Conv2D" in trace and b"arc_margin" in trace
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--profile_batches=0"], "--profile_batches='0' must be a step N or a range"),
     (["--temperature=2"], "--temperature=2.0 must lie in (0, 1]"),
     (["--dataset=folder:/no/such/dir"], "no such directory"),
     (["--shots_per_class=30"], "has 20 images"),
