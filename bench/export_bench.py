@@ -3,7 +3,7 @@
 Exports a finished SCL-AMP run (or uses ``--version_dir``), then, on the run's own test split
 (at most ``--max_test_images``, drawn with ``--seed``):
 
-* parity: for the SavedModel (``serving_default``) and each LiteRT variant (fp32, fp16, int8), the
+* parity: for the SavedModel (``serving_default``) and each LiteRT variant (``--formats``), the
   min / mean cosine of its embeddings to the Keras encoder's, the top-1 agreement of the reference
   database's decisions with the Keras model's, and the test accuracy of each;
 * latency: batch 1 and batch 32 through the SavedModel signature (preprocessing included) and each
@@ -59,6 +59,7 @@ def main():
     parser.add_argument("--max_test_images", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--formats", default="saved_model,tflite,tflite_int16x8", help="as python -m scl_amp_tf.export")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=None, help="also append the lines to this file")
     args = parser.parse_args()
@@ -72,7 +73,7 @@ def main():
         start = time.time()
         scratch = tempfile.mkdtemp(prefix="export_bench_")
         version_dir = exporting.export_model(args.model_dir, scratch, data_dir=args.data_dir,
-                                             manual_dir=args.manual_dir)
+                                             manual_dir=args.manual_dir, formats=args.formats)
         export_seconds = round(time.time() - start, 1)
     try:
         run(args, version_dir, export_seconds)
@@ -107,7 +108,7 @@ def run(args, version_dir, export_seconds):
     outputs = {"saved_model": embedded}
     bundle = os.path.join(version_dir, exporting.EXTRA)
     runners = {v: edge_classify.EdgeClassifier(bundle, v, num_threads=os.cpu_count())
-               for v in exporting.TFLITE_VARIANTS}
+               for v in edge_classify.load_metadata(bundle)["tflite"]}
     for variant, runner in runners.items():
         outputs[f"tflite_{variant}"] = np.concatenate([runner.embed(images[i:i + 256])
                                                        for i in range(0, len(images), 256)])
@@ -127,8 +128,8 @@ def run(args, version_dir, export_seconds):
     sizes.update({f"tflite_{v}": metadata["tflite"][v]["bytes"] for v in runners})
     for name, size in sizes.items():
         _emit({**common, "figure": "export_size", "artefact": name, "bytes": size}, args.out)
-    if "int8" in metadata["tflite"]:
-        _emit({**common, "figure": "int8_float_ops", "ops": metadata["tflite"]["int8"]["float_ops"]}, args.out)
+    for variant in (v for v in exporting.QUANTIZED if v in metadata["tflite"]):
+        _emit({**common, "figure": f"{variant}_float_ops", "ops": metadata["tflite"][variant]["float_ops"]}, args.out)
 
     for batch in (1, 32):
         x = images[:batch]

@@ -52,20 +52,6 @@ flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, 
 FLAGS = flags.FLAGS
 
 
-def parse_threshold(value):
-    """``none`` -> None, ``auto`` -> "auto", a number -> float; anything else is a ValueError."""
-    value = str(value).strip().lower()
-    if value in ("none", ""):
-        return None
-    if value == "auto":
-        return "auto"
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"--reject_threshold={value!r} must be none, auto or a number (a cosine "
-                         "similarity in [-1, 1]).") from None
-
-
 def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="embedding", reject_threshold=None,
                  reject_quantile=0.05, data_dir=None, manual_dir=None):
     """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``."""
@@ -220,8 +206,10 @@ def main(argv):
     if not FLAGS.model_dir:
         print("error: --model_dir is required (a finished run of python -m scl_amp_tf.train).", file=sys.stderr)
         return 2
+    from scl_amp_tf import evaluation
+
     try:
-        threshold = parse_threshold(FLAGS.reject_threshold)
+        threshold = evaluation.parse_threshold(FLAGS.reject_threshold)
         result, _, _, embeddings = evaluate_run(
             FLAGS.model_dir, reference_shots=FLAGS.reference_shots, seed=FLAGS.seed,
             representation=FLAGS.representation, reject_threshold=threshold,

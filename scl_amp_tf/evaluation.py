@@ -141,6 +141,20 @@ def leave_one_out_similarities(embeddings, labels):
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def parse_threshold(value):
+    """``none`` -> None, ``auto`` -> "auto", a number -> float; anything else is a ValueError."""
+    value = str(value).strip().lower()
+    if value in ("none", ""):
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--reject_threshold={value!r} must be none, auto or a number (a cosine "
+                         "similarity in [-1, 1]).") from None
+
+
 def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE):
     """``--reject_threshold=auto``: the ``quantile`` of the leave-one-out similarities of the
     training references (about ``1 - quantile`` of known-class images are then accepted)."""

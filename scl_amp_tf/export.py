@@ -22,10 +22,18 @@ flags.DEFINE_string("model_name", None, "Name under --export_dir (TF Serving's m
                     "default: the --model_dir folder's name.")
 flags.DEFINE_integer("version", None, "Version number to write (default: one more than the newest).")
 flags.DEFINE_string("formats", "saved_model,tflite",
-                    "saved_model, plus tflite (all of fp32, fp16, int8) or some of tflite_fp32, tflite_fp16, "
-                    "tflite_int8.")
+                    "saved_model, plus tflite (fp32, fp16 and int8) and/or some of tflite_fp32, tflite_fp16, "
+                    "tflite_int8, tflite_int16x8 (int8 weights, int16 activations: closer to float than int8, "
+                    "slower on CPU).")
 flags.DEFINE_integer("representative_images", 200,
-                     "Training images (drawn with --seed) that calibrate the int8 quantisation.")
+                     "Training images (drawn with --seed) that calibrate the int8 and int16x8 quantisation.")
+flags.DEFINE_string("reject_threshold", "none",
+                    "none | auto | a number: images whose best mean cosine similarity is below it are classified "
+                    "as unknown (class id -1) by every artefact. auto calibrates it on the training images "
+                    "like python -m scl_amp_tf.evaluate --reject_threshold=auto; enrolment keeps it.")
+flags.DEFINE_float("reject_quantile", 0.05,
+                   "For --reject_threshold=auto: the quantile of the training images' leave-one-out "
+                   "similarities taken as the threshold (about 1 - quantile of known images accepted).")
 flags.DEFINE_integer("check_images", 64, "Training images every artefact is checked on before publishing.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration and check draws.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the run recorded.")
@@ -40,13 +48,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines about saving say nothing useful here
         logging.set_verbosity(logging.WARNING)
-    from scl_amp_tf import exporting
+    from scl_amp_tf import evaluation, exporting
 
     try:
         path = exporting.export_model(
             FLAGS.model_dir, FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
             formats=FLAGS.formats, representative_images=FLAGS.representative_images,
-            check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed)
+            check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed,
+            reject_threshold=evaluation.parse_threshold(FLAGS.reject_threshold), reject_quantile=FLAGS.reject_quantile)
     except (ValueError, OSError) as e:  # ExportError, DataError, bad settings, unwritable folders
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ One exported version is one folder, in TF Serving's layout::
       assets.extra/                the edge bundle (TF Serving ignores this folder)
         scl_amp_tf.json            image size, channels, class names, files, parity figures, history
         reference_db.npz           one prototype per class (section IV.A)
-        model_fp32.tflite ...      LiteRT models: pixels [N, S, S, C] -> L2-normalised embedding
+        model_fp32.tflite ...      LiteRT models: pixels [N, S, S, C] -> embedding (L2-normalised,
+                                   except int16x8's: the runner normalises every variant's output)
         encoder.keras              the Keras encoder (enrolment builds the next version from it)
         edge_classify.py           the LiteRT runner (needs LiteRT, NumPy and Pillow only)
 
@@ -32,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scl_amp_tf import evaluation
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
 from scl_amp_tf import training
@@ -39,13 +41,16 @@ from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 
 SIGNATURES = ("serving_default", "classify_bytes", "embed")
-TFLITE_VARIANTS = ("fp32", "fp16", "int8")
+TFLITE_VARIANTS = ("fp32", "fp16", "int8", "int16x8")
+TFLITE_DEFAULT = ("fp32", "fp16", "int8")  # what --formats=tflite writes; int16x8 on request
+QUANTIZED = ("int8", "int16x8")  # calibrated integer variants: their parity is reported, not enforced
 FORMATS = ("saved_model", "tflite", *(f"tflite_{v}" for v in TFLITE_VARIANTS))
 EXTRA = "assets.extra"
 METADATA_FILE = edge_classify.METADATA_FILE
 REFERENCE_DB_FILE = edge_classify.REFERENCE_DB_FILE
 ENCODER_FILE = "encoder.keras"
 MIN_COSINE = 0.999  # float artefacts must agree with Keras to this cosine, and on every top-1 ...
+UNKNOWN_NAME = edge_classify.UNKNOWN_NAME  # class_name of a rejected image (class_id -1)
 TIE_MARGIN = 1e-3  # ... that is not a tie: where Keras's two best classes differ by less, either answer is right
 
 
@@ -100,12 +105,13 @@ def _non_empty(batch, what):
                                        message=f"Empty request: send at least one {what}.")
 
 
-def build_archive(encoder, database: ReferenceDatabase):
+def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None):
     """The serving model: a ``keras.export.ExportArchive`` with the three signatures.
 
     * ``serving_default``: ``images`` uint8 ``[N, H, W, C]`` -> ``class_id`` int64 ``[N]``,
       ``class_name`` string ``[N]``, ``scores`` float32 ``[N, K]`` (mean cosine similarity to each
-      class's references), ``embedding`` float32 ``[N, d]`` (L2-normalised);
+      class's references), ``embedding`` float32 ``[N, d]`` (L2-normalised); with a
+      ``reject_threshold``, an image whose best score is below it is ``-1`` / ``"unknown"``;
     * ``classify_bytes``: ``image_bytes`` string ``[N]`` (encoded images of any size) -> the same;
     * ``embed``: ``images`` uint8 ``[N, H, W, C]`` -> ``embedding``.
 
@@ -128,8 +134,12 @@ def build_archive(encoder, database: ReferenceDatabase):
         z = embedding(x)
         scores = tf.matmul(z, prototypes, transpose_b=True)
         class_id = tf.argmax(scores, axis=-1)
-        return {"class_id": class_id, "class_name": tf.gather(class_names, class_id), "scores": scores,
-                "embedding": z}
+        class_name = tf.gather(class_names, class_id)
+        if reject_threshold is not None:
+            unknown = tf.reduce_max(scores, axis=-1) < reject_threshold
+            class_id = tf.where(unknown, tf.constant(evaluation.UNKNOWN, tf.int64), class_id)
+            class_name = tf.where(unknown, tf.constant(UNKNOWN_NAME), class_name)
+        return {"class_id": class_id, "class_name": class_name, "scores": scores, "embedding": z}
 
     def serving_default(images):
         with tf.control_dependencies([_non_empty(images, "image")]):
@@ -155,15 +165,19 @@ def build_archive(encoder, database: ReferenceDatabase):
 
 # --- LiteRT -------------------------------------------------------------------------------------
 
-def edge_model(encoder):
-    """Pixels float32 ``[N, S, S, C]`` in 0..255 -> L2-normalised embedding: what LiteRT runs.
+def edge_model(encoder, normalize=True):
+    """Pixels float32 ``[N, S, S, C]`` in 0..255 -> embedding (L2-normalised if ``normalize``):
+    what LiteRT runs.
 
     Resizing stays outside (the edge runner does it with Pillow): TFLite has no builtin for the
-    antialiased resize of training, and a camera delivers one size anyway.
+    antialiased resize of training, and a camera delivers one size anyway. The int16x8 converter
+    has no 16-bit ``SQUARE``, so that variant leaves the normalisation to the runner.
     """
     pixels = keras.Input(encoder.input_shape[1:], dtype="float32", name="pixels")
     x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(pixels)
-    z = keras.layers.UnitNormalization(name="l2_normalize")(encoder(x))
+    z = encoder(x)
+    if normalize:
+        z = keras.layers.UnitNormalization(name="l2_normalize")(z)
     return keras.Model(pixels, z, name="edge_embedder")
 
 
@@ -175,24 +189,28 @@ def tflite_converter_settings(variant, representative_images=None):
         return {"optimizations": [tf.lite.Optimize.DEFAULT],
                 "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS],
                                 "supported_types": [tf.float16]}}
-    if variant == "int8":
+    if variant in QUANTIZED:
         if representative_images is None or len(representative_images) == 0:
-            raise ExportError("int8 needs representative training images for calibration.")
+            raise ExportError(f"{variant} needs representative training images for calibration.")
         images = np.asarray(representative_images, np.float32)
 
         def representative_dataset():
             for image in images:
                 yield [image[None]]
-        # Full-integer: every op int8 (conversion fails otherwise); uint8 pixels in, float32 out.
-        return {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative_dataset,
-                "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-                "inference_input_type": tf.uint8}
+        calibrated = {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative_dataset}
+        if variant == "int8":  # full-integer: every op int8 (conversion fails otherwise); uint8 in, float32 out
+            return {**calibrated, "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+                    "inference_input_type": tf.uint8}
+        # int8 weights, int16 activations: builtin kernels, far closer to float than int8 (BENCHMARKS.md),
+        # but XNNPACK does not accelerate them; float32 pixels in, float32 out.
+        return {**calibrated, "target_spec": {"supported_ops": [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]}}
     raise ExportError(f"Unknown TFLite variant {variant!r}; use one of {', '.join(TFLITE_VARIANTS)}.")
 
 
 def write_tflite(encoder, path, variant, representative_images=None):
     """Converts through Keras's LiteRT export (ExportArchive -> SavedModel -> TFLiteConverter)."""
-    edge_model(encoder).export(path, format="litert", verbose=False,
+    edge_model(encoder, normalize=variant != "int16x8").export(path, format="litert", verbose=False,
                                **tflite_converter_settings(variant, representative_images))
 
 
@@ -238,9 +256,12 @@ def check_version(version_dir, encoder, database, images):
     """Runs ``images`` (uint8 ``[N, S, S, C]``) through every artefact of a written version and
     compares with the Keras encoder. Raises :class:`ExportError` if a float artefact (SavedModel
     signatures, fp32, fp16) disagrees (cosine < 0.999, or a top-1 differs where Keras's decision is
-    not a near-tie); int8 is reported.
+    not a near-tie); the calibrated integer variants (int8, int16x8) are reported.
     """
     reference = keras_embeddings(encoder, images)
+    bundle = os.path.join(version_dir, EXTRA)
+    metadata = edge_classify.load_metadata(bundle)
+    threshold = metadata.get("reject_threshold")
     loaded = tf.saved_model.load(version_dir)
     outputs = {
         "saved_model/serving_default": loaded.signatures["serving_default"](images=tf.constant(images)),
@@ -255,17 +276,18 @@ def check_version(version_dir, encoder, database, images):
             decided = out["class_id"].numpy()
             names = [n.decode() for n in out["class_name"].numpy()]
             scores = out["scores"].numpy()
+            expected = np.argmax(scores, axis=1)
+            if threshold is not None:
+                expected = np.where(scores.max(axis=1) < threshold, evaluation.UNKNOWN, expected)
             if not (np.allclose(scores, database.scores(out["embedding"].numpy()), atol=1e-5)
-                    and np.array_equal(decided, np.argmax(scores, axis=1))
-                    and names == [database.class_names[i] for i in decided]):
+                    and np.array_equal(decided, expected)
+                    and names == [database.class_names[i] if i >= 0 else UNKNOWN_NAME for i in decided]):
                 raise ExportError(f"{name}: scores, class ids or names disagree with the reference database.")
-    bundle = os.path.join(version_dir, EXTRA)
-    metadata = edge_classify.load_metadata(bundle)
     for variant in metadata.get("tflite", {}):
         runner = edge_classify.EdgeClassifier(bundle, variant)
         figures[f"tflite/{variant}"] = agreement(reference, runner.embed(images), database)
     for name, figure in figures.items():
-        if name != "tflite/int8" and (figure["min_cosine"] < MIN_COSINE or figure["clear_disagreements"]):
+        if name.split("/")[-1] not in QUANTIZED and (figure["min_cosine"] < MIN_COSINE or figure["clear_disagreements"]):
             raise ExportError(f"{name} does not reproduce the Keras model ({figure}); nothing was published.")
     return figures
 
@@ -309,7 +331,7 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
     os.makedirs(model_root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_root)  # not a number: TF Serving skips it
     try:
-        build_archive(encoder, database).write_out(tmp, verbose=False)
+        build_archive(encoder, database, metadata.get("reject_threshold")).write_out(tmp, verbose=False)
         bundle = os.path.join(tmp, EXTRA)
         os.makedirs(bundle, exist_ok=True)
         encoder.save(os.path.join(bundle, ENCODER_FILE))
@@ -323,9 +345,9 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
             else:
                 write_tflite(encoder, os.path.join(bundle, file), variant, representative_images)
             tflite[variant] = {"file": file, "bytes": os.path.getsize(os.path.join(bundle, file))}
-        if "int8" in tflite:
-            ops = tflite_op_types(os.path.join(bundle, tflite["int8"]["file"]))
-            tflite["int8"]["float_ops"] = sorted(op for op, types in ops.items() if "float32" in types)
+        for variant in set(tflite) & set(QUANTIZED):
+            ops = tflite_op_types(os.path.join(bundle, tflite[variant]["file"]))
+            tflite[variant]["float_ops"] = sorted(op for op, types in ops.items() if "float32" in types)
         metadata = {**metadata, "version": int(version), "tflite": tflite, "class_names": list(database.class_names),
                     "reference_counts": [int(c) for c in database.counts]}
         _write_json(os.path.join(bundle, METADATA_FILE), metadata)
@@ -362,17 +384,19 @@ def parse_formats(formats):
     if "saved_model" not in items:
         raise ExportError("--formats must include saved_model: a version folder is a SavedModel (TF Serving's "
                           "unit), and the LiteRT files travel in its assets.extra folder.")
-    if "tflite" in items:
-        return TFLITE_VARIANTS
-    return tuple(v for v in TFLITE_VARIANTS if f"tflite_{v}" in items)
+    return tuple(v for v in TFLITE_VARIANTS if f"tflite_{v}" in items or ("tflite" in items and v in TFLITE_DEFAULT))
 
 
 def export_model(model_dir, export_dir, *, model_name=None, version=None, formats="saved_model,tflite",
-                 representative_images=200, check_images=64, data_dir=None, manual_dir=None, seed=0):
+                 representative_images=200, check_images=64, data_dir=None, manual_dir=None, seed=0,
+                 reject_threshold=None, reject_quantile=evaluation.DEFAULT_REJECT_QUANTILE):
     """Exports a finished SCL-AMP training run; returns the published version's path.
 
     ``representative_images`` training images (drawn with ``seed``) calibrate int8, and
-    ``check_images`` of them check every artefact against the Keras encoder.
+    ``check_images`` of them check every artefact against the Keras encoder. ``reject_threshold``
+    (None, ``"auto"`` or a cosine similarity) makes every artefact report images whose best score
+    is below it as unknown; ``"auto"`` calibrates it on the training images as ``evaluate`` does
+    (the ``reject_quantile`` of their leave-one-out similarities).
     """
     variants = parse_formats(formats)
     if check_images < 1 or representative_images < 1:
@@ -384,6 +408,11 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
                           "load its encoder.keras with Keras).")
     encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
     database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
+    if reject_threshold == "auto":
+        reject_threshold = evaluation.calibrate_threshold(keras_embeddings(encoder, train_data.images),
+                                                          train_data.labels, reject_quantile)
+    elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
+        raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")
     order = np.random.default_rng(seed).permutation(len(train_data.labels))
     calibration = train_data.images[np.sort(order[:representative_images])]
     checks = train_data.images[np.sort(order[::-1][:check_images])]  # disjoint from calibration if possible
@@ -393,6 +422,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     metadata = {"format": 1, "model_name": model_name, "method": "scl_amp",
                 "image_size": int(encoder.input_shape[1]), "channels": int(encoder.input_shape[-1]),
                 "embedding_dim": int(encoder.output_shape[-1]), "signatures": list(SIGNATURES),
+                "reject_threshold": None if reject_threshold is None else float(reject_threshold),
                 "training": {"model_dir": os.path.abspath(model_dir), **settings,
                              "dataset_description": train_data.description},
                 "history": [f"{_now()} exported from {os.path.abspath(model_dir)}"]}
@@ -412,8 +442,9 @@ def describe_version(version_dir):
         size = metadata["tflite"][variant]["bytes"] if variant else ""
         lines.append(f"{name:30s}  {size!s:>10}  {figure['min_cosine']:10.6f}  "
                      f"{100 * figure['top1_agreement']:6.1f} % of {figure['images']}")
-    if "int8" in metadata["tflite"]:
-        lines.append(f"int8 ops with float32 outputs: {', '.join(metadata['tflite']['int8']['float_ops']) or 'none'}")
+    for variant in (v for v in QUANTIZED if v in metadata["tflite"]):
+        lines.append(f"{variant} ops with float32 outputs: "
+                     f"{', '.join(metadata['tflite'][variant]['float_ops']) or 'none'}")
     return "\n".join(lines)
 
 

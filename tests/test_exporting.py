@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import exporting, serving_client, synthetic_wafers
+from scl_amp_tf import evaluation, exporting, serving_client, synthetic_wafers
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 from scl_amp_tf.training import TrainConfig, train_and_evaluate
@@ -74,9 +74,10 @@ def exported(tmp_path_factory):
                          image_size=SIZE, backbone="resnet_tiny", epochs=8, verbose=0)
     metrics = train_and_evaluate(config)
     result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={root / 'exported'}",
-                  "--model_name=wafers", "--representative_images=60", "--check_images=32", cwd=root)
+                  "--model_name=wafers", "--representative_images=60", "--check_images=32",
+                  "--formats=saved_model,tflite,tflite_int16x8", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "tflite/int8" in result.stdout
+    assert "tflite/int8" in result.stdout and "tflite/int16x8" in result.stdout
     data = data_lib.load(f"folder:{data_root}", image_size=SIZE)
     test = np.load(os.path.join(config.model_dir, "split.npz"))["test"]
     return dict(root=root, version=root / "exported" / "wafers" / "1", model_dir=config.model_dir,
@@ -95,7 +96,7 @@ def test_layout_and_metadata(exported):
     assert {"saved_model.pb", "variables", "assets.extra"} <= set(os.listdir(version))
     metadata = json.loads((version / "assets.extra" / "scl_amp_tf.json").read_text())
     assert metadata["class_names"] == TRAINED and metadata["image_size"] == SIZE and metadata["channels"] == 1
-    assert set(metadata["tflite"]) == {"fp32", "fp16", "int8"}
+    assert set(metadata["tflite"]) == {"fp32", "fp16", "int8", "int16x8"}
     assert metadata["tflite"]["int8"]["bytes"] < metadata["tflite"]["fp32"]["bytes"] / 2
     umask = os.umask(0o022)
     os.umask(umask)
@@ -126,6 +127,10 @@ def test_every_artefact_matches_keras_on_held_out_images(exported):
         assert figure["min_cosine"] >= 0.999 and figure["clear_disagreements"] == 0, (variant, figure)
     int8 = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, "int8").embed(images), database)
     assert int8["min_cosine"] > 0.95 and int8["top1_agreement"] >= 0.9, int8
+    # 16-bit activations: closer to the float model than int8, image by image.
+    int16x8 = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, "int16x8").embed(images), database)
+    assert int16x8["min_cosine"] > max(0.99, int8["min_cosine"]), (int16x8, int8)
+    assert int16x8["mean_cosine"] > int8["mean_cosine"], (int16x8, int8)
 
 
 def test_signatures_resize_and_convert_like_training(exported):
@@ -317,11 +322,59 @@ def test_enroll_add_replace_remove(exported, tmp_path):
     assert sorted(os.listdir(export_dir / "wafers")) == ["1", "2", "3", "4"]
 
 
+def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported, tmp_path):
+    """--reject_threshold (the evaluation's open-set rule) in the SavedModel, the edge runner and
+    the versions that enrolment publishes."""
+    encoder, database = _keras(exported)
+    train = np.load(os.path.join(exported["model_dir"], "split.npz"))["train"]
+    data = data_lib.load(f"folder:{exported['data_root']}", image_size=SIZE)
+    # auto: the evaluation's calibration, on the training images' Keras embeddings.
+    expected_threshold = evaluation.calibrate_threshold(exporting.keras_embeddings(encoder, data.images[train]),
+                                                        data.labels[train])
+    export_dir = tmp_path / "exported"
+    version = exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set",
+                                     formats="saved_model,tflite_fp32", check_images=16,
+                                     reject_threshold="auto")
+    metadata = json.loads(open(os.path.join(version, "assets.extra", "scl_amp_tf.json")).read())
+    assert metadata["reject_threshold"] == pytest.approx(expected_threshold, abs=1e-6)
+    # A threshold that rejects some of the held-out images: the median of their best scores.
+    images = exported["images"]
+    best = database.scores(exporting.keras_embeddings(encoder, images)).max(axis=1)
+    threshold = float(np.median(best))
+    version = exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set",
+                                     formats="saved_model,tflite_fp32", check_images=16, reject_threshold=threshold)
+    served = tf.saved_model.load(version).signatures["serving_default"](images=tf.constant(images))
+    ids, names = served["class_id"].numpy(), [n.decode() for n in served["class_name"].numpy()]
+    rejected = best < threshold
+    assert 0 < rejected.sum() < len(images)
+    keras_ids = np.argmax(database.scores(exporting.keras_embeddings(encoder, images)), axis=1)
+    np.testing.assert_array_equal(ids, np.where(rejected, -1, keras_ids))
+    assert names == [exporting.UNKNOWN_NAME if r else TRAINED[i] for r, i in zip(rejected, keras_ids)]
+    edge = edge_classify.EdgeClassifier(os.path.join(version, "assets.extra"), "fp32")
+    edge_ids, edge_names, _ = edge.classify(images)
+    np.testing.assert_array_equal(edge_ids, ids)
+    assert list(edge_names) == names
+    # Enrolment keeps the threshold: the new version rejects the same images of the old classes.
+    enrolled = exporting.enroll(str(export_dir), NEW, images=str(_new_class_folder(tmp_path / NEW)),
+                                model_name="open_set")
+    after = json.loads(open(os.path.join(enrolled, "assets.extra", "scl_amp_tf.json")).read())
+    assert after["reject_threshold"] == threshold
+    out = tf.saved_model.load(enrolled).signatures["serving_default"](images=tf.constant(images))
+    new_best = out["scores"].numpy().max(axis=1)  # the new class's column can only lift the best score
+    np.testing.assert_array_equal(out["class_id"].numpy() == -1, new_best < threshold)
+    assert np.all(new_best[~rejected] >= threshold)
+    with pytest.raises(exporting.ExportError, match="cosine similarity in"):
+        exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set", reject_threshold=2.0)
+
+
 def test_export_refuses_what_it_cannot_serve_and_publishes_nothing_on_failure(exported, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not a finished training run"):
         exporting.export_model(str(tmp_path / "nothing"), str(tmp_path / "out"))
     with pytest.raises(exporting.ExportError, match="must include saved_model"):
         exporting.parse_formats("tflite")
+    assert exporting.parse_formats("saved_model,tflite") == ("fp32", "fp16", "int8")
+    assert exporting.parse_formats("saved_model,tflite,tflite_int16x8") == ("fp32", "fp16", "int8", "int16x8")
+    assert exporting.parse_formats("saved_model,tflite_int8") == ("int8",)
     with pytest.raises(exporting.ExportError, match="unknown tflite_int4"):
         exporting.parse_formats("saved_model,tflite_int4")
     with pytest.raises(exporting.ExportError, match="exists already"):

@@ -11,7 +11,9 @@ It holds ``scl_amp_tf.json`` (image size, channels, class names, the .tflite fil
 variant), ``reference_db.npz`` (one prototype per class, section IV.A of the paper) and the
 ``model_<variant>.tflite`` files, which map ``[N, S, S, C]`` pixel values to L2-normalised
 embeddings. A query's score for a class is its mean cosine similarity to that class's references
-(= the dot product with the class prototype); the prediction is the best-scoring class.
+(= the dot product with the class prototype); the prediction is the best-scoring class, or
+``unknown`` when the export set a reject threshold (``scl_amp_tf.json``: ``reject_threshold``)
+and the best score is below it.
 
 Images are converted to the model's channels and resized to ``S x S`` with Pillow's bilinear
 filter, which antialiases when it shrinks, like the ``tf.image.resize(antialias=True)`` of
@@ -32,6 +34,7 @@ from PIL import Image
 
 METADATA_FILE = "scl_amp_tf.json"
 REFERENCE_DB_FILE = "reference_db.npz"
+UNKNOWN_NAME = "unknown"  # class name of an image under the export's reject threshold (class id -1)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -67,7 +70,7 @@ def load_image(path, image_size, channels):
 
 
 class EdgeClassifier:
-    """A LiteRT model (one variant: fp32, fp16 or int8) plus the reference database."""
+    """A LiteRT model (one variant: fp32, fp16, int8 or int16x8) plus the reference database."""
 
     def __init__(self, bundle, variant="fp32", num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
@@ -80,6 +83,7 @@ class EdgeClassifier:
         self.image_size = int(self.metadata["image_size"])
         self.channels = int(self.metadata["channels"])
         self.prototypes, self.class_names = load_reference_db(os.path.join(bundle, REFERENCE_DB_FILE))
+        self.reject_threshold = self.metadata.get("reject_threshold")  # None: every image gets a class
         self.interpreter = Interpreter(model_path=os.path.join(bundle, files[variant]["file"]),
                                        num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
@@ -118,10 +122,13 @@ class EdgeClassifier:
         return self.embed(images) @ self.prototypes.T
 
     def classify(self, images):
-        """``(class ids [N], class names [N], scores [N, K])``."""
+        """``(class ids [N], class names [N], scores [N, K])``; with the export's reject threshold,
+        an image whose best score is below it is ``-1`` / ``"unknown"``."""
         scores = self.scores(images)
         ids = np.argmax(scores, axis=1)
-        return ids, [self.class_names[i] for i in ids], scores
+        if self.reject_threshold is not None:
+            ids = np.where(scores.max(axis=1) < self.reject_threshold, -1, ids)
+        return ids, [self.class_names[i] if i >= 0 else UNKNOWN_NAME for i in ids], scores
 
 
 def image_files(folder):
@@ -142,7 +149,7 @@ def classify_folder(classifier, folder, batch_size=32):
         chunk = files[start:start + batch_size]
         images = np.stack([load_image(f, classifier.image_size, classifier.channels) for f in chunk])
         ids, names, scores = classifier.classify(images)
-        rows.extend((f, n, float(s[i])) for f, n, i, s in zip(chunk, names, ids, scores))
+        rows.extend((f, n, float(s.max())) for f, n, s in zip(chunk, names, scores))
     return rows
 
 
@@ -151,7 +158,7 @@ def main(argv=None):
     parser.add_argument("--bundle", default=os.path.dirname(os.path.abspath(__file__)),
                         help="The assets.extra folder of an exported version (default: this script's folder).")
     parser.add_argument("--images", required=True, help="Folder of images to classify (searched recursively).")
-    parser.add_argument("--variant", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--variant", default="fp32", choices=("fp32", "fp16", "int8", "int16x8"))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_threads", type=int, default=None)
     parser.add_argument("--output", help="Write the predictions to this CSV file (default: standard output).")
