@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -52,17 +51,6 @@ def _emit(line, out=None):
     if out:
         with open(out, "a") as f:
             f.write(text + "\n")
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 # --- the measuring process -----------------------------------------------------------------------
@@ -259,11 +247,9 @@ def drive(args):
         for config in args.scaling_configs.split(","):
             _run(_child_command(args, child="scaling", config=config, setup="1_device"))
             _run(_child_command(args, child="scaling", config=config, setup="2_logical_devices"))
-            ports = _free_ports(2)
+            from scl_amp_tf import distribute
             workers = []
-            for index in range(2):
-                tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                             "task": {"type": "worker", "index": index}}
+            for tf_config in distribute.local_cluster(2):
                 workers.append(subprocess.Popen(
                     _child_command(args, child="scaling", config=config, setup="2_workers"),
                     env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}, text=True,

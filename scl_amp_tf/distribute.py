@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 import keras
@@ -56,6 +57,20 @@ def make_strategy(name, tpu=None):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     return tf.distribute.get_strategy()
+
+
+def local_cluster(num_workers):
+    """One ``TF_CONFIG`` value (a dict) per worker for ``num_workers`` processes on this machine
+    (127.0.0.1, free ports): to try ``--strategy=multi_worker`` on one machine, and for tests."""
+    sockets = [socket.socket() for _ in range(num_workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(num_workers)]
 
 
 def is_chief(strategy):

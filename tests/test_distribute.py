@@ -2,7 +2,6 @@
 batch; mixed precision trains and learns; XLA gives the same loss; strategy flags and roles."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,6 @@ from scl_amp_tf.training import TrainConfig, train_and_evaluate
 RUN = ["--dataset=synthetic_wafers", "--synthetic_per_class=4", "--shots_per_class=2", "--batch_size=38",
        "--image_size=52", "--backbone=resnet_tiny", "--epochs=3", "--optimizer=sgd", "--learning_rate=0.01",
        "--verbose=2"]  # SGD: Adam would turn float round-off in near-zero gradients into lr-sized steps
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _start(args, cwd, log, tf_config=None):
@@ -83,13 +71,11 @@ def _weights(model_dir):
 @pytest.mark.parametrize("method", ["scl_amp", "ce"])
 def test_two_workers_train_like_one_process(tmp_path, method):
     single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     logs = [open(tmp_path / name, "w") for name in ("single.log", "worker0.log", "worker1.log")]
     single = _start([*RUN, f"--method={method}", "--strategy=one_device", f"--model_dir={single_dir}"], tmp_path, logs[0])
     _wait([single], logs[:1], timeout=300)
     workers = [_start([*RUN, f"--method={method}", "--strategy=multi_worker", f"--model_dir={multi_dir}"], tmp_path, logs[1 + i],
-                      tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)]
+                      tf_config=tf_config) for i, tf_config in enumerate(distribute.local_cluster(2))]
     _wait(workers, logs[1:], timeout=300)
 
     one = json.loads((single_dir / "metrics.json").read_text())

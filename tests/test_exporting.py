@@ -19,7 +19,7 @@ from PIL import Image
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation, exporting, serving_client, synthetic_wafers
 from scl_amp_tf.edge import edge_classify
-from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.reference import ReferenceDatabase
 from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
 TRAINED = ["C", "D", "EL", "L", "NF"]  # Center, Donut, Edge-Loc, Loc, Near-full  # the model learns these ...
