@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 import keras
@@ -46,6 +47,7 @@ TFLITE_DEFAULT = ("fp32", "fp16", "int8")  # what --formats=tflite writes; int16
 QUANTIZED = ("int8", "int16x8")  # calibrated integer variants: their parity is reported, not enforced
 FORMATS = ("saved_model", "tflite", *(f"tflite_{v}" for v in TFLITE_VARIANTS))
 EXTRA = "assets.extra"
+TMP_PREFIX = ".tmp-"  # a version being written: EXPORT/<model>/.tmp-<version>-<host>-<pid>-<random>
 METADATA_FILE = edge_classify.METADATA_FILE
 REFERENCE_DB_FILE = edge_classify.REFERENCE_DB_FILE
 ENCODER_FILE = "encoder.keras"
@@ -317,6 +319,30 @@ def find_model_root(export_dir, model_name=None):
     return os.path.join(export_dir, names[0])
 
 
+def remove_abandoned_versions(model_root):
+    """Deletes the temporary version folders that a killed export or enrolment left behind: those
+    written on this host by a process that no longer runs. Returns their names.
+
+    An interrupted run (Ctrl-C, an error) removes its own folder; only a hard kill (SIGKILL, power
+    loss) leaves one. Folders of other hosts (shared storage) or of running processes are kept.
+    """
+    removed = []
+    for name in sorted(os.listdir(model_root)):
+        parts = name[len(TMP_PREFIX):].split("-")
+        if not name.startswith(TMP_PREFIX) or len(parts) < 4 or "-".join(parts[1:-2]) != socket.gethostname():
+            continue
+        try:
+            os.kill(int(parts[-2]), 0)  # signal 0: only asks whether the process exists
+            continue
+        except ProcessLookupError:
+            pass
+        except (PermissionError, ValueError):  # another user's live process, or not our name
+            continue
+        files.remove_dir(os.path.join(model_root, name))
+        removed.append(name)
+    return removed
+
+
 def publish_version(model_root, version, encoder, database, metadata, *, check_images, tflite_variants=(),
                     representative_images=None, tflite_source=None):
     """Writes, checks and publishes ``model_root/<version>``; returns its path.
@@ -329,7 +355,9 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
         raise ExportError(f"{final} exists already; choose another --version (published: "
                           f"{', '.join(map(str, versions(model_root)))}).")
     os.makedirs(model_root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_root)  # not a number: TF Serving skips it
+    remove_abandoned_versions(model_root)
+    # Not a number, so TF Serving skips it; host and process id say whose it is (see below).
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-", dir=model_root)
     try:
         build_archive(encoder, database, metadata.get("reject_threshold")).write_out(tmp, verbose=False)
         bundle = os.path.join(tmp, EXTRA)

@@ -6,6 +6,7 @@ import http.server
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -408,3 +409,19 @@ def test_preprocess_is_the_training_resize():
         images = rng.integers(0, 256, shape, dtype=np.uint8)
         got = exporting.preprocess(tf.constant(images), SIZE).numpy()
         np.testing.assert_array_equal(np.round(got * 255).astype(np.uint8), data_lib.resize_images(images, SIZE))
+
+
+def test_an_export_clears_what_a_killed_export_left_behind(exported, tmp_path):
+    root = tmp_path / "exported" / "wafers"
+    host = socket.gethostname()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead = int(finished.stdout)  # a process id that no longer runs
+    abandoned = root / f".tmp-1-{host}-{dead}-abc123"
+    running = root / f".tmp-2-{host}-{os.getpid()}-def456"  # this very process: still writing
+    elsewhere = root / f".tmp-3-other-host-{dead}-ghi789"  # another machine's (shared storage)
+    for folder in (abandoned, running, elsewhere):
+        (folder / "variables").mkdir(parents=True)
+    exporting.export_model(exported["model_dir"], str(tmp_path / "exported"), model_name="wafers",
+                           formats="saved_model", check_images=4)
+    assert sorted(os.listdir(root)) == sorted(["1", running.name, elsewhere.name])
