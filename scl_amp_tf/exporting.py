@@ -52,8 +52,8 @@ METADATA_FILE = edge_classify.METADATA_FILE
 REFERENCE_DB_FILE = edge_classify.REFERENCE_DB_FILE
 ENCODER_FILE = "encoder.keras"
 MIN_COSINE = 0.999  # float artefacts must agree with Keras to this cosine, and on every top-1 ...
-UNKNOWN_NAME = edge_classify.UNKNOWN_NAME  # class_name of a rejected image (class_id -1)
 TIE_MARGIN = 1e-3  # ... that is not a tie: where Keras's two best classes differ by less, either answer is right
+UNKNOWN_NAME = edge_classify.UNKNOWN_NAME  # class_name of a rejected image (class_id -1)
 
 
 class ExportError(ValueError):
@@ -356,7 +356,7 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
                           f"{', '.join(map(str, versions(model_root)))}).")
     os.makedirs(model_root, exist_ok=True)
     remove_abandoned_versions(model_root)
-    # Not a number, so TF Serving skips it; host and process id say whose it is (see below).
+    # Not a number, so TF Serving skips it; host and process id say whose it is (remove_abandoned_versions).
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-", dir=model_root)
     try:
         build_archive(encoder, database, metadata.get("reject_threshold")).write_out(tmp, verbose=False)
@@ -470,6 +470,9 @@ def describe_version(version_dir):
         size = metadata["tflite"][variant]["bytes"] if variant else ""
         lines.append(f"{name:30s}  {size!s:>10}  {figure['min_cosine']:10.6f}  "
                      f"{100 * figure['top1_agreement']:6.1f} % of {figure['images']}")
+    if metadata.get("reject_threshold") is not None:
+        lines.append(f"reject threshold {metadata['reject_threshold']:.4f}: images whose best score is below it "
+                     f"are {UNKNOWN_NAME!r} (class id {evaluation.UNKNOWN})")
     for variant in (v for v in QUANTIZED if v in metadata["tflite"]):
         lines.append(f"{variant} ops with float32 outputs: "
                      f"{', '.join(metadata['tflite'][variant]['float_ops']) or 'none'}")

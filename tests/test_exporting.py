@@ -351,6 +351,7 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     keras_ids = np.argmax(database.scores(exporting.keras_embeddings(encoder, images)), axis=1)
     np.testing.assert_array_equal(ids, np.where(rejected, -1, keras_ids))
     assert names == [exporting.UNKNOWN_NAME if r else TRAINED[i] for r, i in zip(rejected, keras_ids)]
+    assert f"reject threshold {threshold:.4f}" in exporting.describe_version(version)
     edge = edge_classify.EdgeClassifier(os.path.join(version, "assets.extra"), "fp32")
     edge_ids, edge_names, _ = edge.classify(images)
     np.testing.assert_array_equal(edge_ids, ids)
