@@ -17,7 +17,6 @@ One ``BENCH {json}`` line per figure:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -26,13 +25,8 @@ import time
 
 import numpy as np
 
+from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
 
-def _emit(line, out):
-    text = "BENCH " + json.dumps(line, sort_keys=True)
-    print(text, flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write(text + "\n")
 
 
 def _folder_bytes(path):
@@ -100,7 +94,7 @@ def run(args, version_dir, export_seconds):
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
 
     reference = exporting.keras_embeddings(encoder, images)
-    _emit({**common, "figure": "export_parity", "artefact": "keras", "images": len(labels),
+    emit({**common, "figure": "export_parity", "artefact": "keras", "images": len(labels),
            "accuracy": float(np.mean(database.predict(reference) == labels)), "export_seconds": export_seconds}, args.out)
     serving = tf.saved_model.load(version_dir).signatures["serving_default"]
     embedded = np.concatenate([serving(images=tf.constant(images[i:i + 256]))["embedding"].numpy()
@@ -117,7 +111,7 @@ def run(args, version_dir, export_seconds):
     for name, embeddings in outputs.items():
         figure = exporting.agreement(reference, embeddings, database)
         differs = database.predict(reference) != database.predict(embeddings)
-        _emit({**common, "figure": "export_parity", "artefact": name, **figure,
+        emit({**common, "figure": "export_parity", "artefact": name, **figure,
                "accuracy": float(np.mean(database.predict(embeddings) == labels)),
                "disagreements": int(differs.sum()),
                "keras_top2_margin_of_disagreements": [round(float(m), 4) for m in np.sort(keras_margin[differs])][:20],
@@ -127,9 +121,9 @@ def run(args, version_dir, export_seconds):
     sizes = {"saved_model": _folder_bytes(version_dir) - _folder_bytes(bundle)}
     sizes.update({f"tflite_{v}": metadata["tflite"][v]["bytes"] for v in runners})
     for name, size in sizes.items():
-        _emit({**common, "figure": "export_size", "artefact": name, "bytes": size}, args.out)
+        emit({**common, "figure": "export_size", "artefact": name, "bytes": size}, args.out)
     for variant in (v for v in exporting.QUANTIZED if v in metadata["tflite"]):
-        _emit({**common, "figure": f"{variant}_float_ops", "ops": metadata["tflite"][variant]["float_ops"]}, args.out)
+        emit({**common, "figure": f"{variant}_float_ops", "ops": metadata["tflite"][variant]["float_ops"]}, args.out)
 
     for batch in (1, 32):
         x = images[:batch]
@@ -139,7 +133,7 @@ def run(args, version_dir, export_seconds):
         for name, fn in candidates.items():
             t = _timings(fn, args.repeats)
             q1, median, q3 = np.percentile(t, [25, 50, 75])
-            _emit({**common, "figure": "export_latency", "artefact": name, "batch": batch, "repeats": args.repeats,
+            emit({**common, "figure": "export_latency", "artefact": name, "batch": batch, "repeats": args.repeats,
                    "ms_per_batch": round(1000 * median, 3), "ms_per_batch_iqr": [round(1000 * q1, 3), round(1000 * q3, 3)],
                    "images_per_s": round(batch / median, 1)}, args.out)
 

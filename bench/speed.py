@@ -41,16 +41,11 @@ import time
 
 import numpy as np
 
+from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+
 NUM_CLASSES = 6
 DEFAULT_CONFIGS = "resnet50:200,resnet50:64,resnet_tiny:64,resnet_tiny:52"
 
-
-def _emit(line, out=None):
-    text = "BENCH " + json.dumps(line, sort_keys=True)
-    print(text, flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write(text + "\n")
 
 
 # --- the measuring process -----------------------------------------------------------------------
@@ -165,24 +160,24 @@ def measure_methods(args, backbone, size):
     steps = _rounds(runners, args.rounds, args.round_seconds)
     for (method, batch, source), r in runners.items():
         t = np.asarray(r.times)
-        _emit({"figure": "train_images_per_second", "method": method, "input": source, **common, "batch_size": batch,
+        emit({"figure": "train_images_per_second", "method": method, "input": source, **common, "batch_size": batch,
                "steps_per_round": steps[(method, batch, source)], "step_seconds": _mean_std(t),
                **_mean_std(batch / t), "step_memory_peak_bytes": r.step_peak_bytes}, args.out)
     t = {k: np.asarray(r.times) for k, r in runners.items()}
     for source in ("pipeline", "memory"):  # per round, so both sides share the machine's state
-        _emit({"figure": "step_ratio_scl_over_ce", "input": source, **common,
+        emit({"figure": "step_ratio_scl_over_ce", "input": source, **common,
                **_mean_std(t[("scl_amp", n, source)] / t[("ce", n, source)])}, args.out)
-    _emit({"figure": "ce_step_ratio_3n_over_n", "input": "memory", **common,
+    emit({"figure": "ce_step_ratio_3n_over_n", "input": "memory", **common,
            **_mean_std(t[("ce", 3 * n, "memory")] / t[("ce", n, "memory")])}, args.out)
-    _emit({"figure": "step_ratio_scl_over_ce_3n", "input": "memory", **common,
+    emit({"figure": "step_ratio_scl_over_ce_3n", "input": "memory", **common,
            **_mean_std(t[("scl_amp", n, "memory")] / t[("ce", 3 * n, "memory")])}, args.out)
     for method in ("scl_amp", "ce"):
-        _emit({"figure": "input_wait_fraction", "method": method, **common,
+        emit({"figure": "input_wait_fraction", "method": method, **common,
                **_mean_std(1 - t[(method, n, "memory")] / t[(method, n, "pipeline")])}, args.out)
     for views in ("three", "one"):
-        _emit({"figure": "input_pipeline_images_per_second", "views": views, **common,
+        emit({"figure": "input_pipeline_images_per_second", "views": views, **common,
                **_mean_std([_pipeline_rate(images, n, views) for _ in range(args.rounds)])}, args.out)
-    _emit({"figure": "process_max_rss_bytes", **common,
+    emit({"figure": "process_max_rss_bytes", **common,
            "bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}, args.out)
 
 
@@ -207,9 +202,9 @@ def measure_scaling(args, backbone, size, setup):
               **_machine()}
     for method, r in runners.items():
         t = np.asarray(r.times)
-        _emit({"figure": "scaling_images_per_second", "method": method, **common, "steps_per_round": steps[method],
+        emit({"figure": "scaling_images_per_second", "method": method, **common, "steps_per_round": steps[method],
                "step_seconds": _mean_std(t), **_mean_std(args.batch_size / t)}, args.out)
-    _emit({"figure": "scaling_step_ratio_scl_over_ce", **common,
+    emit({"figure": "scaling_step_ratio_scl_over_ce", **common,
            **_mean_std(np.asarray(runners["scl_amp"].times) / np.asarray(runners["ce"].times))}, args.out)
 
 

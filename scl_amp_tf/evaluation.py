@@ -108,6 +108,16 @@ def save_confusion_png(matrix, class_names, path, title=""):
     plt.close(fig)
 
 
+def decide(scores, threshold=None):
+    """Class ids from ``[N, K]`` scores: the best class, or ``UNKNOWN`` where the best score is
+    below ``threshold`` (the open-set rule; ``None`` rejects nothing)."""
+    scores = np.asarray(scores)
+    predictions = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
+    if threshold is not None and len(scores):
+        predictions = np.where(scores.max(axis=1) < threshold, UNKNOWN, predictions)
+    return predictions
+
+
 def reference_predictions(reference_embeddings, reference_labels, query_embeddings, class_names,
                           threshold=None):
     """Section IV.A: ``(predictions, scores, database)`` of queries against the references.
@@ -116,10 +126,7 @@ def reference_predictions(reference_embeddings, reference_labels, query_embeddin
     """
     database = ReferenceDatabase.from_embeddings(reference_embeddings, reference_labels, class_names)
     scores = database.scores(query_embeddings)
-    predictions = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
-    if threshold is not None:
-        predictions = np.where(scores.max(axis=1) < threshold, UNKNOWN, predictions)
-    return predictions, scores, database
+    return decide(scores, threshold), scores, database
 
 
 def leave_one_out_similarities(embeddings, labels):

@@ -212,8 +212,8 @@ def tflite_converter_settings(variant, representative_images=None):
 
 def write_tflite(encoder, path, variant, representative_images=None):
     """Converts through Keras's LiteRT export (ExportArchive -> SavedModel -> TFLiteConverter)."""
-    edge_model(encoder, normalize=variant != "int16x8").export(path, format="litert", verbose=False,
-                               **tflite_converter_settings(variant, representative_images))
+    edge_model(encoder, normalize=variant != "int16x8").export(
+        path, format="litert", verbose=False, **tflite_converter_settings(variant, representative_images))
 
 
 def tflite_op_types(path):
@@ -278,9 +278,7 @@ def check_version(version_dir, encoder, database, images):
             decided = out["class_id"].numpy()
             names = [n.decode() for n in out["class_name"].numpy()]
             scores = out["scores"].numpy()
-            expected = np.argmax(scores, axis=1)
-            if threshold is not None:
-                expected = np.where(scores.max(axis=1) < threshold, evaluation.UNKNOWN, expected)
+            expected = evaluation.decide(scores, threshold)
             if not (np.allclose(scores, database.scores(out["embedding"].numpy()), atol=1e-5)
                     and np.array_equal(decided, expected)
                     and names == [database.class_names[i] if i >= 0 else UNKNOWN_NAME for i in decided]):
