@@ -413,6 +413,13 @@ def parse_formats(formats):
     return tuple(v for v in TFLITE_VARIANTS if f"tflite_{v}" in items or ("tflite" in items and v in TFLITE_DEFAULT))
 
 
+def calibration_and_check_images(train_images, representative_images, check_images, seed=0):
+    """The export's draw from the training images: ``representative_images`` calibrate int8,
+    ``check_images`` (disjoint from them where there are enough) check every artefact."""
+    order = np.random.default_rng(seed).permutation(len(train_images))
+    return train_images[np.sort(order[:representative_images])], train_images[np.sort(order[::-1][:check_images])]
+
+
 def export_model(model_dir, export_dir, *, model_name=None, version=None, formats="saved_model,tflite",
                  representative_images=200, check_images=64, data_dir=None, manual_dir=None, seed=0,
                  reject_threshold=None, reject_quantile=evaluation.DEFAULT_REJECT_QUANTILE):
@@ -439,9 +446,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
                                                           train_data.labels, reject_quantile)
     elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
         raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")
-    order = np.random.default_rng(seed).permutation(len(train_data.labels))
-    calibration = train_data.images[np.sort(order[:representative_images])]
-    checks = train_data.images[np.sort(order[::-1][:check_images])]  # disjoint from calibration if possible
+    calibration, checks = calibration_and_check_images(train_data.images, representative_images, check_images, seed)
     model_name = model_name or os.path.basename(os.path.normpath(model_dir))
     model_root = os.path.join(export_dir, model_name)
     version = int(version) if version is not None else (versions(model_root) or [0])[-1] + 1

@@ -1,0 +1,293 @@
+"""An int8 simulator: where LiteRT's int8 model loses the Keras model's answers (beyond the paper).
+
+Post-training int8 (the converter's calibration on training images) flips 1-2 % of the Keras
+model's decisions on our trained models (BENCHMARKS.md). To see why, and to try remedies in
+seconds instead of a conversion each, this module rebuilds an encoder as LiteRT's int8 kernels
+compute it, in Keras, with every rounding point switchable:
+
+1. :func:`fold_batch_norm` merges every ``Conv2D -> BatchNormalization`` pair into one
+   ``Conv2D`` with a bias: the same function at inference, and what the converter quantises
+   (it folds batch norm the same way).
+2. :func:`simulate_int8` wraps that model: weights rounded per output channel, symmetric, to
+   [-127, 127] x max|w| / 127 (checked equal to the converter's); every tensor LiteRT stores in
+   int8 (outputs of convolutions, dense layers, additions, pooling and the input preprocessing,
+   after a fused ReLU) rounded per tensor over its calibrated range, with TF's fake-quant ops
+   (zero exactly representable, as in LiteRT; Jacob et al. 2018).
+3. :func:`calibrate` sets those ranges to the min / max over the calibration images of the float
+   model, as the converter's representative dataset does.
+4. :func:`error_budget` measures the embedding error with everything rounded, with each tensor
+   (or all weights, or all activations) exact: what each rounding point costs.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Layers whose output LiteRT does not re-quantise (it keeps the input's scale): no rounding point.
+_PASS_THROUGH = ("InputLayer", "MaxPooling2D", "ZeroPadding2D", "Reshape", "Flatten", "Dropout")
+_FUSABLE = ("Conv2D", "DepthwiseConv2D", "Dense", "Add")  # LiteRT fuses a following ReLU into these
+
+
+def all_layers(model):
+    """Every layer of ``model``, nested models' layers included (depth-first), by name."""
+    layers = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            layers.update(all_layers(layer))
+        elif layer.name in layers:
+            raise ValueError(f"Two layers are named {layer.name!r}; quantisation maps layers by name.")
+        else:
+            layers[layer.name] = layer
+    return layers
+
+
+def _producers(inbound_node):
+    """Names of the layers whose outputs a serialised inbound node consumes."""
+    names = []
+
+    def visit(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                names.append(value["config"]["keras_history"][0])
+            else:
+                for v in value.values():
+                    visit(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+    visit(inbound_node)
+    return names
+
+
+def graph(model):
+    """``{layer name: (class name, [consumer names], [producer names])}`` of every layer of a
+    functional model and its nested functional models (within each model's own graph)."""
+    nodes = {}
+
+    def visit(config):
+        for layer in config["layers"]:
+            if "layers" in layer.get("config", {}):
+                visit(layer["config"])
+            producers = [p for node in layer.get("inbound_nodes", []) for p in _producers(node)]
+            nodes.setdefault(layer["name"], [layer["class_name"], [], []])[2].extend(producers)
+            for p in producers:
+                nodes.setdefault(p, [None, [], []])[1].append(layer["name"])
+    visit(model.get_config())
+    return {name: tuple(v) for name, v in nodes.items()}
+
+
+def _is_relu(layer_class, layer):
+    if layer_class == "ReLU":
+        return True
+    return layer_class == "Activation" and getattr(layer.activation, "__name__", "") == "relu"
+
+
+def fold_batch_norm(model):
+    """A copy of ``model`` in which each ``Conv2D`` whose only consumer is a ``BatchNormalization``
+    absorbs it (kernel scaled by ``gamma / sqrt(var + eps)``, bias shifted): equal at inference."""
+    layers, nodes = all_layers(model), graph(model)
+    pairs = {}
+    for name, (cls, consumers, _) in nodes.items():
+        if cls == "Conv2D" and len(consumers) == 1 and nodes[consumers[0]][0] == "BatchNormalization":
+            if layers[consumers[0]].axis in (-1, 3):  # per output channel of the NHWC convolution
+                pairs[name] = consumers[0]
+    folded_bn = set(pairs.values())
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in pairs:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        if layer.name in folded_bn:
+            return args[0]
+        return layer(*args, **kwargs)
+
+    folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
+    targets = all_layers(folded)
+    for name, layer in layers.items():
+        if name in folded_bn or not layer.weights:
+            continue
+        if name in pairs:
+            bn = layers[pairs[name]]
+            gamma = bn.gamma.numpy() if bn.scale else 1.0
+            beta = bn.beta.numpy() if bn.center else 0.0
+            factor = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            bias = layer.bias.numpy() if layer.use_bias else 0.0
+            targets[name].set_weights([layer.kernel.numpy() * factor,
+                                       (bias - bn.moving_mean.numpy()) * factor + beta])
+        else:
+            targets[name].set_weights(layer.get_weights())
+    return folded
+
+
+def fake_quant_kernel(kernel):
+    """Per-output-channel symmetric int8 rounding of a kernel (last axis = channel), values in
+    [-127, 127] x max|w| / 127 as LiteRT stores convolution and dense weights."""
+    axes = list(range(len(kernel.shape) - 1))
+    bound = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8))
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, -bound, bound, num_bits=8,
+                                                                    narrow_range=True)
+
+
+class ActivationFakeQuant(keras.layers.Layer):
+    """Per-tensor asymmetric int8 rounding of an activation over a calibrated range.
+
+    ``mode``: ``"round"`` (LiteRT's int8), ``"observe"`` (pass through, widening the range to what
+    passes: calibration) or ``"exact"`` (pass through: this tensor in float).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.mode = "round"
+
+    def build(self, input_shape):
+        self.range_min = self.add_weight(shape=(), initializer="zeros", trainable=False, name="range_min")
+        self.range_max = self.add_weight(shape=(), initializer="zeros", trainable=False, name="range_max")
+
+    def call(self, x):
+        if self.mode == "exact":
+            return x
+        if self.mode == "observe":
+            self.range_min.assign(tf.minimum(self.range_min, tf.reduce_min(x)))
+            self.range_max.assign(tf.maximum(self.range_max, tf.reduce_max(x)))
+            return x
+        return tf.quantization.fake_quant_with_min_max_vars(x, self.range_min, self.range_max, num_bits=8)
+
+
+class _KernelFakeQuant:
+    """Mixin: the layer's kernel is rounded as LiteRT stores it, unless ``quantize_kernel`` is off."""
+    quantize_kernel = True
+
+    def _rounded(self, kernel):
+        return fake_quant_kernel(kernel) if self.quantize_kernel else kernel
+
+
+class SimulatedInt8Conv2D(_KernelFakeQuant, keras.layers.Conv2D):
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, self._rounded(kernel))
+
+
+class SimulatedInt8Dense(_KernelFakeQuant, keras.layers.Dense):
+    def call(self, inputs, training=None):
+        x = tf.matmul(inputs, self._rounded(self.kernel))
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(x) if self.activation is not None else x
+
+
+def simulate_int8(folded):
+    """LiteRT's int8 arithmetic for a batch-norm-free model (:func:`fold_batch_norm`), as a Keras
+    model with its own copy of the weights. Its ``ActivationFakeQuant`` ranges need
+    :func:`calibrate` before use."""
+    layers, nodes = all_layers(folded), graph(folded)
+    if any(cls == "BatchNormalization" for cls, _, _ in nodes.values()):
+        raise ValueError("Fold batch normalisation first (fold_batch_norm): LiteRT folds it into the convolution.")
+
+    def fused_into_consumer(name):
+        consumers = nodes[name][1]
+        return (nodes[name][0] in _FUSABLE and len(consumers) == 1
+                and _is_relu(nodes[consumers[0]][0], layers.get(consumers[0])))
+
+    def clone(layer):
+        cls = type(layer).__name__
+        replacement = {"Conv2D": SimulatedInt8Conv2D, "Dense": SimulatedInt8Dense}.get(cls, layer.__class__)
+        return replacement.from_config(layer.get_config())
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        cls = nodes.get(layer.name, (type(layer).__name__,))[0]
+        if cls in _PASS_THROUGH or isinstance(layer, keras.Model) or fused_into_consumer(layer.name):
+            return out
+        return ActivationFakeQuant(name=f"{layer.name}_int8")(out)
+
+    simulated = keras.models.clone_model(folded, clone_function=clone, call_function=call, recursive=True)
+    copy_weights(folded, simulated)
+    return simulated
+
+
+def copy_weights(source, target):
+    """Copies every layer's weights from ``source`` to the same-named layer of ``target``."""
+    targets = all_layers(target)
+    for name, layer in all_layers(source).items():
+        if name in targets and layer.weights:
+            targets[name].set_weights(layer.get_weights())
+
+
+def activation_quantizers(simulated):
+    """The ``ActivationFakeQuant`` layers of a simulated model, in graph order."""
+    return [layer for layer in all_layers(simulated).values() if isinstance(layer, ActivationFakeQuant)]
+
+
+def kernel_quantizers(simulated):
+    return [layer for layer in all_layers(simulated).values() if isinstance(layer, _KernelFakeQuant)]
+
+
+def set_rounding(simulated, weights=True, activations=True):
+    """Switches all weight and / or activation rounding on (True) or off (False)."""
+    for layer in kernel_quantizers(simulated):
+        layer.quantize_kernel = weights
+    for layer in activation_quantizers(simulated):
+        layer.mode = "round" if activations else "exact"
+
+
+def calibrate(simulated, images, batch_size=256):
+    """Sets every activation range to the min / max over ``images`` (floats in [0, 1]) of the
+    float model (nothing rounded upstream): what the converter's representative dataset gives."""
+    set_rounding(simulated, weights=False, activations=False)
+    for layer in activation_quantizers(simulated):
+        layer.range_min.assign(0.0)  # LiteRT's ranges always hold zero
+        layer.range_max.assign(0.0)
+        layer.mode = "observe"
+    try:
+        for i in range(0, len(images), batch_size):
+            simulated(tf.constant(images[i:i + batch_size], tf.float32), training=False)
+    finally:
+        set_rounding(simulated)
+
+
+def int8_simulation(encoder, calibration_images):
+    """The calibrated int8 simulation of an encoder (left unchanged); images are floats in [0, 1]."""
+    simulated = simulate_int8(fold_batch_norm(encoder))
+    calibrate(simulated, calibration_images)
+    return simulated
+
+
+def embed(model, images, batch_size=256):
+    """L2-normalised embeddings of float images in [0, 1] (eager: the rounding switches are Python)."""
+    return np.concatenate([tf.math.l2_normalize(model(tf.constant(images[i:i + batch_size], tf.float32),
+                                                      training=False), axis=-1).numpy()
+                           for i in range(0, len(images), batch_size)])
+
+
+def error_budget(simulated, images, reference, predict=None):
+    """What each rounding point of the int8 model costs.
+
+    ``reference``: the float model's L2-normalised embeddings of ``images``; ``predict``
+    (optional): embeddings -> class ids (e.g. ``ReferenceDatabase.predict``). Returns rows
+    ``{"exact": what is kept in float, "error": mean (1 - cos) to the reference,
+    "top1_agreement": ...}``: first everything rounded (``"nothing"``), then all weights exact,
+    all activations exact, then each activation tensor exact alone. Leaves everything rounded.
+    """
+    decisions = predict(reference) if predict is not None else None
+
+    def row(exact):
+        embedded = embed(simulated, images)
+        figure = {"exact": exact, "error": float(np.mean(1.0 - np.sum(embedded * reference, axis=1)))}
+        if predict is not None:
+            figure["top1_agreement"] = float(np.mean(predict(embedded) == decisions))
+        return figure
+
+    rows = [row("nothing")]
+    set_rounding(simulated, weights=False)
+    rows.append(row("all weights"))
+    set_rounding(simulated, activations=False)
+    rows.append(row("all activations"))
+    set_rounding(simulated)
+    for layer in activation_quantizers(simulated):
+        layer.mode = "exact"
+        rows.append(row(layer.name))
+        layer.mode = "round"
+    return rows

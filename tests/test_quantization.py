@@ -1,0 +1,85 @@
+"""The int8 simulator (bench/int8_error_budget.py): batch-norm folding is exact, weight rounding
+is LiteRT's, calibrated ranges are the converter's, and the error budget switches what it says."""
+import keras
+import numpy as np
+import pytest
+
+from scl_amp_tf import exporting, models, quantization
+
+SIZE = 32
+
+
+def _encoder(backbone="resnet_tiny", seed=0):
+    """A random encoder whose batch-norm layers hold non-trivial statistics and affine weights."""
+    keras.utils.set_random_seed(seed)
+    encoder = models.build_encoder(models.build_features((SIZE, SIZE, 1), backbone), embedding_dim=8,
+                                   projection_dim=16)
+    rng = np.random.default_rng(seed)
+    for layer in quantization.all_layers(encoder).values():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.5, n),
+                               rng.uniform(0.3, 3.0, n)])
+    return encoder
+
+
+def _images(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "resnet50"])
+def test_folding_batch_norm_keeps_the_function_and_removes_the_layers(backbone):
+    encoder = _encoder(backbone)
+    folded = quantization.fold_batch_norm(encoder)
+    x = _images(4, 1).astype(np.float32) / 255.0
+    np.testing.assert_allclose(folded(x).numpy(), encoder(x).numpy(), rtol=1e-4, atol=1e-4)
+    layers = quantization.all_layers(folded).values()
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in layers)
+    assert sum(isinstance(l, keras.layers.Conv2D) for l in layers) == sum(
+        isinstance(l, keras.layers.Conv2D) for l in quantization.all_layers(encoder).values())
+
+
+def test_kernel_rounding_is_per_channel_symmetric_int8():
+    w = (np.random.default_rng(0).normal(0, 1, (3, 3, 4, 5)) * np.arange(1, 6)).astype(np.float32)
+    step = np.abs(w).max(axis=(0, 1, 2)) / 127.0
+    expected = np.clip(np.round(w / step), -127, 127) * step  # an independent NumPy rounding
+    np.testing.assert_allclose(quantization.fake_quant_kernel(w).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    encoder = _encoder()
+    calibration, test = _images(32, 2), _images(24, 3)
+    simulated = quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0)
+    x = test.astype(np.float32) / 255.0
+
+    quantization.set_rounding(simulated, weights=False, activations=False)  # nothing rounded: the float model
+    np.testing.assert_allclose(simulated(x).numpy(), encoder(x).numpy(), rtol=1e-4, atol=1e-4)
+    quantization.set_rounding(simulated)
+
+    path = str(tmp_path / "int8.tflite")
+    exporting.write_tflite(encoder, path, "int8", calibration)
+    interpreter = Interpreter(model_path=path)
+    tensors = interpreter.get_tensor_details()
+    stem = quantization.all_layers(simulated)["stem_conv"]
+    kernel = next(t for t in tensors if "stem_conv" in t["name"] and len(t["shape"]) == 4
+                  and t["shape"][0] == stem.filters and np.dtype(t["dtype"]) == np.int8)
+    stored = (interpreter.get_tensor(kernel["index"]).astype(np.float32)
+              * kernel["quantization_parameters"]["scales"][:, None, None, None]).transpose(1, 2, 3, 0)
+    np.testing.assert_allclose(quantization.fake_quant_kernel(stem.kernel).numpy(), stored, rtol=1e-5, atol=1e-6)
+    relu = next(t for t in tensors if t["name"].split(";")[0].find("stem_relu") >= 0
+                and len(t["quantization_parameters"]["scales"]) == 1)
+    quantizer = quantization.all_layers(simulated)["stem_relu_int8"]
+    simulated_scale = (quantizer.range_max.numpy() - quantizer.range_min.numpy()) / 255.0
+    np.testing.assert_allclose(simulated_scale, relu["quantization_parameters"]["scales"][0], rtol=1e-3)
+
+    reference = exporting.keras_embeddings(encoder, test)
+    rows = quantization.error_budget(simulated, x, reference, lambda e: np.argmax(e[:, :3], axis=1))
+    by_name = {row["exact"]: row for row in rows}
+    assert by_name["nothing"]["error"] > 1e-6
+    assert by_name["all activations"]["error"] < by_name["nothing"]["error"]
+    assert len(rows) == 3 + len(quantization.activation_quantizers(simulated))
+    assert all(0.0 <= row["top1_agreement"] <= 1.0 for row in rows)
+    again = quantization.embed(simulated, x)  # the budget leaves everything rounded
+    np.testing.assert_allclose(np.mean(1 - np.sum(again * reference, axis=1)), by_name["nothing"]["error"], rtol=1e-5)
