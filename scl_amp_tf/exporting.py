@@ -37,6 +37,7 @@ import tensorflow as tf
 from scl_amp_tf import evaluation
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
+from scl_amp_tf import quantization
 from scl_amp_tf import training
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
@@ -211,8 +212,12 @@ def tflite_converter_settings(variant, representative_images=None):
 
 
 def write_tflite(encoder, path, variant, representative_images=None):
-    """Converts through Keras's LiteRT export (ExportArchive -> SavedModel -> TFLiteConverter)."""
-    edge_model(encoder, normalize=variant != "int16x8").export(
+    """Converts through Keras's LiteRT export (ExportArchive -> SavedModel -> TFLiteConverter).
+    int8 converts ``quantization.int8_edge_model``: the same function with batch norm folded and
+    an input path that keeps every pixel level."""
+    model = (quantization.int8_edge_model(encoder) if variant == "int8"
+             else edge_model(encoder, normalize=variant != "int16x8"))
+    model.export(
         path, format="litert", verbose=False, **tflite_converter_settings(variant, representative_images))
 
 

@@ -10,13 +10,24 @@ compute it, in Keras, with every rounding point switchable:
    (it folds batch norm the same way).
 2. :func:`simulate_int8` wraps that model: weights rounded per output channel, symmetric, to
    [-127, 127] x max|w| / 127 (checked equal to the converter's); every tensor LiteRT stores in
-   int8 (outputs of convolutions, dense layers, additions, pooling and the input preprocessing,
-   after a fused ReLU) rounded per tensor over its calibrated range, with TF's fake-quant ops
-   (zero exactly representable, as in LiteRT; Jacob et al. 2018).
+   int8 (outputs of convolutions, dense layers, additions and pooling, after a fused ReLU)
+   rounded per tensor over its calibrated range, with TF's fake-quant ops (zero exactly
+   representable, as in LiteRT; Jacob et al. 2018). The input is exact, as in
+   :func:`int8_edge_model`.
 3. :func:`calibrate` sets those ranges to the min / max over the calibration images of the float
    model, as the converter's representative dataset does.
 4. :func:`error_budget` measures the embedding error with everything rounded, with each tensor
    (or all weights, or all activations) exact: what each rounding point costs.
+
+:func:`int8_edge_model` is the float model that the int8 converter gets (``exporting``): batch
+norm folded, and an input path that keeps every pixel level. The training preprocessing maps the
+256 grey levels to [-1, 1] (or subtracts the ImageNet mean), and no int8 grid holds those levels
+exactly, since an int8 grid always holds zero; the converter also gave the separate ``/ 255``,
+channel copy and affine ops ranges that rounded pixels to 1.5-2 grey levels (BENCHMARKS.md). Here
+one 1 x 1 convolution maps the pixels to ``s * (p - 128)``, which an int8 grid of step ``s``
+holds exactly, the first convolution's bias absorbs the constant difference to the training
+preprocessing, and both tensors' ranges are fixed for the converter (TF's fake-quant op with
+fixed bounds), whatever the calibration images span.
 """
 from __future__ import annotations
 
@@ -24,8 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scl_amp_tf import models
+
 # Layers whose output LiteRT does not re-quantise (it keeps the input's scale): no rounding point.
-_PASS_THROUGH = ("InputLayer", "MaxPooling2D", "ZeroPadding2D", "Reshape", "Flatten", "Dropout")
+_PASS_THROUGH = ("InputLayer", "MaxPooling2D", "ZeroPadding2D", "Reshape", "Flatten", "Dropout",
+                 "ImagePreprocessing")  # the int8 edge model's input path is exact (int8_edge_model)
 _FUSABLE = ("Conv2D", "DepthwiseConv2D", "Dense", "Add")  # LiteRT fuses a following ReLU into these
 
 
@@ -40,6 +54,14 @@ def all_layers(model):
         else:
             layers[layer.name] = layer
     return layers
+
+
+def all_layers_and_models(model):
+    """Every layer of ``model`` and of its nested models, nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers_and_models(layer)
 
 
 def _producers(inbound_node):
@@ -291,3 +313,115 @@ def error_budget(simulated, images, reference, predict=None):
         rows.append(row(layer.name))
         layer.mode = "round"
     return rows
+
+
+# --- the float model the int8 converter gets ----------------------------------------------------
+
+class FixedRange(keras.layers.Layer):
+    """Fixes a tensor's int8 range for the converter: TF's fake-quant op with constant bounds (a
+    no-op on values already on that grid, as the exact pixel path's are)."""
+
+    def __init__(self, low, high, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def call(self, x):
+        return tf.quantization.fake_quant_with_min_max_args(x, self.low, self.high, num_bits=8)
+
+
+class AddConstant(keras.layers.Layer):
+    """Adds a fixed tensor (the first convolution's border correction)."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.value = np.asarray(value, np.float32)
+
+    def build(self, input_shape):
+        self.constant = self.add_weight(shape=self.value.shape, initializer="zeros", trainable=False, name="constant")
+        self.constant.assign(self.value)
+
+    def call(self, x):
+        return x + self.constant
+
+
+def _preprocessing(model):
+    found = [l for l in all_layers(model).values() if isinstance(l, models.ImagePreprocessing)]
+    if len(found) != 1:
+        raise ValueError(f"Expected one ImagePreprocessing layer in {model.name}, found {len(found)}.")
+    return found[0]
+
+
+def _first_convolution(model, start):
+    """The Conv2D that the output of layer ``start`` reaches through nested-model inputs and
+    zero padding alone; ValueError if it reaches anything else."""
+    name, nested = start, {l.name: l for l in all_layers_and_models(model) if isinstance(l, keras.Model)}
+    nodes = graph(model)
+    while True:
+        consumers = nodes[name][1]
+        if len(consumers) != 1:
+            raise ValueError(f"The exact int8 input path needs {name!r} to feed one layer, not {consumers}.")
+        name = consumers[0]
+        if name in nested:
+            name = nested[name].layers[0].name  # the nested model's input layer
+            continue
+        cls = nodes[name][0]
+        if cls == "Conv2D":
+            return all_layers(model)[name]
+        if cls != "ZeroPadding2D":
+            raise ValueError(f"The exact int8 input path needs the preprocessing to feed a convolution; "
+                             f"it feeds {name!r} ({cls}).")
+
+
+def int8_edge_model(encoder):
+    """Pixels float32 ``[N, S, S, C]`` in 0..255 -> L2-normalised embedding: ``exporting.edge_model``
+    for the int8 converter, with every pixel level kept (module docstring).
+
+    The preprocessing is affine: ``x_j = sum_i A_ij p_i + c_j``. The model computes
+    ``u_j = sum_i A_ij (p_i - 128)`` with one 1 x 1 convolution and adds the difference
+    ``c_j + 128 sum_i A_ij`` to the first convolution through its bias. That is exact inside the
+    image; where the first convolution reads its zero padding, the difference is missing. When it
+    is at most half a step of the input grid (our ResNets: 1/255 in [-1, 1]), that is left as it is
+    (less than rounding the input would cost); a larger one (the ImageNet mean subtraction of
+    ResNet-50) gets an exact border correction added after the first convolution.
+    """
+    folded = fold_batch_norm(encoder)
+    preprocessing = _preprocessing(folded)
+    channels = int(encoder.input_shape[-1])
+    zero = preprocessing(np.zeros((1, 1, 1, channels), np.float32)).numpy().reshape(-1)
+    affine = np.stack([preprocessing(np.eye(channels, dtype=np.float32)[i].reshape(1, 1, 1, channels))
+                       .numpy().reshape(-1) - zero for i in range(channels)]) / 255.0  # [C, 3] per grey level
+    step = float(np.abs(affine).max())
+    offset = zero + 128.0 * affine.sum(axis=0)
+    first = _first_convolution(folded, preprocessing.name)
+    owner = [m for m in all_layers_and_models(folded) if isinstance(m, keras.Model) and first in m.layers]
+    if not owner or not first.use_bias:
+        raise ValueError(f"The exact int8 input path needs {first.name!r} to have a bias (batch norm folded into "
+                         "it) and to sit in the backbone model that the preprocessing feeds.")
+    kernel, bias = first.get_weights()
+    to_first = keras.Model(owner[0].inputs[0], first.output)
+    size = encoder.input_shape[1:3]
+    black = np.zeros((1, *size, channels), np.float32)
+    true_black = to_first(preprocessing(black)).numpy()[0]
+    first.set_weights([kernel, bias + np.einsum("hwio,i->o", kernel, offset)])
+    shifted = ((black - 128.0).reshape(-1, channels) @ affine).reshape(1, *size, 3).astype(np.float32)
+    border = true_black - to_first(shifted).numpy()[0]
+    correct_border = bool(np.abs(offset).max() > step / 2 * (1 + 1e-3))  # float32 slack
+
+    pixels = keras.Input(encoder.input_shape[1:], dtype="float32", name="pixels")
+    to_input = keras.layers.Conv2D(3, 1, name="pixel_affine")
+    x = to_input(FixedRange(0.0, 255.0, name="pixel_range")(pixels))
+    to_input.set_weights([affine.reshape(1, 1, channels, 3).astype(np.float32),
+                          (-128.0 * affine.sum(axis=0)).astype(np.float32)])
+    x = FixedRange(-128.0 * step, 127.0 * step, name="pixel_affine_range")(x)
+
+    def call(layer, *args, **kwargs):
+        if layer is preprocessing:
+            return x
+        out = layer(*args, **kwargs)
+        if layer is first and correct_border:
+            return AddConstant(border, name=f"{layer.name}_border")(out)
+        return out
+
+    z = keras.models.clone_model(folded, input_tensors=pixels, clone_function=lambda layer: layer,
+                                 call_function=call, recursive=True).output
+    return keras.Model(pixels, keras.layers.UnitNormalization(name="l2_normalize")(z), name="int8_edge_embedder")

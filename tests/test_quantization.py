@@ -83,3 +83,39 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
     assert all(0.0 <= row["top1_agreement"] <= 1.0 for row in rows)
     again = quantization.embed(simulated, x)  # the budget leaves everything rounded
     np.testing.assert_allclose(np.mean(1 - np.sum(again * reference, axis=1)), by_name["nothing"]["error"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("backbone,channels", [("resnet_tiny", 1), ("resnet_tiny", 3), ("resnet50", 1)])
+def test_int8_edge_model_is_the_encoder_reading_pixels_directly(backbone, channels):
+    keras.utils.set_random_seed(0)
+    encoder = models.build_encoder(models.build_features((SIZE, SIZE, channels), backbone), embedding_dim=8,
+                                   projection_dim=16)
+    edge = quantization.int8_edge_model(encoder)
+    pixels = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, channels)).astype(np.uint8)
+    cosine = np.sum(edge(pixels.astype(np.float32)).numpy() * exporting.keras_embeddings(encoder, pixels), axis=1)
+    assert cosine.min() > 0.9999
+    layers = quantization.all_layers(edge).values()
+    # ResNet-50's ImageNet-mean preprocessing shifts by up to 24 grey levels: its border is corrected exactly.
+    assert any(isinstance(l, quantization.AddConstant) for l in layers) == (backbone == "resnet50")
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in layers)
+
+
+def test_int8_model_keeps_every_pixel_level_whatever_the_calibration_spans(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    encoder = _encoder()
+    calibration = np.random.default_rng(2).integers(10, 200, (16, SIZE, SIZE, 1)).astype(np.uint8)  # not 0..255
+    path = str(tmp_path / "int8.tflite")
+    exporting.write_tflite(encoder, path, "int8", calibration)
+    interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    pixels = np.arange(256, dtype=np.uint8).repeat(4)[:SIZE * SIZE].reshape(1, SIZE, SIZE, 1)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
+    interpreter.invoke()
+    assert interpreter.get_input_details()[0]["quantization"] == (1.0, 0)
+    affine = next(t for t in interpreter.get_tensor_details() if t["name"].split(";")[0].find("pixel_affine") >= 0
+                  and len(t["shape"]) == 4 and t["shape"][-1] == 3)
+    scale, zero_point = affine["quantization"]
+    values = (interpreter.get_tensor(affine["index"]).astype(np.float32) - zero_point) * scale
+    step = 2.0 / 255.0  # our ResNets' preprocessing: [0, 255] -> [-1, 1]
+    np.testing.assert_allclose(values, np.repeat(step * (pixels.astype(np.float32) - 128.0), 3, axis=-1), atol=1e-6)
