@@ -43,25 +43,24 @@ _PASS_THROUGH = ("InputLayer", "MaxPooling2D", "ZeroPadding2D", "Reshape", "Flat
 _FUSABLE = ("Conv2D", "DepthwiseConv2D", "Dense", "Add")  # LiteRT fuses a following ReLU into these
 
 
-def all_layers(model):
-    """Every layer of ``model``, nested models' layers included (depth-first), by name."""
-    layers = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layers.update(all_layers(layer))
-        elif layer.name in layers:
-            raise ValueError(f"Two layers are named {layer.name!r}; quantisation maps layers by name.")
-        else:
-            layers[layer.name] = layer
-    return layers
-
-
 def all_layers_and_models(model):
-    """Every layer of ``model`` and of its nested models, nested models included."""
+    """Every layer of ``model`` and of its nested models, nested models included (depth-first)."""
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
             yield from all_layers_and_models(layer)
+
+
+def all_layers(model):
+    """Every layer of ``model``, nested models' layers included (the models themselves not), by name."""
+    layers = {}
+    for layer in all_layers_and_models(model):
+        if isinstance(layer, keras.Model):
+            continue
+        if layer.name in layers:
+            raise ValueError(f"Two layers are named {layer.name!r}; quantisation maps layers by name.")
+        layers[layer.name] = layer
+    return layers
 
 
 def _producers(inbound_node):
@@ -128,20 +127,15 @@ def fold_batch_norm(model):
         return layer(*args, **kwargs)
 
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
+    copy_weights(model, folded, skip=pairs)  # the folded batch-norm layers are not in ``folded``
     targets = all_layers(folded)
-    for name, layer in layers.items():
-        if name in folded_bn or not layer.weights:
-            continue
-        if name in pairs:
-            bn = layers[pairs[name]]
-            gamma = bn.gamma.numpy() if bn.scale else 1.0
-            beta = bn.beta.numpy() if bn.center else 0.0
-            factor = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-            bias = layer.bias.numpy() if layer.use_bias else 0.0
-            targets[name].set_weights([layer.kernel.numpy() * factor,
-                                       (bias - bn.moving_mean.numpy()) * factor + beta])
-        else:
-            targets[name].set_weights(layer.get_weights())
+    for name, bn_name in pairs.items():
+        conv, bn = layers[name], layers[bn_name]
+        gamma = bn.gamma.numpy() if bn.scale else 1.0
+        beta = bn.beta.numpy() if bn.center else 0.0
+        factor = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        bias = conv.bias.numpy() if conv.use_bias else 0.0
+        targets[name].set_weights([conv.kernel.numpy() * factor, (bias - bn.moving_mean.numpy()) * factor + beta])
     return folded
 
 
@@ -230,11 +224,12 @@ def simulate_int8(folded):
     return simulated
 
 
-def copy_weights(source, target):
-    """Copies every layer's weights from ``source`` to the same-named layer of ``target``."""
+def copy_weights(source, target, skip=()):
+    """Copies every layer's weights from ``source`` to the same-named layer of ``target``
+    (except the layers named in ``skip``)."""
     targets = all_layers(target)
     for name, layer in all_layers(source).items():
-        if name in targets and layer.weights:
+        if name in targets and name not in skip and layer.weights:
             targets[name].set_weights(layer.get_weights())
 
 

@@ -9,10 +9,10 @@ from scl_amp_tf import exporting, models, quantization
 SIZE = 32
 
 
-def _encoder(backbone="resnet_tiny", seed=0):
+def _encoder(backbone="resnet_tiny", seed=0, channels=1):
     """A random encoder whose batch-norm layers hold non-trivial statistics and affine weights."""
     keras.utils.set_random_seed(seed)
-    encoder = models.build_encoder(models.build_features((SIZE, SIZE, 1), backbone), embedding_dim=8,
+    encoder = models.build_encoder(models.build_features((SIZE, SIZE, channels), backbone), embedding_dim=8,
                                    projection_dim=16)
     rng = np.random.default_rng(seed)
     for layer in quantization.all_layers(encoder).values():
@@ -87,9 +87,7 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
 
 @pytest.mark.parametrize("backbone,channels", [("resnet_tiny", 1), ("resnet_tiny", 3), ("resnet50", 1)])
 def test_int8_edge_model_is_the_encoder_reading_pixels_directly(backbone, channels):
-    keras.utils.set_random_seed(0)
-    encoder = models.build_encoder(models.build_features((SIZE, SIZE, channels), backbone), embedding_dim=8,
-                                   projection_dim=16)
+    encoder = _encoder(backbone, channels=channels)
     edge = quantization.int8_edge_model(encoder)
     pixels = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, channels)).astype(np.uint8)
     cosine = np.sum(edge(pixels.astype(np.float32)).numpy() * exporting.keras_embeddings(encoder, pixels), axis=1)
