@@ -174,7 +174,8 @@ def edge_model(encoder, normalize=True):
 
     Resizing stays outside (the edge runner does it with Pillow): TFLite has no builtin for the
     antialiased resize of training, and a camera delivers one size anyway. The int16x8 converter
-    has no 16-bit ``SQUARE``, so that variant leaves the normalisation to the runner.
+    has no 16-bit ``SQUARE``, so that variant leaves the normalisation to the runner (as int8
+    does: ``quantization.int8_edge_model``).
     """
     pixels = keras.Input(encoder.input_shape[1:], dtype="float32", name="pixels")
     x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(pixels)
@@ -213,10 +214,15 @@ def tflite_converter_settings(variant, representative_images=None):
 
 def write_tflite(encoder, path, variant, representative_images=None):
     """Converts through Keras's LiteRT export (ExportArchive -> SavedModel -> TFLiteConverter).
-    int8 converts ``quantization.int8_edge_model``: the same function with batch norm folded and
-    an input path that keeps every pixel level."""
-    model = (quantization.int8_edge_model(encoder) if variant == "int8"
-             else edge_model(encoder, normalize=variant != "int16x8"))
+    int8 converts ``quantization.int8_edge_model``: the same function with batch norm folded, an
+    input path that keeps every pixel level, and int8 ranges chosen on the representative images
+    for the least rounding error."""
+    if variant == "int8":
+        if representative_images is None or len(representative_images) == 0:
+            raise ExportError("int8 needs representative training images for calibration.")
+        model = quantization.int8_edge_model(encoder, np.asarray(representative_images, np.float32) / 255.0)
+    else:
+        model = edge_model(encoder, normalize=variant != "int16x8")
     model.export(
         path, format="litert", verbose=False, **tflite_converter_settings(variant, representative_images))
 

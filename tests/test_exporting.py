@@ -99,6 +99,7 @@ def test_layout_and_metadata(exported):
     assert metadata["class_names"] == TRAINED and metadata["image_size"] == SIZE and metadata["channels"] == 1
     assert set(metadata["tflite"]) == {"fp32", "fp16", "int8", "int16x8"}
     assert metadata["tflite"]["int8"]["bytes"] < metadata["tflite"]["fp32"]["bytes"] / 2
+    assert metadata["tflite"]["int8"]["float_ops"] == ["DEQUANTIZE"]  # integer up to the embedding
     umask = os.umask(0o022)
     os.umask(umask)
     for path in (version, version / "saved_model.pb", version / "assets.extra" / "reference_db.npz"):

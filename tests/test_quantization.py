@@ -70,9 +70,16 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
     np.testing.assert_allclose(quantization.fake_quant_kernel(stem.kernel).numpy(), stored, rtol=1e-5, atol=1e-6)
     relu = next(t for t in tensors if t["name"].split(";")[0].find("stem_relu") >= 0
                 and len(t["quantization_parameters"]["scales"]) == 1)
-    quantizer = quantization.all_layers(simulated)["stem_relu_int8"]
-    simulated_scale = (quantizer.range_max.numpy() - quantizer.range_min.numpy()) / 255.0
-    np.testing.assert_allclose(simulated_scale, relu["quantization_parameters"]["scales"][0], rtol=1e-3)
+    # The converter takes the simulation's "mse" ranges (fixed in the edge model), not its own min / max.
+    chosen = quantization.activation_ranges(simulated)
+    minmax = quantization.activation_ranges(
+        quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0, ranges="minmax"))
+    conv2 = next(t for t in tensors if t["name"].split(";")[0].find("stage1_block1_conv2") >= 0
+                 and len(t["shape"]) == 4 and len(t["quantization_parameters"]["scales"]) == 1)
+    for name, tensor in (("stem_relu", relu), ("stage1_block1_conv2", conv2)):
+        assert chosen[name][1] - chosen[name][0] < 0.99 * (minmax[name][1] - minmax[name][0]), name
+        np.testing.assert_allclose((chosen[name][1] - chosen[name][0]) / 255.0,
+                                   tensor["quantization_parameters"]["scales"][0], rtol=1e-3)
 
     reference = exporting.keras_embeddings(encoder, test)
     rows = quantization.error_budget(simulated, x, reference, lambda e: np.argmax(e[:, :3], axis=1))
@@ -83,6 +90,39 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
     assert all(0.0 <= row["top1_agreement"] <= 1.0 for row in rows)
     again = quantization.embed(simulated, x)  # the budget leaves everything rounded
     np.testing.assert_allclose(np.mean(1 - np.sum(again * reference, axis=1)), by_name["nothing"]["error"], rtol=1e-5)
+
+
+def _numpy_int8(x, low, high):
+    """An independent NumPy int8 rounding over [low, high] (zero on the grid, as in LiteRT)."""
+    scale = (high - low) / 255.0
+    zero_point = np.clip(np.round(-low / scale), 0, 255)
+    return (np.clip(np.round(x / scale) + zero_point, 0, 255) - zero_point) * scale
+
+
+def test_mse_ranges_round_each_tensor_with_less_error_than_min_max():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    hidden = keras.layers.Dense(64, activation="relu", name="hidden")
+    out = keras.layers.Dense(8, name="out")
+    model = keras.Model(inputs, out(hidden(inputs)))
+    hidden.set_weights([np.eye(64, dtype=np.float32), np.zeros(64, np.float32)])
+    x = np.random.default_rng(0).laplace(0, 1, (10000, 64)).astype(np.float32)  # long-tailed, as activations are
+    values = {"hidden": np.maximum(x, 0)}
+    values["out"] = values["hidden"] @ out.kernel.numpy() + out.bias.numpy()
+
+    simulated = quantization.simulate_int8(model)
+    quantization.calibrate(simulated, x, ranges="minmax")
+    minmax = quantization.activation_ranges(simulated)
+    quantization.calibrate(simulated, x)  # "mse"
+    chosen = quantization.activation_ranges(simulated)
+    assert set(chosen) == {"hidden", "out"}
+    for name, v in values.items():
+        np.testing.assert_allclose(minmax[name], (min(v.min(), 0), max(v.max(), 0)), rtol=1e-5)
+        error = {f: np.mean((_numpy_int8(v, f * minmax[name][0], f * minmax[name][1]) - v) ** 2)
+                 for f in quantization.CLIPPING_FACTORS}
+        got = np.mean((_numpy_int8(v, *chosen[name]) - v) ** 2)
+        assert got < 0.95 * error[1.0], (name, got, error[1.0])  # a few outliers clipped, finer steps for the rest
+        assert got <= 1.01 * min(error.values()), (name, got, min(error.values()))  # the best of the factors
 
 
 @pytest.mark.parametrize("backbone,channels", [("resnet_tiny", 1), ("resnet_tiny", 3), ("resnet50", 1)])
