@@ -217,14 +217,10 @@ def write_tflite(encoder, path, variant, representative_images=None):
     int8 converts ``quantization.int8_edge_model``: the same function with batch norm folded, an
     input path that keeps every pixel level, and int8 ranges chosen on the representative images
     for the least rounding error."""
-    if variant == "int8":
-        if representative_images is None or len(representative_images) == 0:
-            raise ExportError("int8 needs representative training images for calibration.")
-        model = quantization.int8_edge_model(encoder, np.asarray(representative_images, np.float32) / 255.0)
-    else:
-        model = edge_model(encoder, normalize=variant != "int16x8")
-    model.export(
-        path, format="litert", verbose=False, **tflite_converter_settings(variant, representative_images))
+    settings = tflite_converter_settings(variant, representative_images)  # checks the images first
+    model = (quantization.int8_edge_model(encoder, np.asarray(representative_images, np.float32) / 255.0)
+             if variant == "int8" else edge_model(encoder, normalize=variant != "int16x8"))
+    model.export(path, format="litert", verbose=False, **settings)
 
 
 def tflite_op_types(path):

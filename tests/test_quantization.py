@@ -157,3 +157,10 @@ def test_int8_model_keeps_every_pixel_level_whatever_the_calibration_spans(tmp_p
     values = (interpreter.get_tensor(affine["index"]).astype(np.float32) - zero_point) * scale
     step = 2.0 / 255.0  # our ResNets' preprocessing: [0, 255] -> [-1, 1]
     np.testing.assert_allclose(values, np.repeat(step * (pixels.astype(np.float32) - 128.0), 3, axis=-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("images", [None, np.zeros((0, SIZE, SIZE, 1), np.uint8)])
+def test_int8_without_calibration_images_is_refused(tmp_path, images):
+    with pytest.raises(exporting.ExportError, match="int8 needs representative training images"):
+        exporting.write_tflite(_encoder(), str(tmp_path / "int8.tflite"), "int8", images)
+    assert not (tmp_path / "int8.tflite").exists()
