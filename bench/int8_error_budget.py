@@ -70,9 +70,10 @@ def main():
 
     calibration, _ = exporting.calibration_and_check_images(train.images, args.representative_images, 1, args.seed)
     simulated = quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0)
-    rows = quantization.error_budget(simulated, images.astype(np.float32) / 255.0, reference, database.predict)
+    unit_images = images.astype(np.float32) / 255.0
+    rows = quantization.error_budget(simulated, unit_images, reference, database.predict)
     everything = rows[0]["error"]
-    simulated_all = quantization.embed(simulated, images.astype(np.float32) / 255.0)
+    simulated_all = quantization.embed(simulated, unit_images)  # error_budget leaves everything rounded
     emit({**common, "figure": "int8_simulation_vs_real",
           "error_between": float(np.mean(1.0 - np.sum(simulated_all * real, axis=1))),
           "simulated_error": everything}, args.out)

@@ -192,8 +192,6 @@ class ActivationFakeQuant(keras.layers.Layer):
         """The range ``f * (min, max)`` whose int8 rounding has the least squared error over the
         histogram (each bin's values at its centre), ``f`` searched in ``CLIPPING_FACTORS``."""
         low, high = float(self.range_min.numpy()), float(self.range_max.numpy())
-        if high <= low:  # zero throughout: nothing to round
-            return low, high
         counts = self.histogram.numpy()
         centres = (low + (np.arange(HISTOGRAM_BINS) + 0.5) * (high - low) / HISTOGRAM_BINS).astype(np.float32)
 
@@ -295,9 +293,9 @@ def calibrate(simulated, images, ranges="mse", batch_size=256):
     quantizers = activation_quantizers(simulated)
     set_rounding(simulated, weights=False, activations=False)
 
-    def run(mode):
-        for layer in quantizers:  # a tensor that is zero throughout has no histogram (and no error)
-            layer.mode = mode if mode == "observe" or layer.range_max.numpy() > layer.range_min.numpy() else "exact"
+    def run(layers, mode):  # the other quantizers pass through
+        for layer in quantizers:
+            layer.mode = mode if layer in layers else "exact"
         for i in range(0, len(images), batch_size):
             simulated(tf.constant(images[i:i + batch_size], tf.float32), training=False)
     try:
@@ -305,10 +303,11 @@ def calibrate(simulated, images, ranges="mse", batch_size=256):
             layer.range_min.assign(0.0)  # LiteRT's ranges always hold zero
             layer.range_max.assign(0.0)
             layer.histogram.assign(tf.zeros_like(layer.histogram))
-        run("observe")
-        if ranges == "mse":
-            run("histogram")
-            for layer in quantizers:
+        run(quantizers, "observe")
+        if ranges == "mse":  # a tensor that is zero throughout has no histogram (and nothing to round)
+            live = [layer for layer in quantizers if layer.range_max.numpy() > layer.range_min.numpy()]
+            run(live, "histogram")
+            for layer in live:
                 low, high = layer.mse_range()
                 layer.range_min.assign(low)
                 layer.range_max.assign(high)
@@ -442,8 +441,12 @@ def int8_edge_model(encoder, calibration_images=None):
 
     The L2 normalisation stays out: in int8 it is four more rounded ops and a float ``SQUARE``.
     """
-    ranges = {} if calibration_images is None else activation_ranges(int8_simulation(encoder, calibration_images))
     folded = fold_batch_norm(encoder)
+    ranges = {}
+    if calibration_images is not None:  # simulated on the folded weights (copied) before the bias below changes
+        simulated = simulate_int8(folded)
+        calibrate(simulated, calibration_images)
+        ranges = activation_ranges(simulated)
     preprocessing = _preprocessing(folded)
     channels = int(encoder.input_shape[-1])
     zero = preprocessing(np.zeros((1, 1, 1, channels), np.float32)).numpy().reshape(-1)

@@ -10,10 +10,10 @@ assets.extra``, written by ``python -m scl_amp_tf.export``); this script is copi
 It holds ``scl_amp_tf.json`` (image size, channels, class names, the .tflite file of each
 variant), ``reference_db.npz`` (one prototype per class, section IV.A of the paper) and the
 ``model_<variant>.tflite`` files, which map ``[N, S, S, C]`` pixel values to embeddings
-(L2-normalised by fp32 and fp16; this runner normalises every variant's output). A query's score for a class is its mean cosine similarity to that class's references
-(= the dot product with the class prototype); the prediction is the best-scoring class, or
-``unknown`` when the export set a reject threshold (``scl_amp_tf.json``: ``reject_threshold``)
-and the best score is below it.
+(L2-normalised by fp32 and fp16; this runner normalises every variant's output). A query's score
+for a class is its mean cosine similarity to that class's references (= the dot product with the
+class prototype); the prediction is the best-scoring class, or ``unknown`` when the export set a
+reject threshold (``scl_amp_tf.json``: ``reject_threshold``) and the best score is below it.
 
 Images are converted to the model's channels and resized to ``S x S`` with Pillow's bilinear
 filter, which antialiases when it shrinks, like the ``tf.image.resize(antialias=True)`` of
