@@ -425,6 +425,35 @@ def _first_convolution(model, start):
                              f"it feeds {name!r} ({cls}).")
 
 
+def _border_ranges(folded, first, border, ranges):
+    """int8 ranges around the first convolution's border correction (``int8_edge_model``).
+
+    The correction is added after the convolution, so LiteRT rounds the convolution's output
+    before it and the sum after it. Left to the converter, the first rounding took the range of
+    the whole pre-ReLU output (ResNet-50: 3x the step of the stem's output, and 2.8x the stem's
+    error). Here both get the same step ``s``: the convolution's range covers every value that
+    can reach the stem's range once a border value is added (``[lo - max b, hi - min b]``), and
+    the stem's range is widened to that width, so that both grids are the same lattice. Inside
+    the image (border 0) the sum is then exact and the stem's output is rounded once, at a step
+    ``1 + (max b - min b) / (hi - lo)`` times the calibrated one; the border is rounded twice.
+    Returns the convolution's range and ``{stem: its range}``; ``None, {}`` without calibrated
+    ranges or without a ReLU after the convolution (our ResNets all have one)."""
+    nodes = graph(folded)
+    consumers = nodes[first.name][1]
+    if len(consumers) != 1 or not _is_relu(nodes[consumers[0]][0], all_layers(folded).get(consumers[0])):
+        return None, {}
+    stem = consumers[0]
+    if stem not in ranges:
+        return None, {}
+    lo, hi = ranges[stem]
+    b_low, b_high = min(float(border.min()), 0.0), max(float(border.max()), 0.0)
+    width = (hi - lo) + (b_high - b_low)
+    step = width / 255.0
+    conv_low = -np.ceil((b_high - lo) / step - 1e-6) * step
+    stem_low = -np.ceil(-lo / step - 1e-6) * step
+    return (conv_low, conv_low + width), {stem: (stem_low, stem_low + width)}
+
+
 def int8_edge_model(encoder, calibration_images=None):
     """Pixels float32 ``[N, S, S, C]`` in 0..255 -> embedding (not normalised: the runner does
     that, in float): ``exporting.edge_model`` for the int8 converter, with every pixel level kept
@@ -476,11 +505,18 @@ def int8_edge_model(encoder, calibration_images=None):
                           (-128.0 * affine.sum(axis=0)).astype(np.float32)])
     x = FixedRange(-128.0 * step, 127.0 * step, name="pixel_affine_range")(x)
 
+    conv_range = None
+    if correct_border:
+        conv_range, stem_range = _border_ranges(folded, first, border, ranges)
+        ranges.update(stem_range)
+
     def call(layer, *args, **kwargs):
         if layer is preprocessing:
             return x
         out = layer(*args, **kwargs)
         if layer is first and correct_border:
+            if conv_range:
+                out = FixedRange(*conv_range, name=f"{layer.name}_range")(out)
             out = AddConstant(border, name=f"{layer.name}_border")(out)
         if layer.name in ranges:
             out = FixedRange(*ranges[layer.name], name=f"{layer.name}_range")(out)
