@@ -32,6 +32,10 @@ holds exactly, the first convolution's bias absorbs the constant difference to t
 preprocessing, and both tensors' ranges are fixed for the converter (TF's fake-quant op with
 fixed bounds), whatever the calibration images span. Every other int8 tensor's range is fixed the
 same way, to the ``"mse"`` range of :func:`calibrate` (the converter would take the min / max).
+Where the difference is too large to leave at the border that the first convolution reads
+(ResNet-50's ImageNet mean), a constant correction is added after that convolution, whose output
+is then rounded on the stem's own grid (:func:`_border_ranges`), so that the stem is still
+rounded once inside the image.
 """
 from __future__ import annotations
 
