@@ -9,6 +9,7 @@ their mean normalised embedding becomes the class's prototype in the reference d
 IV.A of the paper: a k-shot reference set). The result is published as the next version (new
 SavedModel, the same LiteRT files, the new reference database), checked like an export; the
 older versions stay, so TF Serving switches over (and back, by deleting the new folder) safely.
+The summary warns when some of the enrolled images predict as another class than the new one.
 """
 from __future__ import annotations
 

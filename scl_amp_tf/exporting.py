@@ -483,6 +483,13 @@ def describe_version(version_dir):
     if metadata.get("reject_threshold") is not None:
         lines.append(f"reject threshold {metadata['reject_threshold']:.4f}: images whose best score is below it "
                      f"are {UNKNOWN_NAME!r} (class id {evaluation.UNKNOWN})")
+    enrolment = metadata.get("enrolment")
+    if enrolment and enrolment["predicted_as_it"] < enrolment["images"]:
+        closer = ", ".join(f"{name} ({count})" for name, count in enrolment["closer_to"].items())
+        lines.append(f"warning: {enrolment['images'] - enrolment['predicted_as_it']} of the {enrolment['images']} "
+                     f"images enrolled as {enrolment['class_name']!r} predict as another class: {closer}. This "
+                     "encoder does not set them apart; more or cleaner images of the class, or retraining with "
+                     "it, may help.")
     for variant in (v for v in QUANTIZED if v in metadata["tflite"]):
         lines.append(f"{variant} ops with float32 outputs: "
                      f"{', '.join(metadata['tflite'][variant]['float_ops']) or 'none'}")
@@ -503,6 +510,18 @@ def read_images(folder):
             raise ExportError(f"Cannot decode image {path}: {e.message.strip()}. Fix or remove the file.") from None
         encoded.append(data.numpy())
     return paths, encoded
+
+
+def enrolment_check(database, class_name, embeddings):
+    """How the enrolled images themselves are classified by the new reference database: all of them
+    as the new class when the encoder sets that class apart from the others; those closer to
+    another class's prototype than to their own mean say it does not (too few, mixed or
+    out-of-domain images, or an encoder that never learnt such defects)."""
+    predicted = [database.class_names[i] for i in database.predict(embeddings)]
+    others = sorted({name for name in predicted if name != class_name},
+                    key=lambda name: (-predicted.count(name), name))
+    return {"class_name": class_name, "images": len(predicted), "predicted_as_it": predicted.count(class_name),
+            "closer_to": {name: predicted.count(name) for name in others}}
 
 
 def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, seed=0):
@@ -552,11 +571,14 @@ def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, 
             new = ReferenceDatabase(prototypes, counts, names)
         pixels = decode(tf.constant(encoded[:64]), metadata["image_size"], metadata["channels"]).numpy() * 255.0
         check_images = np.round(pixels).astype(np.uint8)
+        enrolment = enrolment_check(new, class_name, embeddings)
         event = f"{'added' if mode == 'add' else 'replaced'} class {class_name!r} from {len(paths)} images in " \
-                f"{os.path.abspath(images)}"
+                f"{os.path.abspath(images)}; {enrolment['predicted_as_it']} of them predict as it"
     encoder = keras.models.load_model(os.path.join(bundle, ENCODER_FILE))
     tflite_files = metadata.get("tflite", {})
-    metadata = {k: v for k, v in metadata.items() if k not in ("parity", "tflite", "version")}
+    metadata = {k: v for k, v in metadata.items() if k not in ("parity", "tflite", "version", "enrolment")}
+    if mode != "remove":
+        metadata["enrolment"] = enrolment
     metadata["history"] = [*metadata.get("history", []), f"{_now()} {event} (from version {os.path.basename(latest)})"]
     variants = tuple(tflite_files)
     # The next number after the version read, not after the newest now: if another enrolment has

@@ -302,6 +302,8 @@ def test_enroll_add_replace_remove(exported, tmp_path):
     np.testing.assert_allclose(after["scores"].numpy()[:, -1], expected, atol=1e-5)
     metadata = json.loads((export_dir / "wafers" / "2" / "assets.extra" / "scl_amp_tf.json").read_text())
     assert metadata["class_names"] == [*TRAINED, NEW] and metadata["reference_counts"][-1] == 8
+    assert metadata["enrolment"] == {"class_name": NEW, "images": 8, "predicted_as_it": 8, "closer_to": {}}
+    assert "warning" not in result.stdout
     assert "added class 'R'" in metadata["history"][-1]
     edge = edge_classify.EdgeClassifier(str(export_dir / "wafers" / "2" / "assets.extra"), "fp32")
     assert list(edge.classify(references)[1]) == [NEW] * 8  # the edge bundle follows
@@ -322,6 +324,28 @@ def test_enroll_add_replace_remove(exported, tmp_path):
     with pytest.raises(exporting.ExportError, match="a.png"):
         exporting.enroll(str(export_dir), "Scratch", images=str(broken))
     assert sorted(os.listdir(export_dir / "wafers")) == ["1", "2", "3", "4"]
+
+
+def test_enrolment_says_when_its_own_images_predict_as_another_class(tmp_path):
+    """Images that the encoder puts next to another class (here 3 of 5 sit on class "a") are
+    counted, and the version's description warns with the classes they are closer to."""
+    eye = np.eye(4, dtype=np.float32)
+    embeddings = np.stack([eye[0] + 0.05 * eye[3]] * 3 + [eye[2], eye[2] + 0.1 * eye[1]])
+    prototype = exporting.l2_normalize(embeddings).mean(axis=0, keepdims=True)
+    database = ReferenceDatabase(np.concatenate([eye[:2], prototype]), np.array([2, 2, 5]), ["a", "b", "new"])
+    enrolment = exporting.enrolment_check(database, "new", embeddings)
+    # An independent NumPy count: nearest prototype by cosine similarity.
+    nearest = np.argmax((embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)) @ database.prototypes.T, axis=1)
+    assert enrolment == {"class_name": "new", "images": 5, "predicted_as_it": int(np.sum(nearest == 2)),
+                         "closer_to": {"a": int(np.sum(nearest == 0))}}
+    assert enrolment["predicted_as_it"] == 2
+    version = tmp_path / "1"
+    (version / exporting.EXTRA).mkdir(parents=True)
+    (version / exporting.EXTRA / exporting.METADATA_FILE).write_text(json.dumps(
+        {"class_names": ["a", "b", "new"], "image_size": 8, "channels": 1, "parity": {}, "tflite": {},
+         "enrolment": enrolment}))
+    assert "warning: 3 of the 5 images enrolled as 'new' predict as another class: a (3)." in \
+        exporting.describe_version(str(version))
 
 
 def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported, tmp_path):
