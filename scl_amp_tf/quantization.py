@@ -436,7 +436,8 @@ def _border_ranges(folded, first, border, ranges):
     before it and the sum after it. Left to the converter, the first rounding took the range of
     the whole pre-ReLU output (ResNet-50: 3x the step of the stem's output, and 2.8x the stem's
     error). Here both get the same step ``s``: the convolution's range covers every value that
-    can reach the stem's range once a border value is added (``[lo - max b, hi - min b]``), and
+    can reach the stem's range once a border value is added (``[lo - max b, hi - min b]``, its
+    top to within one step, as its bottom is moved onto the lattice), and
     the stem's range is widened to that width, so that both grids are the same lattice. Inside
     the image (border 0) the sum is then exact and the stem's output is rounded once, at a step
     ``1 + (max b - min b) / (hi - lo)`` times the calibrated one; the border is rounded twice.
