@@ -114,6 +114,15 @@ def _is_relu(layer_class, layer):
     return layer_class == "Activation" and getattr(layer.activation, "__name__", "") == "relu"
 
 
+def _fused_relu(nodes, layers, name):
+    """The ReLU that LiteRT fuses into layer ``name`` (its only consumer), or None: then LiteRT
+    stores only the ReLU's output in int8. ``nodes``, ``layers``: :func:`graph`, :func:`all_layers`."""
+    consumers = nodes[name][1]
+    fused = (nodes[name][0] in _FUSABLE and len(consumers) == 1
+             and _is_relu(nodes[consumers[0]][0], layers.get(consumers[0])))
+    return consumers[0] if fused else None
+
+
 def fold_batch_norm(model):
     """A copy of ``model`` in which each ``Conv2D`` whose only consumer is a ``BatchNormalization``
     absorbs it (kernel scaled by ``gamma / sqrt(var + eps)``, bias shifted): equal at inference."""
@@ -235,11 +244,6 @@ def simulate_int8(folded):
     if any(cls == "BatchNormalization" for cls, _, _ in nodes.values()):
         raise ValueError("Fold batch normalisation first (fold_batch_norm): LiteRT folds it into the convolution.")
 
-    def fused_into_consumer(name):
-        consumers = nodes[name][1]
-        return (nodes[name][0] in _FUSABLE and len(consumers) == 1
-                and _is_relu(nodes[consumers[0]][0], layers.get(consumers[0])))
-
     def clone(layer):
         cls = type(layer).__name__
         replacement = {"Conv2D": SimulatedInt8Conv2D, "Dense": SimulatedInt8Dense}.get(cls, layer.__class__)
@@ -248,7 +252,7 @@ def simulate_int8(folded):
     def call(layer, *args, **kwargs):
         out = layer(*args, **kwargs)
         cls = nodes.get(layer.name, (type(layer).__name__,))[0]
-        if cls in _PASS_THROUGH or isinstance(layer, keras.Model) or fused_into_consumer(layer.name):
+        if cls in _PASS_THROUGH or isinstance(layer, keras.Model) or _fused_relu(nodes, layers, layer.name):
             return out
         return ActivationFakeQuant(source=layer.name, name=f"{layer.name}_int8")(out)
 
@@ -443,12 +447,8 @@ def _border_ranges(folded, first, border, ranges):
     ``1 + (max b - min b) / (hi - lo)`` times the calibrated one; the border is rounded twice.
     Returns the convolution's range and ``{stem: its range}``; ``None, {}`` without calibrated
     ranges or without a ReLU after the convolution (our ResNets all have one)."""
-    nodes = graph(folded)
-    consumers = nodes[first.name][1]
-    if len(consumers) != 1 or not _is_relu(nodes[consumers[0]][0], all_layers(folded).get(consumers[0])):
-        return None, {}
-    stem = consumers[0]
-    if stem not in ranges:
+    stem = _fused_relu(graph(folded), all_layers(folded), first.name)
+    if stem is None or stem not in ranges:
         return None, {}
     lo, hi = ranges[stem]
     b_low, b_high = min(float(border.min()), 0.0), max(float(border.max()), 0.0)
