@@ -23,6 +23,7 @@ product with the class prototype (the mean of the normalised references).
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import os
@@ -517,11 +518,10 @@ def enrolment_check(database, class_name, embeddings):
     as the new class when the encoder sets that class apart from the others; those closer to
     another class's prototype than to their own mean say it does not (too few, mixed or
     out-of-domain images, or an encoder that never learnt such defects)."""
-    predicted = [database.class_names[i] for i in database.predict(embeddings)]
-    others = sorted({name for name in predicted if name != class_name},
-                    key=lambda name: (-predicted.count(name), name))
-    return {"class_name": class_name, "images": len(predicted), "predicted_as_it": predicted.count(class_name),
-            "closer_to": {name: predicted.count(name) for name in others}}
+    counts = collections.Counter(database.class_names[i] for i in database.predict(embeddings))
+    others = sorted((name for name in counts if name != class_name), key=lambda name: (-counts[name], name))
+    return {"class_name": class_name, "images": len(embeddings), "predicted_as_it": counts[class_name],
+            "closer_to": {name: counts[name] for name in others}}
 
 
 def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, seed=0):
@@ -553,7 +553,7 @@ def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, 
         rng = np.random.default_rng(seed)  # no new images: check the artefacts on seeded noise images
         size, channels = metadata["image_size"], metadata["channels"]
         check_images = rng.integers(0, 256, (16, size, size, channels), dtype=np.uint8)
-        event = f"removed class {class_name!r}"
+        event, enrolment = f"removed class {class_name!r}", None
     else:
         if not images:
             raise ExportError("--images=DIR is needed: a folder of images of the class to enroll.")
@@ -577,7 +577,7 @@ def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, 
     encoder = keras.models.load_model(os.path.join(bundle, ENCODER_FILE))
     tflite_files = metadata.get("tflite", {})
     metadata = {k: v for k, v in metadata.items() if k not in ("parity", "tflite", "version", "enrolment")}
-    if mode != "remove":
+    if enrolment is not None:
         metadata["enrolment"] = enrolment
     metadata["history"] = [*metadata.get("history", []), f"{_now()} {event} (from version {os.path.basename(latest)})"]
     variants = tuple(tflite_files)
