@@ -56,6 +56,11 @@ flags.DEFINE_integer("projection_dim", _DEFAULTS.projection_dim, "Hidden width o
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size N (Table I: 32).")
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs (Table I: 100).")
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate (Table I: 5e-4 with Adam).")
+flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, ["constant", "cosine"],
+                  "constant: the learning rate of Table I at every step; cosine: linear warm-up over "
+                  "--warmup_fraction of the steps, then a half-cosine decay to 0 at the last step.")
+flags.DEFINE_float("warmup_fraction", _DEFAULTS.warmup_fraction,
+                   "With --lr_schedule=cosine: the fraction of the run's steps that warm the rate up from 0.")
 flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, ["adam", "sgd"], "Optimizer (Table I: adam).")
 flags.DEFINE_float("temperature", _DEFAULTS.temperature, "Temperature tau of L_con, Eq. 1 (Table I: 0.5).")
 flags.DEFINE_float("margin", _DEFAULTS.margin, "Angular margin m of L_arc, Eq. 4 (Table I: 0.5).")
@@ -69,6 +74,12 @@ flags.DEFINE_bool("class_aware_negatives", _DEFAULTS.class_aware_negatives,
                   "L_con leaves the other images of an anchor's class out of its negatives (our extension; "
                   "the paper's Eq. 1 counts them as negatives).")
 flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest random-crop area, as a fraction.")
+flags.DEFINE_float("validation_fraction", None,
+                   "Hold out this stratified fraction of each class's training images (at least one each) "
+                   "from fitting; their accuracy after every epoch is val_accuracy in the progress line and "
+                   "TensorBoard. After training they join the reference database.")
+flags.DEFINE_bool("restore_best_validation", _DEFAULTS.restore_best_validation,
+                  "End the run with the weights of its best val_accuracy epoch (needs --validation_fraction).")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(STRATEGIES),
                   "tf.distribute strategy: auto (mirrored when several GPUs are visible, else the default "
                   "one-device strategy), one_device, mirrored (all local GPUs), multi_worker (MultiWorkerMirroredStrategy over the "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -31,6 +32,8 @@ from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
 from scl_amp_tf import models
+from scl_amp_tf import schedules
+from scl_amp_tf import validation
 from scl_amp_tf.files import atomic_write
 
 METHODS = ("scl_amp", "ce")
@@ -74,6 +77,8 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 100
     learning_rate: float = 5e-4
+    lr_schedule: str = "constant"
+    warmup_fraction: float = 0.0
     optimizer: str = "adam"
     temperature: float = 0.5
     margin: float = 0.5
@@ -84,6 +89,8 @@ class TrainConfig:
     arc_on_views: bool = False
     class_aware_negatives: bool = False
     crop_scale_min: float = 0.25
+    validation_fraction: float | None = None
+    restore_best_validation: bool = False
     strategy: str = "auto"
     tpu: str | None = None
     mixed_precision: str = "float32"
@@ -101,6 +108,13 @@ class TrainConfig:
             (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
             (self.epochs >= 1, f"--epochs={self.epochs} must be at least 1"),
             (self.learning_rate > 0, f"--learning_rate={self.learning_rate} must be positive"),
+            (self.lr_schedule in schedules.SCHEDULES,
+             f"--lr_schedule={self.lr_schedule!r} must be one of {', '.join(schedules.SCHEDULES)}"),
+            (0 <= self.warmup_fraction < 1, f"--warmup_fraction={self.warmup_fraction} must lie in [0, 1)"),
+            (self.validation_fraction is None or 0 < self.validation_fraction < 1,
+             f"--validation_fraction={self.validation_fraction} must lie in (0, 1)"),
+            (not self.restore_best_validation or self.validation_fraction is not None,
+             "--restore_best_validation needs a validation split: set --validation_fraction"),
             (self.optimizer in OPTIMIZERS, f"--optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}"),
             (0 < self.temperature <= 1, f"--temperature={self.temperature} must lie in (0, 1] (section III.A)"),
             (0 <= self.margin < np.pi / 2, f"--margin={self.margin} must lie in [0, pi/2)"),
@@ -215,8 +229,16 @@ def load_data(dataset, image_size, *, data_dir=None, manual_dir=None, synthetic_
     return data_lib.select_classes(data, classes) if classes else data
 
 
-def build_model(config: TrainConfig, strategy, image_shape, num_classes):
+def steps_per_epoch(num_images, batch_size, num_replicas=1):
+    """Optimizer steps in one pass over ``num_images`` (the last, short batch is dropped when
+    several replicas share a step, see :func:`data.pipeline`)."""
+    return num_images // batch_size if num_replicas > 1 else math.ceil(num_images / batch_size)
+
+
+def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_steps=None):
     """The run's compiled model, built under ``strategy``'s scope and ``--mixed_precision``.
+
+    ``total_steps``: the run's optimizer steps, which ``--lr_schedule=cosine`` needs.
 
     Returns ``(model, encoder, features, views)``: the model ``fit`` trains, the network whose
     output is saved as ``encoder.keras`` (the SCL-AMP encoder, or the CE classifier itself), its
@@ -228,7 +250,8 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes):
                                          config.bn_momentum)
         if strategy.num_replicas_in_sync > 1:
             models.set_batchnorm(features, synchronized=True)
-        optimizer = OPTIMIZERS[config.optimizer](config.learning_rate)
+        optimizer = OPTIMIZERS[config.optimizer](schedules.learning_rate(
+            config.lr_schedule, config.learning_rate, total_steps, config.warmup_fraction))
         if config.method == "scl_amp":
             encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
             model = models.SclAmpModel(encoder, num_classes, temperature=config.temperature,
@@ -265,28 +288,37 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
     unlabeled = _unlabeled_images(config, data, train_idx, test_idx)
+    # --validation_fraction: the network fits the other training images only; after training every
+    # labelled training image (the validation ones too) is a reference of the database.
+    fit_pos, val_pos = (validation.carve(train_data.images, train_data.labels, config.validation_fraction,
+                                         config.seed)
+                        if config.validation_fraction else (np.arange(len(train_idx)), np.zeros(0, np.int64)))
+    fit_data, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
     _check_model_dir(config)
     if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
               f"{len(test_idx)} test images at {config.image_size}x{config.image_size}"
+              + (f" ({len(val_pos)} of the training images held out for validation)" if len(val_pos) else "")
               + (f"; {len(unlabeled)} unlabeled images for L_con." if unlabeled is not None else "."))
 
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
     keras.utils.set_random_seed(config.seed)
-    model, encoder, features, views = build_model(config, strategy, train_data.images.shape[1:], data.num_classes)
+    total_steps = config.epochs * steps_per_epoch(len(fit_pos), config.batch_size, strategy.num_replicas_in_sync)
+    model, encoder, features, views = build_model(config, strategy, train_data.images.shape[1:], data.num_classes,
+                                                  total_steps=total_steps)
 
     if chief:  # only the chief writes the model directory; the other workers read its backup
         os.makedirs(config.model_dir, exist_ok=True)
         write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
         atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
         atomic_write(os.path.join(config.model_dir, "split.npz"),
-                     lambda tmp: np.savez(tmp, train=train_idx, test=test_idx))
+                     lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
     crop_scale = (config.crop_scale_min, 1.0)
 
     def make_input(context):
         labelled = data_lib.pipeline(
-            train_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True,
+            fit_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True,
             crop_scale=crop_scale, input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1)
         if unlabeled is None:
             return labelled
@@ -302,7 +334,12 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
 
     train_ds = strategy.distribute_datasets_from_function(make_input)
     with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, "logs")) as log_dir:
-        callbacks = [distribute.BackupAndRestore(os.path.join(config.model_dir, "backup"), chief=chief),
+        validating = [validation.ValidationAccuracy(
+            encoder, fit_data, val_data, by_reference=config.method == "scl_amp",
+            restore_best=config.restore_best_validation, best_dir=config.model_dir if chief else None)
+        ] if len(val_pos) else []
+        # Validation first: the progress bar, TensorBoard and the history then see val_accuracy.
+        callbacks = [*validating, distribute.BackupAndRestore(os.path.join(config.model_dir, "backup"), chief=chief),
                      keras.callbacks.TensorBoard(log_dir, profile_batch=config.profiled_steps()
                                                  if config.profile_batches and chief else 0), *callbacks]
         start = time.time()
@@ -319,7 +356,13 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
     metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=config.epochs,
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
-                   final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {})
+                   final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
+                   validation=None if not validating else {
+                       "fraction": config.validation_fraction, "num_images": int(len(val_pos)),
+                       "history": [float(v) for v in history.history.get("val_accuracy", [])],
+                       "best_epoch": validating[0].best and validating[0].best["epoch"],
+                       "best_val_accuracy": validating[0].best and validating[0].best["val_accuracy"],
+                       "restored_best": config.restore_best_validation})
     _save_artefacts(config, encoder, database, metrics)
     if config.verbose and metrics["test_accuracy"] is None:
         print(f"No test images (every image trains); written to {config.model_dir}")
