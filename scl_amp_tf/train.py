@@ -43,11 +43,16 @@ flags.DEFINE_string("unlabeled_data", None,
 flags.DEFINE_integer("unlabeled_batch_size", None,
                      "Unlabeled images added to each batch (default --batch_size).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the split, the initialisation and the augmentations.")
-flags.DEFINE_enum("method", _DEFAULTS.method, ["scl_amp", "ce"],
-                  "scl_amp: the paper's method; ce: the ResNet + softmax cross-entropy baseline.")
+flags.DEFINE_enum("method", _DEFAULTS.method, ["scl_amp", "ce", "contrastive"],
+                  "scl_amp: the paper's method; ce: the ResNet + softmax cross-entropy baseline; contrastive: "
+                  "pre-training with L_con alone on the training images without their labels plus "
+                  "--unlabeled_data (start a few-shot run from it with --init_from).")
 flags.DEFINE_enum("backbone", _DEFAULTS.backbone, ["resnet50", "resnet18", "resnet_tiny"], "Backbone network.")
 flags.DEFINE_string("backbone_weights", _DEFAULTS.backbone_weights,
                     "none | imagenet (resnet50, Keras download) | path to a weights file.")
+flags.DEFINE_string("init_from", None,
+                    "A finished run's folder (e.g. a --method=contrastive pre-training): the backbone starts "
+                    "from its weights (MODEL_DIR/backbone.weights.h5; the same file works as --backbone_weights).")
 flags.DEFINE_float("bn_momentum", _DEFAULTS.bn_momentum, "Momentum of every batch-norm moving average.")
 flags.DEFINE_bool("bn_recalibration", _DEFAULTS.bn_recalibration,
                   "After training, set batch-norm statistics to those of (up to 256) training images.")

@@ -36,7 +36,9 @@ from scl_amp_tf import schedules
 from scl_amp_tf import validation
 from scl_amp_tf.files import atomic_write
 
-METHODS = ("scl_amp", "ce")
+# contrastive: L_con (Eq. 1-2) alone, without labels: pre-training on unlabeled images for --init_from.
+METHODS = ("scl_amp", "ce", "contrastive")
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # every run's backbone alone: --init_from / --backbone_weights
 # Table I: Adam. Plain SGD is there for exact comparisons: Adam scales every step to about the
 # learning rate, so float round-off in a near-zero gradient turns into a full-size difference.
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
@@ -70,6 +72,7 @@ class TrainConfig:
     method: str = "scl_amp"
     backbone: str = "resnet50"
     backbone_weights: str = "none"
+    init_from: str | None = None
     bn_momentum: float = 0.9
     bn_recalibration: bool = False
     embedding_dim: int = 128
@@ -137,12 +140,16 @@ class TrainConfig:
             raise ValueError("Give exactly one of --shots_per_class and --train_fraction.")
         if self.test_fraction is not None and self.shots_per_class is None:
             raise ValueError("--test_fraction goes with --shots_per_class.")
+        if self.init_from is not None and self.backbone_weights not in ("none", None):
+            raise ValueError("Give one of --init_from and --backbone_weights: both set the backbone's first weights.")
         if self.unlabeled_data is not None:
-            if self.method != "scl_amp":
-                raise ValueError("--unlabeled_data feeds L_con, which only --method=scl_amp has.")
+            if self.method == "ce":
+                raise ValueError("--unlabeled_data feeds L_con, which --method=ce does not have.")
             if self.class_aware_negatives:
                 raise ValueError("--class_aware_negatives needs a class for every image; it cannot be "
                                  "combined with --unlabeled_data.")
+        if self.method == "contrastive" and self.class_aware_negatives:
+            raise ValueError("--method=contrastive learns without labels; --class_aware_negatives needs them.")
         if self.profile_batches is not None:
             self.profiled_steps()
         if self.unlabeled_batch_size is not None and self.unlabeled_batch_size < 2:
@@ -235,6 +242,24 @@ def steps_per_epoch(num_images, batch_size, num_replicas=1):
     return num_images // batch_size if num_replicas > 1 else math.ceil(num_images / batch_size)
 
 
+def initial_backbone_weights(config: TrainConfig):
+    """The weights the backbone starts from: ``--backbone_weights``, or the backbone of the run
+    ``--init_from`` names (e.g. a ``--method=contrastive`` pre-training on unlabeled images)."""
+    if config.init_from is None:
+        return config.backbone_weights
+    path = os.path.join(config.init_from, BACKBONE_WEIGHTS)
+    settings_path = os.path.join(config.init_from, "config.json")
+    if not os.path.exists(path) or not os.path.exists(settings_path):
+        raise ValueError(f"--init_from={config.init_from} is not a finished run of this project (no "
+                         f"{BACKBONE_WEIGHTS}); pre-train one with --method=contrastive --model_dir=... first.")
+    with open(settings_path) as f:
+        theirs = json.load(f)
+    if theirs.get("backbone") != config.backbone:
+        raise ValueError(f"--init_from={config.init_from} trained a {theirs.get('backbone')} backbone, "
+                         f"not --backbone={config.backbone}.")
+    return path
+
+
 def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_steps=None):
     """The run's compiled model, built under ``strategy``'s scope and ``--mixed_precision``.
 
@@ -246,17 +271,19 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
     Batch norm is synchronised across replicas when there are several.
     """
     with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
-        features = models.build_features(image_shape, config.backbone, config.backbone_weights,
+        features = models.build_features(image_shape, config.backbone, initial_backbone_weights(config),
                                          config.bn_momentum)
         if strategy.num_replicas_in_sync > 1:
             models.set_batchnorm(features, synchronized=True)
         optimizer = OPTIMIZERS[config.optimizer](schedules.learning_rate(
             config.lr_schedule, config.learning_rate, total_steps, config.warmup_fraction))
-        if config.method == "scl_amp":
+        if config.method in ("scl_amp", "contrastive"):
             encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
+            contrastive_only = config.method == "contrastive"  # no labels: L_con alone
             model = models.SclAmpModel(encoder, num_classes, temperature=config.temperature,
-                                       margin=config.margin, scale=config.arc_scale, alpha=config.alpha,
-                                       beta=config.beta, symmetric=config.symmetric,
+                                       margin=config.margin, scale=config.arc_scale,
+                                       alpha=1.0 if contrastive_only else config.alpha,
+                                       beta=0.0 if contrastive_only else config.beta, symmetric=config.symmetric,
                                        arc_on_views=config.arc_on_views,
                                        class_aware_negatives=config.class_aware_negatives)
             model.build()
@@ -288,12 +315,17 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
     unlabeled = _unlabeled_images(config, data, train_idx, test_idx)
+    if config.method == "contrastive":  # pre-training: every image without its label, in one pool
+        pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))
+        unlabeled = None
     # --validation_fraction: the network fits the other training images only; after training every
     # labelled training image (the validation ones too) is a reference of the database.
     fit_pos, val_pos = (validation.carve(train_data.images, train_data.labels, config.validation_fraction,
                                          config.seed)
                         if config.validation_fraction else (np.arange(len(train_idx)), np.zeros(0, np.int64)))
-    fit_data, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
+    labelled_fit, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
+    fit_data = labelled_fit if config.method != "contrastive" else data_lib.LabelledImages(
+        pool, np.full(len(pool), -1, np.int64), data.class_names, "unlabeled pool")
     _check_model_dir(config)
     if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
@@ -304,7 +336,8 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
     keras.utils.set_random_seed(config.seed)
-    total_steps = config.epochs * steps_per_epoch(len(fit_pos), config.batch_size, strategy.num_replicas_in_sync)
+    total_steps = config.epochs * steps_per_epoch(len(fit_data.labels), config.batch_size,
+                                                  strategy.num_replicas_in_sync)
     model, encoder, features, views = build_model(config, strategy, train_data.images.shape[1:], data.num_classes,
                                                   total_steps=total_steps)
 
@@ -335,7 +368,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     train_ds = strategy.distribute_datasets_from_function(make_input)
     with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, "logs")) as log_dir:
         validating = [validation.ValidationAccuracy(
-            encoder, fit_data, val_data, by_reference=config.method == "scl_amp",
+            encoder, labelled_fit, val_data, by_reference=config.method != "ce",
             restore_best=config.restore_best_validation, best_dir=config.model_dir if chief else None)
         ] if len(val_pos) else []
         # Validation first: the progress bar, TensorBoard and the history then see val_accuracy.
@@ -363,7 +396,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                        "best_epoch": validating[0].best and validating[0].best["epoch"],
                        "best_val_accuracy": validating[0].best and validating[0].best["val_accuracy"],
                        "restored_best": config.restore_best_validation})
-    _save_artefacts(config, encoder, database, metrics)
+    _save_artefacts(config, encoder, features, database, metrics)
     if config.verbose and metrics["test_accuracy"] is None:
         print(f"No test images (every image trains); written to {config.model_dir}")
     elif config.verbose:
@@ -443,7 +476,7 @@ def evaluate(config, encoder, features, train_data, test_data):
         return database, predictions
 
     feature_database, feature_predictions = database_and_predictions(features)
-    if config.method == "scl_amp":
+    if config.method != "ce":
         database, predictions = database_and_predictions(encoder)
     else:
         database, predictions = feature_database, np.argmax(embed(encoder, test_data.images), axis=1)
@@ -461,9 +494,13 @@ def evaluate(config, encoder, features, train_data, test_data):
     }, database
 
 
-def _save_artefacts(config, encoder, database, metrics):
+def _save_artefacts(config, encoder, features, database, metrics):
     model_dir = config.model_dir
     atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
+    backbone = features.get_layer(config.backbone)  # the ResNet inside (after the preprocessing layer)
+    tmp = os.path.join(model_dir, ".tmp_" + BACKBONE_WEIGHTS)  # Keras wants the ".weights.h5" ending
+    backbone.save_weights(tmp)
+    os.replace(tmp, os.path.join(model_dir, BACKBONE_WEIGHTS))
     database.save(os.path.join(model_dir, "reference_db.npz"))
     if metrics["test_accuracy"] is not None:
         with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():

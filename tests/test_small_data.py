@@ -1,0 +1,140 @@
+"""The small-data recipe's parts: the learning-rate schedule, the validation split and its
+per-epoch accuracy, keeping the best validation epoch."""
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from scl_amp_tf import data as data_lib
+from scl_amp_tf import schedules, validation
+from scl_amp_tf.training import TrainConfig, train_and_evaluate
+
+CHANCE = 1 / 38
+
+
+def _reference_cosine(step, peak, total, warmup):
+    """Independent formula: linear warm-up from 0, then a half cosine from peak to 0."""
+    if step < warmup:
+        return peak * step / warmup
+    t = (step - warmup) / (total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+@pytest.mark.parametrize("warmup_fraction", [0.0, 0.1])
+def test_cosine_schedule_matches_the_formula(warmup_fraction):
+    total, peak = 200, 1e-3
+    schedule = schedules.learning_rate("cosine", peak, total, warmup_fraction)
+    warmup = round(warmup_fraction * total)
+    for step in [0, 1, 10, 19, 20, 21, 100, 150, 199, 200, 250]:
+        if step == 0 and warmup == 0:
+            assert float(schedule(step)) == pytest.approx(peak, rel=1e-5)
+            continue
+        assert float(schedule(step)) == pytest.approx(_reference_cosine(step, peak, total, warmup), rel=1e-4,
+                                                      abs=1e-9), step
+
+
+def test_constant_schedule_and_errors():
+    assert schedules.learning_rate("constant", 5e-4) == 5e-4
+    with pytest.raises(ValueError, match="lr_schedule"):
+        schedules.learning_rate("step", 5e-4, 100)
+    with pytest.raises(ValueError, match="total number of steps"):
+        schedules.learning_rate("cosine", 5e-4, None)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        schedules.learning_rate("cosine", 5e-4, 100, 1.0)
+
+
+def test_carve_is_stratified_disjoint_seeded_and_keeps_duplicates_together():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (60, 4, 4, 1), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], 20)
+    images[5] = images[3]  # a duplicate pair inside class 0
+    fit, held = validation.carve(images, labels, 0.25, seed=3)
+    assert len(np.intersect1d(fit, held)) == 0 and len(fit) + len(held) == 60
+    for c in range(3):
+        count = np.sum(labels[held] == c)
+        assert count in (5, 6), count  # 0.25 * 20 = 5, one more when a duplicate pair is held out together
+    assert (3 in held) == (5 in held)
+    again_fit, again_held = validation.carve(images, labels, 0.25, seed=3)
+    assert np.array_equal(held, again_held)
+    other = validation.carve(images, labels, 0.25, seed=4)[1]
+    assert not np.array_equal(held, other)
+    # A small class still gives one image and keeps one.
+    fit, held = validation.carve(images[:4], np.array([0, 0, 1, 1]), 0.1, seed=0)
+    assert sorted(np.array([0, 0, 1, 1])[held]) == [0, 1]
+    with pytest.raises(data_lib.DataError, match="class 1 has 1 distinct"):
+        validation.carve(images[:3], np.array([0, 0, 1]), 0.5, seed=0)
+
+
+def _config(tmp_path, **kwargs):
+    settings = dict(model_dir=str(tmp_path / "run"), dataset="synthetic_wafers", synthetic_per_class=20,
+                    shots_per_class=10, image_size=52, backbone="resnet_tiny", epochs=6, verbose=0)
+    settings.update(kwargs)
+    return TrainConfig(**settings)
+
+
+@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+def test_validation_accuracy_every_epoch_and_the_best_epoch_restored(tmp_path, method):
+    epochs = 6 if method == "scl_amp" else 10  # CE learns slower on 8 images per class
+    config = _config(tmp_path, method=method, validation_fraction=0.2, restore_best_validation=True,
+                     lr_schedule="cosine", warmup_fraction=0.1, arc_on_views=True, epochs=epochs,
+                     learning_rate=2e-3, crop_scale_min=0.8)
+    metrics = train_and_evaluate(config)
+    record = metrics["validation"]
+    assert record["num_images"] == 38 * 2 and len(record["history"]) == epochs
+    best = int(np.argmax(record["history"]))
+    assert record["best_epoch"] == best + 1 and record["best_val_accuracy"] == record["history"][best]
+    # It learns: a few epochs with the cosine schedule beat chance clearly on the held-out images.
+    assert record["best_val_accuracy"] > 4 * CHANCE, record
+    assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]
+    # The saved network is the best epoch's: its validation accuracy, recomputed from the files, is the best.
+    data = data_lib.load("synthetic_wafers", image_size=52, synthetic_per_class=20, seed=0)
+    split = np.load(os.path.join(config.model_dir, "split.npz"))
+    held = split["validation"]
+    fit = np.setdiff1d(split["train"], held)
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    out = lambda idx: encoder.predict(data.images[idx] / np.float32(255), verbose=0)  # noqa: E731
+    if method == "scl_amp":
+        from scl_amp_tf.reference import ReferenceDatabase
+        predictions = ReferenceDatabase.from_embeddings(out(fit), data.labels[fit], data.class_names).predict(out(held))
+    else:
+        predictions = np.argmax(out(held), axis=1)
+    assert np.mean(predictions == data.labels[held]) == pytest.approx(record["best_val_accuracy"], abs=1e-6)
+    assert json.load(open(os.path.join(config.model_dir, validation.BEST_RECORD)))["epoch"] == best + 1
+    # Every training image, the held-out ones too, is a reference of the final database.
+    assert metrics["num_train"] == 38 * 10
+
+
+def test_restore_best_needs_a_validation_split(tmp_path):
+    with pytest.raises(ValueError, match="restore_best_validation needs"):
+        train_and_evaluate(_config(tmp_path, restore_best_validation=True))
+
+
+def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tmp_path):
+    from scl_amp_tf import training
+
+    pretrain = _config(tmp_path, model_dir=str(tmp_path / "pretrain"), method="contrastive", epochs=4,
+                       shots_per_class=5, test_fraction=0.5, unlabeled_data="rest", verbose=0)
+    metrics = train_and_evaluate(pretrain)
+    # No labels were used, yet L_con fell and the reference database of the labelled images classifies.
+    history = metrics["final_train_metrics"]
+    assert history["arc_loss"] == 0.0
+    assert metrics["test_accuracy"] > 3 * CHANCE, metrics["test_accuracy"]
+    weights = os.path.join(pretrain.model_dir, training.BACKBONE_WEIGHTS)
+    assert os.path.exists(weights)
+    saved = keras.models.load_model(os.path.join(pretrain.model_dir, "encoder.keras"))
+    expected = [w.copy() for w in saved.get_layer("resnet_tiny").get_weights()]
+
+    import tensorflow as tf
+    for how in ({"init_from": pretrain.model_dir}, {"backbone_weights": weights}):
+        config = _config(tmp_path, model_dir=str(tmp_path / "fewshot"), **how)
+        _, _, features, _ = training.build_model(config, tf.distribute.get_strategy(), (52, 52, 1), 38)
+        got = features.get_layer("resnet_tiny").get_weights()
+        assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected)), how
+    with pytest.raises(ValueError, match="trained a resnet_tiny backbone, not --backbone=resnet18"):
+        train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "x"), backbone="resnet18",
+                                   init_from=pretrain.model_dir))
+    with pytest.raises(ValueError, match="not a finished run"):
+        train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "y"), init_from=str(tmp_path)))
