@@ -60,6 +60,9 @@ flags.DEFINE_integer("embedding_dim", _DEFAULTS.embedding_dim, "Embedding size d
 flags.DEFINE_integer("projection_dim", _DEFAULTS.projection_dim, "Hidden width of the MLP projection head.")
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size N (Table I: 32).")
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs (Table I: 100).")
+flags.DEFINE_integer("steps", None,
+                     "Train for about this many optimizer steps instead of --epochs (epochs = ceil(steps / steps "
+                     "per epoch)): the same work for 100 images as for 10,000.")
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate (Table I: 5e-4 with Adam).")
 flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, ["constant", "cosine"],
                   "constant: the learning rate of Table I at every step; cosine: linear warm-up over "

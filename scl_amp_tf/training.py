@@ -45,10 +45,10 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
 BN_RECALIBRATION_IMAGES = 256  # training images whose statistics --bn_recalibration takes
 UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any run's own seed
 # Settings that do not change what a run computes; they may differ when a run is resumed.
-# ``epochs`` may grow: rerunning a finished run with more epochs continues its training.
+# ``epochs`` (or ``steps``) may grow: rerunning a finished run with more epochs continues its training.
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
 # update), so a run may be resumed on other hardware.
-RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "strategy", "tpu", "jit_compile",
+RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "steps", "strategy", "tpu", "jit_compile",
                   "profile_batches")
 
 
@@ -79,6 +79,7 @@ class TrainConfig:
     projection_dim: int = 512
     batch_size: int = 32
     epochs: int = 100
+    steps: int | None = None
     learning_rate: float = 5e-4
     lr_schedule: str = "constant"
     warmup_fraction: float = 0.0
@@ -110,6 +111,7 @@ class TrainConfig:
             (self.image_size >= 32, f"--image_size={self.image_size} must be at least 32"),
             (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
             (self.epochs >= 1, f"--epochs={self.epochs} must be at least 1"),
+            (self.steps is None or self.steps >= 1, f"--steps={self.steps} must be at least 1"),
             (self.learning_rate > 0, f"--learning_rate={self.learning_rate} must be positive"),
             (self.lr_schedule in schedules.SCHEDULES,
              f"--lr_schedule={self.lr_schedule!r} must be one of {', '.join(schedules.SCHEDULES)}"),
@@ -336,8 +338,10 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
     keras.utils.set_random_seed(config.seed)
-    total_steps = config.epochs * steps_per_epoch(len(fit_data.labels), config.batch_size,
-                                                  strategy.num_replicas_in_sync)
+    per_epoch = steps_per_epoch(len(fit_data.labels), config.batch_size, strategy.num_replicas_in_sync)
+    # --steps: the same amount of training whatever the number of images (small sets get more epochs).
+    epochs = config.epochs if config.steps is None else max(1, math.ceil(config.steps / per_epoch))
+    total_steps = epochs * per_epoch
     model, encoder, features, views = build_model(config, strategy, train_data.images.shape[1:], data.num_classes,
                                                   total_steps=total_steps)
 
@@ -377,7 +381,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                                  if config.profile_batches and chief else 0), *callbacks]
         start = time.time()
         # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
-        history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,
+        history = model.fit(train_ds, epochs=epochs, callbacks=callbacks,
                             verbose=config.verbose if chief else 0, shuffle=False)
         train_seconds = time.time() - start
     if not chief:  # the chief evaluates and writes the results
@@ -387,7 +391,8 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
         models.recalibrate_batchnorm(features, data_lib.to_float(train_data.images[np.sort(sample)]))
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
-    metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=config.epochs,
+    metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=epochs,
+                   steps=total_steps,
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
                    validation=None if not validating else {
@@ -504,5 +509,5 @@ def _save_artefacts(config, encoder, features, database, metrics):
     database.save(os.path.join(model_dir, "reference_db.npz"))
     if metrics["test_accuracy"] is not None:
         with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():
-            tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=config.epochs)
+            tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=metrics["epochs"])
     write_json(os.path.join(model_dir, "metrics.json"), metrics)

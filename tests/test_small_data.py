@@ -115,9 +115,12 @@ def test_restore_best_needs_a_validation_split(tmp_path):
 def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tmp_path):
     from scl_amp_tf import training
 
-    pretrain = _config(tmp_path, model_dir=str(tmp_path / "pretrain"), method="contrastive", epochs=4,
+    pretrain = _config(tmp_path, model_dir=str(tmp_path / "pretrain"), method="contrastive", steps=40,
                        shots_per_class=5, test_fraction=0.5, unlabeled_data="rest", verbose=0)
     metrics = train_and_evaluate(pretrain)
+    # The pool: 5 training + 5 other images of each of 38 classes = 380 images, 12 steps per epoch;
+    # --steps=40 gives ceil(40 / 12) = 4 epochs.
+    assert (metrics["epochs"], metrics["steps"]) == (4, 48)
     # No labels were used, yet L_con fell and the reference database of the labelled images classifies.
     history = metrics["final_train_metrics"]
     assert history["arc_loss"] == 0.0

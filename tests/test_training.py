@@ -216,7 +216,7 @@ def test_training_with_unlabeled_rest_learns(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(unlabeled_data="rest", method="ce"), "only --method=scl_amp"),
+    (dict(unlabeled_data="rest", method="ce"), "which --method=ce does not have"),
     (dict(unlabeled_data="rest", class_aware_negatives=True), "cannot be combined"),
     (dict(unlabeled_data="rest"), "Hold out a test set with --test_fraction"),
     (dict(unlabeled_data="folder:/no/such/dir", test_fraction=0.2), "no such directory"),
