@@ -81,7 +81,9 @@ flags.DEFINE_bool("arc_on_views", _DEFAULTS.arc_on_views,
 flags.DEFINE_bool("class_aware_negatives", _DEFAULTS.class_aware_negatives,
                   "L_con leaves the other images of an anchor's class out of its negatives (our extension; "
                   "the paper's Eq. 1 counts them as negatives).")
-flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest random-crop area, as a fraction.")
+flags.DEFINE_string("crop_scale_min", str(_DEFAULTS.crop_scale_min),
+                    "Smallest random-crop area, as a fraction (section IV.A: 0.25), or auto: 0.8 when the training "
+                    "images share a fixed frame (wafer maps, aligned parts: where a pattern sits matters), else 0.25.")
 flags.DEFINE_float("validation_fraction", None,
                    "Hold out this stratified fraction of each class's training images (at least one each) "
                    "from fitting; their accuracy after every epoch is val_accuracy in the progress line and "
@@ -109,7 +111,13 @@ FLAGS = flags.FLAGS
 
 def config_from_flags() -> TrainConfig:
     names = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{name: FLAGS[name].value for name in names})
+    values = {name: FLAGS[name].value for name in names}
+    if values["crop_scale_min"] != "auto":
+        try:
+            values["crop_scale_min"] = float(values["crop_scale_min"])
+        except ValueError:
+            raise app.UsageError(f"--crop_scale_min={values['crop_scale_min']!r} must be auto or a number") from None
+    return TrainConfig(**values)
 
 
 def main(argv):

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scl_amp_tf import augmentation
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
@@ -92,7 +93,7 @@ class TrainConfig:
     symmetric: bool = False
     arc_on_views: bool = False
     class_aware_negatives: bool = False
-    crop_scale_min: float = 0.25
+    crop_scale_min: float | str = 0.25  # or "auto": augmentation.auto_crop_scale_min
     validation_fraction: float | None = None
     restore_best_validation: bool = False
     strategy: str = "auto"
@@ -128,7 +129,9 @@ class TrainConfig:
              f"--alpha={self.alpha} and --beta={self.beta} must be non-negative, not both zero"),
             (self.embedding_dim >= 2, f"--embedding_dim={self.embedding_dim} must be at least 2"),
             (0 <= self.bn_momentum < 1, f"--bn_momentum={self.bn_momentum} must lie in [0, 1)"),
-            (0 < self.crop_scale_min <= 1, f"--crop_scale_min={self.crop_scale_min} must lie in (0, 1]"),
+            (self.crop_scale_min == "auto" or (not isinstance(self.crop_scale_min, str)
+                                                and 0 < self.crop_scale_min <= 1),
+             f"--crop_scale_min={self.crop_scale_min} must be auto or lie in (0, 1]"),
             (self.synthetic_per_class >= 2, f"--synthetic_per_class={self.synthetic_per_class} must be >= 2"),
             (self.strategy in distribute.STRATEGIES,
              f"--strategy={self.strategy!r} must be one of {', '.join(distribute.STRATEGIES)}"),
@@ -351,7 +354,14 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
         atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
         atomic_write(os.path.join(config.model_dir, "split.npz"),
                      lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
-    crop_scale = (config.crop_scale_min, 1.0)
+    if config.crop_scale_min == "auto":
+        scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
+        if config.verbose and chief:
+            print(f"--crop_scale_min=auto: {scale_min} (frame score {score:.3f}; above "
+                  f"{augmentation.FRAMED_THRESHOLD} the images share a fixed frame and crops stay mild).")
+    else:
+        scale_min, score = config.crop_scale_min, None
+    crop_scale = (scale_min, 1.0)
 
     def make_input(context):
         labelled = data_lib.pipeline(
@@ -392,7 +402,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
     metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=epochs,
-                   steps=total_steps,
+                   steps=total_steps, crop_scale_min_used=scale_min, frame_score=score,
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
                    validation=None if not validating else {

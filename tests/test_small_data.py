@@ -80,7 +80,7 @@ def test_validation_accuracy_every_epoch_and_the_best_epoch_restored(tmp_path, m
     epochs = 6 if method == "scl_amp" else 10  # CE learns slower on 8 images per class
     config = _config(tmp_path, method=method, validation_fraction=0.2, restore_best_validation=True,
                      lr_schedule="cosine", warmup_fraction=0.1, arc_on_views=True, epochs=epochs,
-                     learning_rate=2e-3, crop_scale_min=0.8)
+                     learning_rate=2e-3, crop_scale_min="auto")
     metrics = train_and_evaluate(config)
     record = metrics["validation"]
     assert record["num_images"] == 38 * 2 and len(record["history"]) == epochs
@@ -103,6 +103,7 @@ def test_validation_accuracy_every_epoch_and_the_best_epoch_restored(tmp_path, m
         predictions = np.argmax(out(held), axis=1)
     assert np.mean(predictions == data.labels[held]) == pytest.approx(record["best_val_accuracy"], abs=1e-6)
     assert json.load(open(os.path.join(config.model_dir, validation.BEST_RECORD)))["epoch"] == best + 1
+    assert metrics["crop_scale_min_used"] == 0.8 and metrics["frame_score"] > 0.5  # wafer maps share a frame
     # Every training image, the held-out ones too, is a reference of the final database.
     assert metrics["num_train"] == 38 * 10
 
@@ -141,3 +142,22 @@ def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tm
                                    init_from=pretrain.model_dir))
     with pytest.raises(ValueError, match="not a finished run"):
         train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "y"), init_from=str(tmp_path)))
+
+
+def test_frame_score_tells_framed_images_from_free_textures():
+    from scl_amp_tf import augmentation
+
+    wafers = data_lib.load("synthetic_wafers", image_size=52, synthetic_per_class=3, seed=0).images
+    rng = np.random.default_rng(0)
+    # A free texture: smooth random blobs at random places, gray levels all over the image.
+    noise = rng.normal(size=(120, 16, 16)).repeat(4, 1).repeat(4, 2)
+    textures = np.clip(128 + 40 * noise, 0, 255).astype(np.uint8)[..., None]
+    assert augmentation.frame_score(wafers) > 0.7
+    assert augmentation.frame_score(textures) < 0.15
+    assert augmentation.auto_crop_scale_min(wafers)[0] == augmentation.FRAMED_CROP_SCALE_MIN
+    assert augmentation.auto_crop_scale_min(textures)[0] == 0.25
+    # Independent NumPy formula on a tiny case: two 2x2 images.
+    pair = np.array([[[0, 10], [20, 30]], [[10, 20], [30, 40]]], np.uint8)[..., None]
+    x = pair[..., 0].astype(np.float64)
+    assert augmentation.frame_score(pair) == pytest.approx(x.mean(0).std() / x.std(), rel=1e-6)
+    assert augmentation.frame_score(np.full((3, 4, 4, 1), 7, np.uint8)) == 0.0
