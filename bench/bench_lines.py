@@ -2,7 +2,35 @@
 appended to a ``.jsonl`` file (``bench/summarize.py`` reads them back)."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
+import subprocess
+
+
+def cpu_name():
+    """The processor's model name (seeded runs repeat on one kind of CPU, not across kinds)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def provenance():
+    """Where and when a figure was made: machine, date, commit."""
+    return {"machine": cpu_name(), "date": datetime.date.today().isoformat(), "commit": git_commit()}
 
 
 def emit(line, out=None):

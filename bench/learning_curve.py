@@ -26,33 +26,12 @@ checkpoint (the evaluation points passed before that epoch are not measured agai
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def done_steps(path, key):
@@ -154,8 +133,7 @@ def main():
                             "reference_db_accuracy_on_features": round(reference_accuracy(features), 4),
                             "num_train": int(len(train_idx)), "num_test": int(len(test_idx)),
                             "train_metrics": {k: round(float(v), 4) for k, v in (logs or {}).items()},
-                            "seconds": round(time.time() - start, 1), "machine": cpu_name(),
-                            "date": datetime.date.today().isoformat(), "commit": git_commit()}
+                            "seconds": round(time.time() - start, 1), **bench_lines.provenance()}
                     bench_lines.emit(line, args.output)
 
             training.train_and_evaluate(config, callbacks=[Measure()])

@@ -42,6 +42,7 @@ def main():
     args = parser.parse_args()
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
+    import bench_lines
     import keras
 
     from scl_amp_tf.reproduce import parse_settings
@@ -68,7 +69,8 @@ def main():
                     "dataset": args.dataset, "shots_per_class": args.shots_per_class,
                     "backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
                     "extra": extra, "test_accuracy": round(metrics["test_accuracy"], 4),
-                    "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1)}
+                    "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
+                    **bench_lines.provenance()}
             for key in ("reference_db_accuracy_on_features",):
                 if key in metrics:
                     line[key] = round(metrics[key], 4)
