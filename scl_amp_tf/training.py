@@ -402,7 +402,8 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
     metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=epochs,
-                   steps=total_steps, crop_scale_min_used=scale_min, frame_score=score,
+                   steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
+                   frame_score=score,
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
                    validation=None if not validating else {
