@@ -39,3 +39,16 @@ def emit(line, out=None):
     if out:
         with open(out, "a") as f:
             f.write(text + "\n")
+
+
+def read(path, figure=None):
+    """The lines written by :func:`emit` to ``path`` (none if it does not exist), as dicts;
+    ``figure``: only those of that figure."""
+    rows = []
+    if path and os.path.exists(path):
+        for line in open(path):
+            if line.startswith("BENCH "):
+                row = json.loads(line[len("BENCH "):])
+                if figure is None or row.get("figure") == figure:
+                    rows.append(row)
+    return rows

@@ -26,24 +26,11 @@ checkpoint (the evaluation points passed before that epoch are not measured agai
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
 
 import numpy as np
-
-
-def done_steps(path, key):
-    """Steps already recorded in ``path`` for the run ``key`` (a dict of identifying fields)."""
-    steps = set()
-    if path and os.path.exists(path):
-        for line in open(path):
-            if line.startswith("BENCH "):
-                row = json.loads(line[len("BENCH "):])
-                if row.get("figure") == "learning_curve" and all(row.get(k) == v for k, v in key.items()):
-                    steps.add(row["step"])
-    return steps
 
 
 def main():
@@ -81,7 +68,9 @@ def main():
                         "train_fraction": args.train_fraction, "test_fraction": args.test_fraction,
                         "method": method, "seed": seed, "backbone": args.backbone,
                         "image_size": args.image_size, "tag": args.tag, "extra": extra}
-            wanted = [s for s in steps if s not in done_steps(args.output, identity)]
+            done = {r["step"] for r in bench_lines.read(args.output, "learning_curve")
+                    if all(r.get(k) == v for k, v in identity.items())}
+            wanted = [s for s in steps if s not in done]
             if not wanted:
                 print(f"{method} seed {seed}: every step already in {args.output}", flush=True)
                 continue

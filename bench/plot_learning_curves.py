@@ -8,21 +8,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 
+import bench_lines
 import numpy as np
-
-
-def read(paths):
-    rows = []
-    for path in paths:
-        for line in open(path):
-            if line.startswith("BENCH "):
-                row = json.loads(line[len("BENCH "):])
-                if row.get("figure") == "learning_curve":
-                    rows.append(row)
-    return rows
 
 
 def setting_of(row):
@@ -45,7 +34,7 @@ def main():
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--output_dir", default=None, help="write one PNG per setting here")
     args = parser.parse_args()
-    rows = read(args.paths)
+    rows = [r for path in args.paths for r in bench_lines.read(path, "learning_curve")]
     settings = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
     for r in rows:
         settings[setting_of(r)][curve_of(r)][r["step"]][r["seed"]] = r["test_accuracy"] * 100

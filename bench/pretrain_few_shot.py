@@ -21,21 +21,11 @@ run resumes from its checkpoint in ``--work_dir``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 
 LABEL_ONLY = ("arc_on_views", "class_aware_negatives", "alpha", "beta", "margin", "arc_scale", "steps", "epochs")
-
-
-def recorded(path):
-    rows = []
-    if path and os.path.exists(path):
-        for line in open(path):
-            if line.startswith("BENCH "):
-                rows.append(json.loads(line[len("BENCH "):]))
-    return rows
 
 
 def main():
@@ -69,7 +59,7 @@ def main():
             "backbone": args.backbone, "image_size": args.image_size}
     root = os.path.join(args.work_dir, os.path.basename(args.output).replace(".jsonl", ""))
     for seed in [int(s) for s in args.seeds.split(",")]:
-        done = recorded(args.output)
+        done = bench_lines.read(args.output)
         pretrain_dir = os.path.join(root, f"pretrain_seed{seed}")
         key = {**base, "figure": "pretrain", "seed": seed, "steps": args.pretrain_steps}
         if not any(all(r.get(k) == v for k, v in key.items()) for r in done):
@@ -87,7 +77,7 @@ def main():
         for method in args.methods.split(","):
             key = {**base, "figure": "accuracy", "method": method, "seed": seed, "init": "pretrained",
                    "pretrain_steps": args.pretrain_steps, "steps": args.finetune_steps, "extra": extra}
-            if any(all(r.get(k) == v for k, v in key.items()) for r in recorded(args.output)):
+            if any(all(r.get(k) == v for k, v in key.items()) for r in bench_lines.read(args.output)):
                 continue
             start = time.time()
             metrics = train_and_evaluate(TrainConfig(
