@@ -26,7 +26,6 @@ checkpoint (the evaluation points passed before that epoch are not measured agai
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
@@ -56,7 +55,7 @@ def main():
     import keras
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import evaluation, training, validation
+    from scl_amp_tf import evaluation, training
     from scl_amp_tf.reproduce import parse_settings
 
     extra = parse_settings(args.set)
@@ -79,7 +78,7 @@ def main():
                 model_dir=os.path.join(args.work_dir, os.path.basename(args.output).replace(".jsonl", ""), run_name),
                 dataset=args.dataset, manual_dir=args.manual_dir, shots_per_class=args.shots_per_class,
                 train_fraction=args.train_fraction, test_fraction=args.test_fraction, seed=seed, method=method,
-                backbone=args.backbone, image_size=args.image_size, verbose=0, epochs=1, **extra)
+                backbone=args.backbone, image_size=args.image_size, verbose=0, steps=steps[-1], **extra)
             data = training.load_data(config.dataset, config.image_size, manual_dir=config.manual_dir,
                                       synthetic_per_class=config.synthetic_per_class, seed=seed,
                                       classes=config.classes)
@@ -87,14 +86,15 @@ def main():
                                                  train_fraction=config.train_fraction,
                                                  test_fraction=config.test_fraction)
             train_data, test_data = data.subset(train_idx), data.subset(test_idx)
-            fit_images = len(train_idx) - (0 if not config.validation_fraction else len(validation.carve(
-                train_data.images, train_data.labels, config.validation_fraction, seed)[1]))
-            per_epoch = training.steps_per_epoch(fit_images, config.batch_size)
-            config.epochs = math.ceil(steps[-1] / per_epoch)
             start = time.time()
 
             class Measure(keras.callbacks.Callback):
                 """Evaluates on the test images at each wanted step and writes its line at once."""
+
+                epoch = 0
+
+                def on_epoch_begin(self, epoch, logs=None):
+                    self.epoch = epoch + 1
 
                 def on_train_batch_end(self, batch, logs=None):
                     step = int(self.model.optimizer.iterations.numpy())
@@ -117,7 +117,7 @@ def main():
                     accuracy = (reference_accuracy(network) if scl else
                                 float(np.mean(np.argmax(training.embed(network, test_data.images), 1)
                                               == test_data.labels)))
-                    line = {"figure": "learning_curve", **identity, "step": step, "epoch": math.ceil(step / per_epoch),
+                    line = {"figure": "learning_curve", **identity, "step": step, "epoch": self.epoch,
                             "test_accuracy": round(accuracy, 4),
                             "reference_db_accuracy_on_features": round(reference_accuracy(features), 4),
                             "num_train": int(len(train_idx)), "num_test": int(len(test_idx)),

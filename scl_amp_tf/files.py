@@ -28,9 +28,15 @@ def make_readable(path):
 
 
 def atomic_write(path, write):
-    """Calls ``write(tmp_path)`` for a temporary file beside ``path``, then renames it to ``path``."""
+    """Calls ``write(tmp_path)`` for a temporary file beside ``path``, then renames it to ``path``.
+
+    The temporary name ends like ``path`` from the first dot of its name on (``.weights.h5`` for
+    ``backbone.weights.h5``), since some writers (Keras's ``save_weights``) insist on the ending.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=directory)
+    name = os.path.basename(path)
+    suffix = name[name.index("."):] if "." in name else ""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
     os.close(fd)
     try:
         write(tmp)

@@ -513,10 +513,8 @@ def evaluate(config, encoder, features, train_data, test_data):
 def _save_artefacts(config, encoder, features, database, metrics):
     model_dir = config.model_dir
     atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
-    backbone = features.get_layer(config.backbone)  # the ResNet inside (after the preprocessing layer)
-    tmp = os.path.join(model_dir, ".tmp_" + BACKBONE_WEIGHTS)  # Keras wants the ".weights.h5" ending
-    backbone.save_weights(tmp)
-    os.replace(tmp, os.path.join(model_dir, BACKBONE_WEIGHTS))
+    # the ResNet inside (after the preprocessing layer)
+    atomic_write(os.path.join(model_dir, BACKBONE_WEIGHTS), features.get_layer(config.backbone).save_weights)
     database.save(os.path.join(model_dir, "reference_db.npz"))
     if metrics["test_accuracy"] is not None:
         with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():

@@ -110,10 +110,7 @@ class ValidationAccuracy(keras.callbacks.Callback):
         if self.best is None or value > self.best["val_accuracy"]:
             self.best = {"epoch": epoch + 1, "val_accuracy": value}
             if self.restore_best and self.best_dir:
-                # Keras wants the ".weights.h5" ending: the temporary name keeps it.
-                tmp = os.path.join(self.best_dir, ".tmp_" + BEST_WEIGHTS)
-                self.network.save_weights(tmp)
-                os.replace(tmp, os.path.join(self.best_dir, BEST_WEIGHTS))
+                atomic_write(os.path.join(self.best_dir, BEST_WEIGHTS), self.network.save_weights)
                 atomic_write(os.path.join(self.best_dir, BEST_RECORD),
                              lambda tmp: open(tmp, "w").write(json.dumps(self.best) + "\n"))
 
