@@ -24,6 +24,7 @@ from scl_amp_tf import losses
 from scl_amp_tf.layers import ArcMargin
 
 BACKBONES = ("resnet50", "resnet18", "resnet_tiny")
+STEMS = ("imagenet", "small_pool", "small")  # basic_resnet's first layers
 RESNET50_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
 RESNET50_NOTOP_FILE = "~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -72,13 +73,26 @@ def _basic_block(x, filters, stride, name):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([x, y]))
 
 
-def basic_resnet(input_shape, blocks, widths, name):
-    """A ResNet of basic blocks (He et al. 2016, Table 1) ending in global average pooling."""
+def basic_resnet(input_shape, blocks, widths, name, stem="imagenet"):
+    """A ResNet of basic blocks (He et al. 2016, Table 1) ending in global average pooling.
+
+    ``stem``: ``"imagenet"``, the paper's ResNet: a 7x7 convolution with stride 2, then 3x3 max
+    pooling with stride 2 (a 52 px map is 13 px when the first block sees it); ``"small"``, the
+    stem of He et al.'s CIFAR networks (section 4.2): one 3x3 convolution with stride 1 and no
+    pooling, so the first block sees every pixel (16x the blocks' compute); ``"small_pool"``, the
+    same convolution followed by the 3x3 max pooling with stride 2 (half the resolution, 4x).
+    """
+    if stem not in STEMS:
+        raise ValueError(f"--stem={stem!r} must be one of {', '.join(STEMS)}.")
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(widths[0], 7, 2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    if stem == "imagenet":
+        x = keras.layers.Conv2D(widths[0], 7, 2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    else:
+        x = keras.layers.Conv2D(widths[0], 3, 1, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
-    x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    if stem in ("imagenet", "small_pool"):
+        x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     for stage, (count, width) in enumerate(zip(blocks, widths)):
         for block in range(count):
             stride = 2 if block == 0 and stage > 0 else 1
@@ -103,17 +117,20 @@ def _resnet50(input_shape, weights):
             "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5") from e
 
 
-def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum=0.99):
+def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum=0.99, stem="imagenet"):
     """Image ``[H, W, C]`` float in [0, 1] -> pooled backbone features (a ``keras.Model``).
 
     ``weights``: ``"none"`` (random init), ``"imagenet"`` (resnet50 only; Keras's download) or
     a path to a weights file for that backbone. ``bn_momentum`` is set on every batch-norm layer
     (Keras's default 0.99 leaves the moving statistics far from the data after the few hundred
-    steps of a small-data run; see BENCHMARKS.md).
+    steps of a small-data run; see BENCHMARKS.md). ``stem``: see :func:`basic_resnet` (resnet18
+    and resnet_tiny; Keras's ResNet-50 has the ImageNet stem only).
     """
     image_shape = tuple(image_shape)
     backbone_shape = (*image_shape[:2], 3)
     if backbone == "resnet50":
+        if stem != "imagenet":
+            raise ValueError(f"--stem={stem}: resnet50 has the ImageNet stem only; use resnet18 or resnet_tiny.")
         net = _resnet50(backbone_shape, weights)
         mode = "caffe"
     elif backbone in ("resnet18", "resnet_tiny"):
@@ -121,7 +138,7 @@ def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum
             raise ValueError(f"--backbone_weights=imagenet exists only for resnet50, not {backbone}.")
         blocks, widths = ((2, 2, 2, 2), (64, 128, 256, 512)) if backbone == "resnet18" else \
             ((1, 1, 1, 1), (16, 32, 64, 128))
-        net = basic_resnet(backbone_shape, blocks, widths, name=backbone)
+        net = basic_resnet(backbone_shape, blocks, widths, name=backbone, stem=stem)
         if weights not in (None, "none"):
             try:
                 net.load_weights(weights)

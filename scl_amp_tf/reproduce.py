@@ -7,7 +7,10 @@
 
 Every cell of the table is trained for each seed and method (``--methods``) in its own model
 directory under ``OUTPUT/runs/`` and skipped when already finished (an interrupted reproduction
-continues where it stopped; an interrupted run resumes from its checkpoint). Then
+continues where it stopped; an interrupted run resumes from its checkpoint; a finished run made
+with other settings is an error, not a silent mix). The methods are the rows of every cell
+(:data:`scl_amp_tf.tables.ROWS`): ``ce``, the CE baseline; ``scl_amp``, SCL-AMP with the paper's
+recipe; ``scl_amp_recipe``, SCL-AMP with the small-data recipe (:mod:`scl_amp_tf.recipes`). Then
 ``OUTPUT/table_N.md`` (mean +- std over seeds, the paper's value beside it, the conditions) and
 ``OUTPUT/table_N.json`` (every run's figures) are written.
 
@@ -22,10 +25,11 @@ Tables (the cells of section IV):
   6  MixedWM38, 20 / 50 / 100 maps per class for training, tested on a stratified 20 % held out.
 
 Budgets (``--budget``): ``paper`` is Table I (ResNet-50 from ImageNet weights, 100 epochs, NEU at
-200 px; a GPU job). ``cpu`` is the reduced setting that finishes on a 2-core CPU in about an
-hour per table: the small ``resnet_tiny`` backbone from scratch, NEU at 64 px, MixedWM38 at its
-native 52 px, about 400 optimizer steps per run (epochs = ceil(400 / steps per epoch), at least 5,
-at most 100); see BENCHMARKS.md for why. Any training setting can be changed with
+200 px; a GPU job). ``cpu`` is the reduced setting that finishes
+on 2 CPU cores in 5-15 minutes per run: the small ``resnet_tiny`` backbone from scratch, NEU at
+64 px, MixedWM38 at its native 52 px, and the step budget of the small-data recipe for every run
+(``recipes.SMALL_DATA["steps"]``, where the learning curves of BENCHMARKS.md flatten; epochs =
+ceil(steps / steps per epoch)). Any training setting can be changed with
 ``--set key=value`` (recorded in the conditions and the run paths).
 """
 from __future__ import annotations
@@ -34,7 +38,6 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import math
 import os
 import platform
 import sys
@@ -43,13 +46,14 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from scl_amp_tf.tables import BUDGETS, FEW_SHOT_KS, METHOD_NAMES, TABLES
+from scl_amp_tf.tables import BUDGETS, FEW_SHOT_KS, ROWS, TABLES
 
 flags.DEFINE_enum("table", None, [str(t) for t in TABLES], "Which table of section IV to reproduce.")
 flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds (split, initialisation, augmentation, episodes).")
 flags.DEFINE_enum("budget", "cpu", list(BUDGETS), "paper: Table I settings (GPU); cpu: the reduced setting.")
 flags.DEFINE_string("output", "results", "Folder of table_N.md / table_N.json; the runs go to OUTPUT/runs/.")
-flags.DEFINE_string("methods", "scl_amp,ce", "Methods to run: scl_amp, ce.")
+flags.DEFINE_string("methods", ",".join(ROWS), "Methods (rows of every cell) to run: " + ", ".join(
+    f"{key} ({row.name})" for key, row in ROWS.items()) + ".")
 flags.DEFINE_string("cells", None, "Only these cells (comma-separated keys, e.g. 10shot,20shot); default all.")
 flags.DEFINE_multi_string("set", [], "Extra training setting, key=value (repeatable), e.g. --set=epochs=50.")
 flags.DEFINE_string("neu", "neu", "Dataset spec for the NEU tables (default the TFDS builder; or folder:/path).")
@@ -85,41 +89,27 @@ def parse_settings(items):
     return out
 
 
-def run_config(cell, method, seed, budget, overrides, options):
-    """The TrainConfig of one run of one cell (its model dir under ``options['runs_dir']``)."""
+def run_config(cell, row, seed, budget, overrides, options):
+    """The TrainConfig of one run of one cell (its model dir under ``options['runs_dir']``).
+
+    Settings, later ones winning: the budget's, the cell's split, the row's (:data:`ROWS`), the
+    budget's step count (``--set=epochs=N`` without ``steps`` turns it off), ``--set``.
+    """
     from scl_amp_tf.training import TrainConfig
 
     kind = cell.dataset
-    settings = {**BUDGETS[budget][kind], **cell.split}
+    settings = {**BUDGETS[budget][kind], **cell.split, **ROWS[row].settings}
+    if BUDGETS[budget]["steps"] is not None and "epochs" not in overrides:
+        settings["steps"] = BUDGETS[budget]["steps"]
     spec = options["neu"] if kind == "neu" else options["mixed_wm38"]
     manual_dir = options["neu_manual_dir"] if kind == "neu" else options["wm38_manual_dir"]
     settings.update(dataset=spec, manual_dir=manual_dir, data_dir=options["data_dir"],
                     synthetic_per_class=options["synthetic_per_class"])
     settings.update(overrides)
-    tag = budget + ("-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
-                    if overrides else "")
-    model_dir = os.path.join(options["runs_dir"], f"table_{options['table']}", tag, cell.key, f"{method}_seed{seed}")
-    return TrainConfig(model_dir=model_dir, seed=seed, method=method, verbose=0, **settings)
-
-
-def budget_epochs(config, budget, overrides):
-    """The ``cpu`` budget's rule: about ``steps`` optimizer steps per run, so that small and large
-    training sets get the same work: epochs = ceil(steps / steps per epoch), clipped to
-    [min_epochs, epochs]. ``--set=epochs=N`` turns the rule off."""
-    from scl_amp_tf import data as data_lib
-    from scl_amp_tf import training
-
-    steps = BUDGETS[budget]["steps"]
-    if steps is None or "epochs" in overrides:
-        return config
-    data = training.load_data(config.dataset, config.image_size, data_dir=config.data_dir,
-                              manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
-                              seed=config.seed, classes=config.classes)
-    train, _ = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
-                              train_fraction=config.train_fraction, test_fraction=config.test_fraction)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    epochs = max(BUDGETS[budget]["min_epochs"], math.ceil(steps / steps_per_epoch))
-    return dataclasses.replace(config, epochs=min(config.epochs, epochs))
+    tag = budget + (f"-{BUDGETS[budget]['steps']}steps" if BUDGETS[budget]["steps"] else "") + (
+        "-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8] if overrides else "")
+    model_dir = os.path.join(options["runs_dir"], f"table_{options['table']}", tag, cell.key, f"{row}_seed{seed}")
+    return TrainConfig(model_dir=model_dir, seed=seed, method=ROWS[row].method, verbose=0, **settings)
 
 
 def few_shot(config, episodes):
@@ -169,7 +159,7 @@ def hardware():
             + f"; TensorFlow {tf.__version__}, Python {platform.python_version()}")
 
 
-def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=None, overrides=None,
+def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, overrides=None,
               episodes=100, report_only=False, log=print, **data_options):
     """Runs (or skips, when finished) every run of the table, then writes table_N.md and .json.
 
@@ -187,9 +177,9 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
         raise ValueError(f"--table={table}: one of {', '.join(map(str, TABLES))}.")
     if budget not in BUDGETS:
         raise ValueError(f"--budget={budget!r}: one of {', '.join(BUDGETS)}.")
-    unknown = [m for m in methods if m not in METHOD_NAMES]
+    unknown = [m for m in methods if m not in ROWS]
     if unknown or not methods:
-        raise ValueError(f"--methods={','.join(methods)}: use scl_amp and/or ce.")
+        raise ValueError(f"--methods={','.join(methods)}: use some of {', '.join(ROWS)}.")
     if not seeds:
         raise ValueError("--seeds: give one seed at least.")
     overrides = dict(overrides or {})
@@ -210,6 +200,7 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                 config.validate()
                 metrics_path = os.path.join(config.model_dir, "metrics.json")
                 if os.path.exists(metrics_path):
+                    training.check_model_dir(config)  # finished with these settings, or an error
                     with open(metrics_path) as f:
                         config = dataclasses.replace(config, epochs=json.load(f).get("epochs", config.epochs))
                     log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
@@ -217,9 +208,9 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                     log(f"table {table} {cell.key} {method} seed {seed}: not finished, left out")
                     continue
                 else:
-                    config = budget_epochs(config, budget, overrides)
                     log(f"table {table} {cell.key} {method} seed {seed}: training ({config.backbone}, "
-                        f"{config.image_size} px, {config.epochs} epochs) in {config.model_dir}")
+                        f"{config.image_size} px, " + (f"{config.steps} steps" if config.steps else
+                                                       f"{config.epochs} epochs") + f") in {config.model_dir}")
                     start = time.time()
                     training.train_and_evaluate(config)
                     keras.backend.clear_session()
@@ -227,6 +218,7 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                 with open(metrics_path) as f:
                     metrics = json.load(f)
                 run = {"cell": cell.key, "method": method, "seed": seed, "epochs": config.epochs,
+                       "steps": metrics.get("steps"),
                        "test_accuracy": metrics["test_accuracy"], "num_train": metrics["num_train"],
                        "num_test": metrics["num_test"], "per_class_accuracy": metrics["per_class_accuracy"],
                        "class_names": metrics["class_names"],
@@ -242,7 +234,7 @@ def run_table(table, seeds, budget, output, methods=("scl_amp", "ce"), cells=Non
                 runs.append(run)
     if not runs:
         raise ValueError(f"Table {table}: no finished run under {options['runs_dir']} to report.")
-    settings = {**BUDGETS[budget][chosen[0].dataset], **overrides}
+    settings = {**BUDGETS[budget][chosen[0].dataset], "steps": BUDGETS[budget]["steps"], **overrides}
     conditions = {
         "table": table, "title": title, "budget": budget, "budget_description": BUDGETS[budget]["description"],
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),

@@ -11,9 +11,31 @@ import dataclasses
 
 import numpy as np
 
+from scl_amp_tf import recipes
+
 NEU_BASE_CLASSES = ("In", "Pa", "RS")  # Table IV trains on these, meets the others as k-shot references
 FEW_SHOT_KS = (1, 3, 5)
-METHOD_NAMES = {"scl_amp": "SCL-AMP", "ce": "CE baseline"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One method of a table: the training method and the settings it adds to the budget's."""
+
+    name: str
+    method: str  # TrainConfig.method
+    settings: dict
+
+
+# The rows of every cell. CE gets the augmentation the recipe fits to the images (a training
+# choice any method can make; the stronger of the two CE baselines measured); the paper's
+# recipe is SCL-AMP with Table I's settings; the recommended recipe adds recipes.CURES.
+ROWS = {
+    "ce": Row("CE baseline", "ce", {"crop_scale_min": "auto"}),
+    "scl_amp": Row("SCL-AMP, paper's recipe", "scl_amp", {}),
+    "scl_amp_recipe": Row("SCL-AMP, recommended recipe", "scl_amp", dict(recipes.CURES)),
+}
+METHOD_NAMES = {key: row.name for key, row in ROWS.items()}
+SCL_ROWS = tuple(key for key, row in ROWS.items() if row.method == "scl_amp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +100,13 @@ BUDGETS = {
         "steps": None,
     },
     "cpu": {
-        "description": "reduced for a 2-core CPU: the small resnet_tiny backbone from scratch (no ImageNet "
-                       "weights), NEU at 64 px, MixedWM38 at its native 52 px, about 400 optimizer steps per run "
-                       "(epochs = ceil(400 / steps per epoch), at least 5, at most 100), batch 32, Adam 5e-4, "
-                       "tau 0.5, m 0.5, d 128",
-        "neu": {"backbone": "resnet_tiny", "backbone_weights": "none", "image_size": 64, "epochs": 100},
-        "mixed_wm38": {"backbone": "resnet_tiny", "backbone_weights": "none", "image_size": 52, "epochs": 100},
-        "steps": 400,
-        "min_epochs": 5,
+        "description": f"reduced for a 2-core CPU: the small resnet_tiny backbone from scratch (no ImageNet "
+                       f"weights), NEU at 64 px, MixedWM38 at its native 52 px, {recipes.SMALL_DATA['steps']} "
+                       f"optimizer steps per run, where the learning curves flatten (epochs = ceil(steps / "
+                       f"steps per epoch)), batch 32, Adam 5e-4, tau 0.5, m 0.5, d 128",
+        "neu": {"backbone": "resnet_tiny", "backbone_weights": "none", "image_size": 64},
+        "mixed_wm38": {"backbone": "resnet_tiny", "backbone_weights": "none", "image_size": 52},
+        "steps": recipes.SMALL_DATA["steps"],
     },
 }
 
@@ -114,45 +135,43 @@ def _by(runs, **match):
     return [r for r in runs if all(r[k] == v for k, v in match.items())]
 
 
-def _paired_differences(runs, cell):
-    scl = {r["seed"]: r["test_accuracy"] for r in _by(runs, cell=cell, method="scl_amp")}
+def _paired_differences(runs, cell, method):
+    """Per seed, ``method``'s accuracy minus CE's (same split and seed)."""
+    ours = {r["seed"]: r["test_accuracy"] for r in _by(runs, cell=cell, method=method)}
     ce = {r["seed"]: r["test_accuracy"] for r in _by(runs, cell=cell, method="ce")}
-    return [scl[s] - ce[s] for s in sorted(set(scl) & set(ce))]
+    return [ours[s] - ce[s] for s in sorted(set(ours) & set(ce))]
 
 
 def _accuracy_table(cells, runs, column):
-    methods = [m for m in METHOD_NAMES if _by(runs, method=m)]
-    head = [column]
-    for m in methods:
-        head += [f"{METHOD_NAMES[m]} (ours)", f"{METHOD_NAMES[m]} (paper)"]
-    if "scl_amp" in methods:
-        head.append("SCL-AMP, reference DB on backbone features (ours)")
-    if len(methods) == 2:
-        head.append("SCL-AMP − CE, paired (ours)")
-    head.append("seeds")
+    """One row per cell and method (CE, the paper's recipe, the recommended recipe)."""
+    methods = [m for m in ROWS if _by(runs, method=m)]
+    head = [column, "method", "ours", "paper", "reference DB on backbone features (ours)",
+            "− CE, paired (ours)", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for cell in cells:
-        row = [cell.label]
         for m in methods:
-            row += [cell_text([r["test_accuracy"] for r in _by(runs, cell=cell.key, method=m)]),
-                    paper_text(cell.paper.get(m))]
-        if "scl_amp" in methods:
-            row.append(cell_text([r["reference_db_accuracy_on_features"]
-                                  for r in _by(runs, cell=cell.key, method="scl_amp")]))
-        if len(methods) == 2:
-            diffs = _paired_differences(runs, cell.key)
-            wins = sum(d > 0 for d in diffs)
-            row.append(f"{cell_text(diffs)} ({wins} of {len(diffs)} seeds better)" if diffs else "-")
-        row.append(",".join(str(s) for s in sorted({r["seed"] for r in _by(runs, cell=cell.key)})))
-        lines.append("| " + " | ".join(row) + " |")
+            mine = _by(runs, cell=cell.key, method=m)
+            if not mine:
+                continue
+            paper = cell.paper.get(ROWS[m].method)
+            features = (cell_text([r["reference_db_accuracy_on_features"] for r in mine])
+                        if ROWS[m].method == "scl_amp" else "-")
+            diffs = _paired_differences(runs, cell.key, m) if m != "ce" else []
+            better = (f"{cell_text(diffs)} ({sum(d > 0 for d in diffs)} of {len(diffs)} seeds better)"
+                      if diffs else "-")
+            lines.append("| " + " | ".join([
+                cell.label, ROWS[m].name, cell_text([r["test_accuracy"] for r in mine]), paper_text(paper),
+                features, better, ",".join(str(s) for s in sorted({r["seed"] for r in mine}))]) + " |")
+    lines += ["", "\"paper\" beside an SCL-AMP row is the paper's SCL-AMP (its own recipe, Table I)."]
     return lines
 
 
 def _few_shot_table(cells, runs):
     cell = cells[0]
-    columns = [("scl_amp", "embedding", "SCL-AMP, embeddings (ours)"),
-               ("scl_amp", "backbone", "SCL-AMP, backbone features (ours)"),
-               ("ce", "backbone", "CE baseline, backbone features (ours)")]
+    columns = [(m, representation, f"{ROWS[m].name}, {text} (ours)")
+               for m in SCL_ROWS for representation, text in (("embedding", "embeddings"),
+                                                               ("backbone", "backbone features"))]
+    columns.append(("ce", "backbone", f"{ROWS['ce'].name}, backbone features (ours)"))
     columns = [c for c in columns if any(c[1] in r["few_shot"]["representations"] for r in _by(runs, method=c[0]))]
 
     def values(method, representation, key):
@@ -212,7 +231,7 @@ def _group_of(name):
 
 
 def _per_class_table(runs):
-    methods = [m for m in METHOD_NAMES if _by(runs, method=m)]
+    methods = [m for m in ROWS if _by(runs, method=m)]
     names = list(runs[0]["class_names"]) if runs else []
     paper_index = [_paper_class_index(n) for n in names]
     known = all(i is not None for i in paper_index) and len(names) == 38
@@ -263,8 +282,10 @@ def render(table, cells, runs, conditions):
               f"* Training settings: `{conditions['settings']}`; epochs per run: "
               + ", ".join(sorted({f"{r['cell']}: {r['epochs']}" for r in runs})) + ".",
               f"* Seeds: {','.join(map(str, conditions['seeds']))} (each seed draws the split, the "
-              "initialisation and the augmentations); methods: "
-              + ", ".join(METHOD_NAMES[m] for m in conditions["methods"]) + ".",
+              "initialisation and the augmentations); methods and the settings each adds: "
+              + "; ".join(f"{ROWS[m].name} (`--method={ROWS[m].method}`"
+                          + "".join(f" --{k}={v}" for k, v in ROWS[m].settings.items()) + ")"
+                          for m in conditions["methods"]) + ".",
               f"* Data: {datasets}."
               + (" **This MixedWM38 copy is partial: 33,815 of the 38,015 maps (89 %)**; every figure "
                  "above uses it." if partial else ""),
@@ -278,6 +299,6 @@ def render(table, cells, runs, conditions):
                   "100 epochs on a GPU. These runs start from random weights (ImageNet weights cannot be "
                   "downloaded on the machine that made them), use a smaller backbone, a lower resolution "
                   "and a few hundred optimizer steps, so that the whole table finishes on a 2-core CPU. "
-                  "The comparison that holds is the one inside this table: both methods under the same "
+                  "The comparison that holds is the one inside this table: every method under the same "
                   "budget, splits and seeds. `--budget=paper` runs Table I's settings."]
     return "\n".join(lines) + "\n"

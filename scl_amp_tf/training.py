@@ -6,7 +6,8 @@ fills one model directory::
     model_dir/
       config.json          the run's settings (a rerun with the same settings resumes)
       flags.cfg            the same as an absl flag file (--flagfile=model_dir/flags.cfg)
-      backup/              Keras BackupAndRestore checkpoint (resumes an interrupted run)
+      backup/              the last epoch's checkpoint (resumes an interrupted run; kill-safe,
+                           see :mod:`checkpoints`)
       logs/                TensorBoard logs (train/ and the final test accuracy)
       split.npz            train and test indices into the dataset
       encoder.keras        the trained encoder (SCL-AMP) or classifier (CE baseline)
@@ -29,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from scl_amp_tf import augmentation
+from scl_amp_tf import checkpoints
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
@@ -72,6 +74,7 @@ class TrainConfig:
     seed: int = 0
     method: str = "scl_amp"
     backbone: str = "resnet50"
+    stem: str = "imagenet"
     backbone_weights: str = "none"
     init_from: str | None = None
     bn_momentum: float = 0.9
@@ -109,6 +112,9 @@ class TrainConfig:
             (self.method in METHODS, f"--method={self.method!r} must be one of {', '.join(METHODS)}"),
             (self.backbone in models.BACKBONES,
              f"--backbone={self.backbone!r} must be one of {', '.join(models.BACKBONES)}"),
+            (self.stem in models.STEMS, f"--stem={self.stem!r} must be one of {', '.join(models.STEMS)}"),
+            (self.stem == "imagenet" or self.backbone != "resnet50",
+             f"--stem={self.stem}: resnet50 has the ImageNet stem only; use resnet18 or resnet_tiny"),
             (self.image_size >= 32, f"--image_size={self.image_size} must be at least 32"),
             (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
             (self.epochs >= 1, f"--epochs={self.epochs} must be at least 1"),
@@ -196,7 +202,7 @@ def write_json(path, obj):
     atomic_write(path, write)
 
 
-def _check_model_dir(config):
+def check_model_dir(config):
     """A model dir holds one run: resuming it with other settings is an error, not a silent mix."""
     path = os.path.join(config.model_dir, "config.json")
     if not os.path.exists(path):
@@ -204,7 +210,9 @@ def _check_model_dir(config):
     with open(path) as f:
         saved = json.load(f)
     wanted = config.run_settings()
-    diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    # a setting added after the run was made had its default then
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    diff = {k: (saved.get(k, defaults[k]), v) for k, v in wanted.items() if saved.get(k, defaults[k]) != v}
     if diff:
         lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items()))
         raise ValueError(f"--model_dir={config.model_dir} holds a run with other settings ({lines}). "
@@ -277,7 +285,7 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
     """
     with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
         features = models.build_features(image_shape, config.backbone, initial_backbone_weights(config),
-                                         config.bn_momentum)
+                                         config.bn_momentum, config.stem)
         if strategy.num_replicas_in_sync > 1:
             models.set_batchnorm(features, synchronized=True)
         optimizer = OPTIMIZERS[config.optimizer](schedules.learning_rate(
@@ -331,7 +339,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     labelled_fit, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
     fit_data = labelled_fit if config.method != "contrastive" else data_lib.LabelledImages(
         pool, np.full(len(pool), -1, np.int64), data.class_names, "unlabeled pool")
-    _check_model_dir(config)
+    check_model_dir(config)
     if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
               f"{len(test_idx)} test images at {config.image_size}x{config.image_size}"
@@ -363,19 +371,31 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
         scale_min, score = config.crop_scale_min, None
     crop_scale = (scale_min, 1.0)
 
+    # The epoch to start from, before the input is built: each epoch's batches are a function of
+    # (seed, epoch), so a resumed run trains on what the uninterrupted run would have.
+    backup_dir = os.path.join(config.model_dir, "backup")
+    initial_epoch = checkpoints.restore(model, backup_dir)
+    if initial_epoch > epochs:
+        raise ValueError(f"--model_dir={config.model_dir} has trained {initial_epoch} epochs already; "
+                         f"{'--steps=' + str(config.steps) if config.steps else '--epochs=' + str(config.epochs)} "
+                         f"asks for {epochs}. A run cannot be shortened: give at least {initial_epoch} epochs "
+                         "(or the same steps), or a new --model_dir.")
+
     def make_input(context):
         labelled = data_lib.pipeline(
             fit_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True,
-            crop_scale=crop_scale, input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1)
+            crop_scale=crop_scale, input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1,
+            epochs=(initial_epoch, epochs))
         if unlabeled is None:
             return labelled
         # Each step: the labelled batch and a batch of unlabeled images (class id -1, L_con only),
-        # drawn from their own endless, seeded stream; an epoch is one pass over the labelled images.
+        # walking through the pool in their own seeded stream; an epoch is one pass over the labelled images.
+        unlabeled_batch = config.unlabeled_batch_size or config.batch_size
         extra = data_lib.pipeline(
             data_lib.LabelledImages(unlabeled, np.full(len(unlabeled), -1, np.int64), data.class_names, "unlabeled"),
-            batch_size=config.unlabeled_batch_size or config.batch_size, views="three",
-            seed=config.seed + UNLABELED_SEED_OFFSET, shuffle=True, crop_scale=crop_scale, input_context=context,
-            drop_remainder=True).repeat()
+            batch_size=unlabeled_batch, views="three", seed=config.seed + UNLABELED_SEED_OFFSET, shuffle=True,
+            crop_scale=crop_scale, input_context=context, drop_remainder=True, epochs=(initial_epoch, epochs),
+            samples_per_epoch=per_epoch * unlabeled_batch)
         return tf.data.Dataset.zip(labelled, extra).map(
             lambda a, b: (tuple(tf.concat([u, v], 0) for u, v in zip(a[0], b[0])), tf.concat([a[1], b[1]], 0)))
 
@@ -386,14 +406,23 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
             restore_best=config.restore_best_validation, best_dir=config.model_dir if chief else None)
         ] if len(val_pos) else []
         # Validation first: the progress bar, TensorBoard and the history then see val_accuracy.
-        callbacks = [*validating, distribute.BackupAndRestore(os.path.join(config.model_dir, "backup"), chief=chief),
+        divergence = checkpoints.StopOnDivergence()
+        callbacks = [divergence, *validating, checkpoints.EpochCheckpoint(backup_dir, chief=chief),
                      keras.callbacks.TensorBoard(log_dir, profile_batch=config.profiled_steps()
                                                  if config.profile_batches and chief else 0), *callbacks]
         start = time.time()
-        # shuffle=False: the tf.data pipeline shuffles (seeded), Keras cannot shuffle a dataset.
-        history = model.fit(train_ds, epochs=epochs, callbacks=callbacks,
-                            verbose=config.verbose if chief else 0, shuffle=False)
+        # One dataset for all the epochs left (steps_per_epoch keeps Keras on one iterator);
+        # shuffle=False: the tf.data pipeline orders the images (seeded), Keras cannot shuffle a dataset.
+        history = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=per_epoch,
+                            callbacks=callbacks, verbose=config.verbose if chief else 0,
+                            shuffle=False) if initial_epoch < epochs else _no_history()
         train_seconds = time.time() - start
+        if divergence.where is not None:
+            epoch, step, loss = divergence.where
+            raise checkpoints.Diverged(
+                f"Training diverged: the loss was {loss} at step {step} of epoch {epoch}; the run stopped. "
+                f"The checkpoint of epoch {initial_epoch if epoch == 1 else epoch - 1} is kept in {backup_dir} "
+                "(nothing else was written). Lower --learning_rate, then rerun into a new --model_dir.")
     if not chief:  # the chief evaluates and writes the results
         return {"chief": False, "epochs_run_in_this_call": [e + 1 for e in history.epoch]}
     if config.bn_recalibration:
@@ -419,6 +448,13 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
         print(f"Test accuracy {metrics['test_accuracy']:.4f} ({config.method}, {len(test_idx)} images); "
               f"written to {config.model_dir}")
     return metrics
+
+
+def _no_history():
+    """The ``History`` of a run that had nothing left to train."""
+    history = keras.callbacks.History()
+    history.epoch = []
+    return history
 
 
 def saved_data_flags(model_dir):

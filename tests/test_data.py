@@ -158,15 +158,44 @@ def test_synthetic_wafers_are_labelled_synthetic():
 
 def test_pipeline_three_views_seeded_and_fresh_each_epoch():
     data = _dataset(duplicate=False)
-    ds = data_lib.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True)
-    epoch1 = [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in ds]
-    epoch2 = [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in ds]
+
+    def batches(**kwargs):
+        return [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in
+                data_lib.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True, **kwargs)]
+
+    both = batches(epochs=(0, 2))
+    per_epoch = len(both) // 2
+    epoch1, epoch2 = both[:per_epoch], both[per_epoch:]
     (x, x_i, x_j), y = epoch1[0]
     assert x.shape == x_i.shape == x_j.shape == (8, 8, 8, 1) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
     assert not np.allclose(x_i, x_j)
     assert not np.allclose(epoch1[0][0][1], epoch2[0][0][1]), "augmentation frozen across epochs"
-    again = [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in
-             data_lib.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True)]
-    np.testing.assert_array_equal(again[0][0][1], epoch1[0][0][1])  # same seed, same views
-    assert sum(len(b[1]) for b in epoch1) == len(data.labels)
+    assert sum(len(b[1]) for b in epoch1) == sum(len(b[1]) for b in epoch2) == len(data.labels)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(epoch1, epoch2)), "the same order every epoch"
+    # Each epoch is a function of (seed, epoch) alone: the second epoch alone (a resumed run) is the
+    # second epoch of the whole stream, views included; the same seed gives the same batches.
+    for a, b in zip(batches(epochs=(1, 2)), epoch2):
+        np.testing.assert_array_equal(a[1], b[1])
+        for u, v in zip(a[0], b[0]):
+            np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(batches(epochs=(0, 1))[0][0][1], epoch1[0][0][1])
+
+
+def test_pipeline_walks_an_endless_pool_in_seeded_passes():
+    """samples_per_epoch (the unlabeled pool): consecutive epochs walk through seeded passes over
+    the pool, each image once per pass, and an epoch alone is the same epoch of the whole stream."""
+    n = 20
+    pool = data_lib.LabelledImages(np.zeros((n, 4, 4, 1), np.uint8), np.arange(n), tuple(map(str, range(n))), "pool")
+
+    def ids(epochs):
+        return np.concatenate([y.numpy() for _, y in data_lib.pipeline(
+            pool, batch_size=8, views="one", seed=5, shuffle=True, drop_remainder=True, epochs=epochs,
+            samples_per_epoch=16)])
+
+    stream = ids((0, 5))  # 80 items: 4 passes of 20
+    assert len(stream) == 80
+    passes = stream.reshape(4, n)
+    assert all(sorted(p) == list(range(n)) for p in passes)
+    assert not np.array_equal(passes[0], passes[1])
+    np.testing.assert_array_equal(ids((3, 5)), stream[48:])

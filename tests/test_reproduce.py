@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_amp_tf import reproduce, tables
+from scl_amp_tf import recipes, reproduce, tables
 
 TINY = {"epochs": 1, "image_size": 32, "batch_size": 16}
 
@@ -36,23 +36,44 @@ def _run(table, tmp_path, log=None, **kwargs):
 def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     path, log = _run(3, tmp_path, cells=["10shot"], neu=neu_like)
     text = open(path).read()
-    row = next(line for line in text.splitlines() if line.startswith("| 10 |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "98.39" and cells[4] == "93.89"  # the paper's figures beside ours
-    assert cells[-1] == "0"
+    rows = {cells[1]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in text.splitlines() if line.startswith("| 10 |"))}
+    assert list(rows) == ["CE baseline", "SCL-AMP, paper's recipe", "SCL-AMP, recommended recipe"]
+    # the paper's figures beside ours: its CE beside CE, its SCL-AMP beside both SCL-AMP rows
+    assert [rows[m][3] for m in rows] == ["93.89", "98.39", "98.39"]
+    assert all(rows[m][-1] == "0" for m in rows)
     assert "## Conditions" in text and "resnet_tiny" in text and "image folder" in text
+    assert "--arc_on_views=True --crop_scale_min=auto" in text
     result = json.load(open(tmp_path / "table_3.json"))
     accuracy = {r["method"]: r["test_accuracy"] for r in result["runs"]}
-    # One seed: each method's accuracy in % alone, no ± spread.
-    assert (cells[1], cells[3]) == (f"{100 * accuracy['scl_amp']:.2f}", f"{100 * accuracy['ce']:.2f}")
-    assert {(r["method"], r["seed"], r["cell"]) for r in result["runs"]} == {("scl_amp", 0, "10shot"),
-                                                                             ("ce", 0, "10shot")}
+    # One seed: each method's accuracy in % alone, no ± spread; the paired difference to CE.
+    for key, name in (("ce", "CE baseline"), ("scl_amp", "SCL-AMP, paper's recipe"),
+                      ("scl_amp_recipe", "SCL-AMP, recommended recipe")):
+        assert rows[name][2] == f"{100 * accuracy[key]:.2f}"
+        if key != "ce":
+            difference = 100 * (accuracy[key] - accuracy["ce"])
+            assert rows[name][5] == f"{difference:.2f} ({int(difference > 0)} of 1 seeds better)"
+    assert rows["CE baseline"][4] == rows["CE baseline"][5] == "-"
+    assert {(r["method"], r["seed"], r["cell"]) for r in result["runs"]} == {
+        ("scl_amp", 0, "10shot"), ("ce", 0, "10shot"), ("scl_amp_recipe", 0, "10shot")}
     assert all(r["num_train"] == 60 and r["num_test"] == 12 for r in result["runs"])
-    assert sum("training" in line for line in log) == 2
-    # a second call finds both runs finished and trains nothing
+    # each row trained with its own settings
+    settings = {r["method"]: json.load(open(os.path.join(r["model_dir"], "config.json"))) for r in result["runs"]}
+    assert settings["scl_amp_recipe"]["arc_on_views"] and not settings["scl_amp"]["arc_on_views"]
+    assert settings["scl_amp_recipe"]["crop_scale_min"] == settings["ce"]["crop_scale_min"] == "auto"
+    assert settings["scl_amp"]["crop_scale_min"] == 0.25 and settings["ce"]["method"] == "ce"
+    assert sum("training" in line for line in log) == 3
+    # a second call finds every run finished and trains nothing
     _, again = _run(3, tmp_path, cells=["10shot"], neu=neu_like)
-    assert sum("finished earlier" in line for line in again) == 2 and not any("training" in l for l in again)
+    assert sum("finished earlier" in line for line in again) == 3 and not any("training" in l for l in again)
     assert open(path).read().split("## Conditions")[0] == text.split("## Conditions")[0]
+    # a finished run made with other settings (here: the recipe changed since) is an error, not kept
+    recipe_config = os.path.join(next(r["model_dir"] for r in result["runs"] if r["method"] == "scl_amp_recipe"),
+                                 "config.json")
+    changed = {**json.load(open(recipe_config)), "arc_on_views": False}
+    json.dump(changed, open(recipe_config, "w"))
+    with pytest.raises(ValueError, match="arc_on_views: False there vs True now"):
+        _run(3, tmp_path, cells=["10shot"], neu=neu_like)
 
 
 def test_table_4_few_shot_on_unseen_classes(neu_like, tmp_path):
@@ -96,13 +117,27 @@ def test_report_only_and_bad_arguments(tmp_path, neu_like):
         "epochs": 3, "symmetric": True, "backbone": "resnet18"}
 
 
-def test_budget_epochs_follow_the_step_rule():
-    cell = tables.TABLES[3][2][0]  # 10 per class: 60 images, 2 steps of 32 per epoch
-    options = {"neu": "synthetic_wafers", "mixed_wm38": "synthetic_wafers", "neu_manual_dir": None,
+def test_the_cpu_budget_gives_every_run_the_recipes_steps():
+    cell = tables.TABLES[6][2][0]
+    options = {"neu": "neu", "mixed_wm38": "synthetic_wafers", "neu_manual_dir": None,
                "wm38_manual_dir": None, "data_dir": None, "synthetic_per_class": 12, "runs_dir": "/tmp/x",
-               "table": 3}
-    config = reproduce.run_config(cell, "scl_amp", 0, "cpu", {}, options)  # 38 classes x 10 = 380 images
-    capped = reproduce.budget_epochs(config, "cpu", {})
-    assert capped.epochs == 34  # ceil(400 / ceil(380 / 32)) = ceil(400 / 12)
-    assert reproduce.budget_epochs(config, "cpu", {"epochs": 3}).epochs == config.epochs == 100
-    assert reproduce.budget_epochs(config, "paper", {}).epochs == 100
+               "table": 6}
+    for row in tables.ROWS:
+        config = reproduce.run_config(cell, row, 0, "cpu", {}, options)
+        assert config.steps == recipes.SMALL_DATA["steps"] and config.method == tables.ROWS[row].method
+        assert config.backbone == "resnet_tiny" and config.image_size == 52
+        assert f"cpu-{recipes.SMALL_DATA['steps']}steps" in config.model_dir
+    recipe = reproduce.run_config(cell, "scl_amp_recipe", 0, "cpu", {}, options)
+    assert {k: getattr(recipe, k) for k in recipes.CURES} == recipes.CURES
+    # --set=epochs=N turns the step budget off; the paper's budget counts epochs
+    assert reproduce.run_config(cell, "ce", 0, "cpu", {"epochs": 3}, options).steps is None
+    paper = reproduce.run_config(cell, "scl_amp", 0, "paper", {}, options)
+    assert paper.steps is None and paper.epochs == 100 and paper.backbone == "resnet50"
+
+
+def test_small_data_flagfile_is_the_recipe():
+    """configs/small_data.cfg (what `train` runs) and recipes.SMALL_DATA (what `reproduce` runs)."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "small_data.cfg")
+    flags = dict(line.strip()[2:].split("=", 1) if "=" in line else (line.strip()[2:], "True")
+                 for line in open(path) if line.startswith("--"))
+    assert flags == {k: str(v) for k, v in recipes.SMALL_DATA.items()}

@@ -1,4 +1,5 @@
 """End to end: training learns, both methods run through the CLI, resume, errors, strategies."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -56,8 +57,16 @@ def test_resume_after_interruption(tmp_path):
     assert not os.path.exists(os.path.join(config.model_dir, "metrics.json"))
     metrics = train_and_evaluate(config)
     assert metrics["epochs_run_in_this_call"] == [3, 4]
+    # The resumed run is the uninterrupted run: the same weights, the same answers.
+    whole = train_and_evaluate(dataclasses.replace(config, model_dir=str(tmp_path / "whole")))
+    assert whole["epochs_run_in_this_call"] == [1, 2, 3, 4]
+    resumed_db, whole_db = (np.load(os.path.join(d, "reference_db.npz")) for d in (config.model_dir, tmp_path / "whole"))
+    np.testing.assert_array_equal(resumed_db["prototypes"], whole_db["prototypes"])
+    assert metrics["test_accuracy"] == whole["test_accuracy"]
     again = train_and_evaluate(config)  # a finished run: nothing left to train
     assert again["epochs_run_in_this_call"] == []
+    with pytest.raises(ValueError, match="has trained 4 epochs already; --epochs=2 asks for 2"):
+        train_and_evaluate(dataclasses.replace(config, epochs=2))
     with pytest.raises(ValueError, match="other settings .*margin"):
         train_and_evaluate(_config(tmp_path, epochs=4, synthetic_per_class=6, shots_per_class=3, margin=0.3))
 

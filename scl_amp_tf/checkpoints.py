@@ -1,0 +1,135 @@
+"""The end-of-epoch checkpoint that resumes an interrupted run, safe against a kill at any moment.
+
+Layout of ``model_dir/backup/``::
+
+    epoch-00007.weights.h5     the model and optimizer state after epoch 7
+    checkpoint.json            {"epoch": 7, "weights": "epoch-00007.weights.h5"}
+
+Each file is written under a temporary name and renamed into place, the weights before the
+record that names them, and an older weights file is deleted only after the record names the
+newer one. So whenever the process dies (kill -9 included), the record names a complete file, or
+the record is missing or unreadable and the newest weights file that loads is taken instead (its
+epoch is in its name). Keras's ``BackupAndRestore`` rewrote its one weights file in place: a kill
+while it wrote left a truncated file that no rerun could get past.
+
+A checkpoint is never written after a step whose loss is not finite (:class:`StopOnDivergence`
+stops such a run), so the last checkpoint is the last good state.
+
+The run's input pipeline is a function of (seed, epoch) (:func:`scl_amp_tf.data.pipeline`), and
+:func:`restore` tells the caller the epoch to start from *before* it builds that pipeline: a
+resumed run computes what the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+
+import keras
+
+from scl_amp_tf.files import atomic_write
+
+RECORD = "checkpoint.json"
+_WEIGHTS = re.compile(r"epoch-(\d+)\.weights\.h5$")
+# Runs made before this module: Keras BackupAndRestore's files, still read so that they resume.
+_KERAS_WEIGHTS, _KERAS_RECORD = "latest.weights.h5", "training_metadata.json"
+
+
+def _weights_name(epoch):
+    return f"epoch-{epoch:05d}.weights.h5"
+
+
+def _candidates(backup_dir):
+    """``(epoch, path)`` of the checkpoints to try, best first: the recorded one, then every
+    weights file by descending epoch, then a Keras ``BackupAndRestore`` backup."""
+    out = []
+    try:
+        with open(os.path.join(backup_dir, RECORD)) as f:
+            record = json.load(f)
+        out.append((int(record["epoch"]), os.path.join(backup_dir, record["weights"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    files = [(int(_WEIGHTS.search(p).group(1)), p) for p in glob.glob(os.path.join(backup_dir, "epoch-*.weights.h5"))
+             if _WEIGHTS.search(p)]
+    out += sorted(files, reverse=True)
+    try:
+        with open(os.path.join(backup_dir, _KERAS_RECORD)) as f:
+            out.append((int(json.load(f)["epoch"]), os.path.join(backup_dir, _KERAS_WEIGHTS)))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return out
+
+
+def restore(model, backup_dir):
+    """Loads the newest complete checkpoint into ``model`` (built, compiled) and returns its epoch
+    (the number of epochs already trained); 0 when there is none. A file that does not load (a
+    truncated one from a kill before this module) is skipped for the next older one."""
+    if not os.path.isdir(backup_dir):
+        return 0
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # its state is part of the checkpoint
+    failures = []
+    for epoch, path in _candidates(backup_dir):
+        if not os.path.exists(path):
+            continue
+        try:
+            model.load_weights(path)
+        except Exception as e:  # noqa: BLE001 (h5py raises OSError, Keras ValueError: any means "not this one")
+            failures.append(f"{os.path.basename(path)}: {e}")
+            continue
+        return epoch
+    if failures:
+        raise ValueError(f"{backup_dir}: no checkpoint loads ({'; '.join(failures)}). Delete the folder to train "
+                         "the run from its start.")
+    return 0
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Writes the checkpoint after every epoch (only ``chief`` writes: in a multi-worker run the
+    other workers restore from the chief's files). Skips an epoch whose logs are not finite."""
+
+    def __init__(self, backup_dir, chief=True):
+        super().__init__()
+        self.backup_dir, self.chief = backup_dir, chief
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.chief or any(isinstance(v, float) and not math.isfinite(v) for v in (logs or {}).values()):
+            return
+        save(self.model, self.backup_dir, epoch + 1)
+
+
+def save(model, backup_dir, epoch):
+    """One checkpoint: the weights file, then the record naming it, then older files go."""
+    os.makedirs(backup_dir, exist_ok=True)
+    name = _weights_name(epoch)
+    atomic_write(os.path.join(backup_dir, name), lambda tmp: model.save_weights(tmp))
+    atomic_write(os.path.join(backup_dir, RECORD),
+                 lambda tmp: open(tmp, "w").write(json.dumps({"epoch": epoch, "weights": name}) + "\n"))
+    for path in glob.glob(os.path.join(backup_dir, "epoch-*.weights.h5")) + [
+            os.path.join(backup_dir, _KERAS_WEIGHTS), os.path.join(backup_dir, _KERAS_RECORD)]:
+        if os.path.basename(path) != name and os.path.exists(path):
+            os.remove(path)
+
+
+class Diverged(ValueError):
+    """Training produced a loss that is not finite."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is not finite and remembers where; the caller
+    raises :class:`Diverged` after ``fit`` (the checkpoint of the last good epoch stays)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch, self.where = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
