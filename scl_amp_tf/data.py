@@ -129,8 +129,9 @@ def load_image_folder(root, image_size: int) -> LabelledImages:
                         "(one sub-folder of images per class).")
     decoded, labels = [], []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir()
-                       if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        files = sorted(p for p in class_dir.iterdir()  # a folder named x.png is no image; a broken link is
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                       and (p.is_file() or not p.exists()))
         if not files:
             raise DataError(f"Class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
                             "Add images or remove the folder.")
@@ -148,6 +149,8 @@ def _read_image(path):
         image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
         raise DataError(f"Cannot decode image {path}: {e.message.strip()}. Fix or remove the file.") from None
+    except tf.errors.OpError as e:  # a broken link, no permission, a device error
+        raise DataError(f"Cannot read image {path}: {e.message.strip()}. Fix or remove the file.") from None
     if image.shape[-1] not in (1, 3, 4):
         raise DataError(f"{path} has {image.shape[-1]} channels; expected gray, RGB or RGBA.")
     return image.numpy()[..., :3] if image.shape[-1] == 4 else image.numpy()

@@ -6,6 +6,8 @@ so that another user, e.g. a TF Serving container, can read what was published.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -56,3 +58,28 @@ def publish_dir(tmp, path):
 
 def remove_dir(tmp):
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path, what):
+    """Holds an exclusive lock on the file ``path`` (created if missing) while the block runs.
+
+    ``what`` names the locked thing in the error: another process holding the lock (e.g. a second
+    training started into the same model directory) gets a ``ValueError`` at once instead of
+    writing into the first one's files. The lock is the operating system's (``flock``): it goes
+    when its holder ends, even by a kill, so a stale lock file never blocks anybody.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{what} is in use by another process (it holds {path}). Wait for it to end, "
+                         "or use another directory.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -25,6 +25,18 @@ from scl_amp_tf.layers import ArcMargin
 
 BACKBONES = ("resnet50", "resnet18", "resnet_tiny")
 STEMS = ("imagenet", "small_pool", "small")  # basic_resnet's first layers
+# --stem=auto: the ImageNet stem when its first block still sees at least this many pixels across
+# (ResNet sees 56 at 224 px); below, the pooled small stem, whose first block sees half the image.
+AUTO_STEM_MIN_BLOCK_SIZE = 24
+
+
+def auto_stem(image_size, backbone):
+    """The stem ``--stem=auto`` gives: ``imagenet`` for resnet50 (its only stem) and for images of
+    at least 4 x AUTO_STEM_MIN_BLOCK_SIZE px; ``small_pool`` for smaller ones, where the ImageNet
+    stem's 4x reduction leaves a few pixels of a small defect to the first block."""
+    if backbone == "resnet50" or image_size // 4 >= AUTO_STEM_MIN_BLOCK_SIZE:
+        return "imagenet"
+    return "small_pool"
 RESNET50_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
 RESNET50_NOTOP_FILE = "~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"

@@ -48,10 +48,11 @@ flags.DEFINE_enum("method", _DEFAULTS.method, ["scl_amp", "ce", "contrastive"],
                   "pre-training with L_con alone on the training images without their labels plus "
                   "--unlabeled_data (start a few-shot run from it with --init_from).")
 flags.DEFINE_enum("backbone", _DEFAULTS.backbone, ["resnet50", "resnet18", "resnet_tiny"], "Backbone network.")
-flags.DEFINE_enum("stem", _DEFAULTS.stem, ["imagenet", "small_pool", "small"],
+flags.DEFINE_enum("stem", _DEFAULTS.stem, ["imagenet", "small_pool", "small", "auto"],
                   "First layers of resnet18 / resnet_tiny: imagenet (7x7 stride 2 and max pooling: the first "
                   "block sees 1/4 of the resolution), small_pool (3x3 stride 1 and max pooling: 1/2), small "
-                  "(3x3 stride 1: every pixel; He et al.'s CIFAR stem). The smaller stems cost more compute.")
+                  "(3x3 stride 1: every pixel; He et al.'s CIFAR stem), auto (imagenet from 96 px up, else "
+                  "small_pool). The smaller stems cost more compute.")
 flags.DEFINE_string("backbone_weights", _DEFAULTS.backbone_weights,
                     "none | imagenet (resnet50, Keras download) | path to a weights file.")
 flags.DEFINE_string("init_from", None,

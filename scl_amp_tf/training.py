@@ -19,6 +19,7 @@ never holds a half-written artefact.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -37,10 +38,11 @@ from scl_amp_tf import evaluation
 from scl_amp_tf import models
 from scl_amp_tf import schedules
 from scl_amp_tf import validation
-from scl_amp_tf.files import atomic_write
+from scl_amp_tf.files import atomic_write, exclusive_lock
 
 # contrastive: L_con (Eq. 1-2) alone, without labels: pre-training on unlabeled images for --init_from.
 METHODS = ("scl_amp", "ce", "contrastive")
+LOCK = ".lock"  # held by the run that trains into the folder (files.exclusive_lock)
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # every run's backbone alone: --init_from / --backbone_weights
 # Table I: Adam. Plain SGD is there for exact comparisons: Adam scales every step to about the
 # learning rate, so float round-off in a near-zero gradient turns into a full-size difference.
@@ -112,8 +114,9 @@ class TrainConfig:
             (self.method in METHODS, f"--method={self.method!r} must be one of {', '.join(METHODS)}"),
             (self.backbone in models.BACKBONES,
              f"--backbone={self.backbone!r} must be one of {', '.join(models.BACKBONES)}"),
-            (self.stem in models.STEMS, f"--stem={self.stem!r} must be one of {', '.join(models.STEMS)}"),
-            (self.stem == "imagenet" or self.backbone != "resnet50",
+            (self.stem in (*models.STEMS, "auto"),
+             f"--stem={self.stem!r} must be auto or one of {', '.join(models.STEMS)}"),
+            (self.stem in ("imagenet", "auto") or self.backbone != "resnet50",
              f"--stem={self.stem}: resnet50 has the ImageNet stem only; use resnet18 or resnet_tiny"),
             (self.image_size >= 32, f"--image_size={self.image_size} must be at least 32"),
             (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
@@ -189,6 +192,10 @@ class TrainConfig:
             else:
                 lines.append(f"--{key}={value}")
         return "\n".join(lines) + "\n"
+
+    def stem_used(self, image_size):
+        """``--stem``, with ``auto`` resolved for this image size (:func:`models.auto_stem`)."""
+        return models.auto_stem(image_size, self.backbone) if self.stem == "auto" else self.stem
 
     def run_settings(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
@@ -285,7 +292,7 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
     """
     with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
         features = models.build_features(image_shape, config.backbone, initial_backbone_weights(config),
-                                         config.bn_momentum, config.stem)
+                                         config.bn_momentum, config.stem_used(image_shape[0]))
         if strategy.num_replicas_in_sync > 1:
             models.set_batchnorm(features, synchronized=True)
         optimizer = OPTIMIZERS[config.optimizer](schedules.learning_rate(
@@ -317,8 +324,17 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     """Runs (or resumes) one training run and returns the metrics dict written to metrics.json.
 
     ``callbacks``: extra Keras callbacks, run after the checkpoint and TensorBoard callbacks.
+    The model directory is locked from its first write to the end (a second run into it is
+    refused); a loss that is not finite stops the run with :class:`checkpoints.Diverged`.
     """
     config.validate()
+    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
+        raise ValueError(f"--model_dir={config.model_dir} is a file, not a folder.")
+    with contextlib.ExitStack() as held:  # the model directory's lock, once taken
+        return _train_and_evaluate(config, callbacks, held)
+
+
+def _train_and_evaluate(config, callbacks, held):
     # First: MultiWorkerMirroredStrategy must set up its collectives before any other TF op runs.
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     chief = distribute.is_chief(strategy)
@@ -357,7 +373,14 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
                                                   total_steps=total_steps)
 
     if chief:  # only the chief writes the model directory; the other workers read its backup
-        os.makedirs(config.model_dir, exist_ok=True)
+        try:
+            os.makedirs(config.model_dir, exist_ok=True)
+            # One run per folder at a time; the settings are checked again under the lock.
+            held.enter_context(exclusive_lock(os.path.join(config.model_dir, LOCK),
+                                              f"--model_dir={config.model_dir}"))
+        except OSError as e:
+            raise ValueError(f"--model_dir={config.model_dir}: cannot write there ({e.strerror}).") from None
+        check_model_dir(config)
         write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
         atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
         atomic_write(os.path.join(config.model_dir, "split.npz"),
@@ -432,6 +455,7 @@ def train_and_evaluate(config: TrainConfig, callbacks=()):
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
     metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=epochs,
                    steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
+                   stem_used=config.stem_used(config.image_size),
                    frame_score=score,
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},

@@ -161,3 +161,29 @@ def test_frame_score_tells_framed_images_from_free_textures():
     x = pair[..., 0].astype(np.float64)
     assert augmentation.frame_score(pair) == pytest.approx(x.mean(0).std() / x.std(), rel=1e-6)
     assert augmentation.frame_score(np.full((3, 4, 4, 1), 7, np.uint8)) == 0.0
+
+
+def test_stems_keep_the_resolution_the_auto_rule_and_resnet50():
+    """The first block sees 1/4 of the image (imagenet), 1/2 (small_pool) or all of it (small)."""
+    from scl_amp_tf import models
+
+    for stem, size in (("imagenet", 13), ("small_pool", 26), ("small", 52)):
+        net = models.basic_resnet((52, 52, 1), (1, 1, 1, 1), (16, 32, 64, 128), "resnet_tiny", stem=stem)
+        first_block = net.get_layer("stage1_block1_conv1")
+        assert first_block.input.shape[1:3] == (size, size), stem
+        assert net.output.shape == (None, 128)
+    assert models.auto_stem(52, "resnet_tiny") == models.auto_stem(64, "resnet18") == "small_pool"
+    assert models.auto_stem(96, "resnet_tiny") == models.auto_stem(200, "resnet_tiny") == "imagenet"
+    assert models.auto_stem(64, "resnet50") == "imagenet"
+    with pytest.raises(ValueError, match="resnet50 has the ImageNet stem only"):
+        TrainConfig(model_dir="x", backbone="resnet50", stem="small").validate()
+
+
+def test_the_small_stem_learns_and_auto_is_recorded(tmp_path):
+    config = _config(tmp_path, stem="auto", epochs=6)
+    metrics = train_and_evaluate(config)
+    assert metrics["stem_used"] == "small_pool"
+    assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    assert any(layer.name == "stem_conv" and layer.kernel_size == (3, 3)
+               for layer in encoder.get_layer("resnet_tiny").layers)
