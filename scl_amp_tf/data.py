@@ -26,6 +26,9 @@ import tensorflow as tf
 from scl_amp_tf import augmentation
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Images above this many pixels are refused before decoding (about 0.2 GB as uint8 RGB): a
+# defence against decompression bombs that a real inspection image stays far below.
+MAX_IMAGE_PIXELS = 50_000_000
 TFDS_DATASETS = ("neu", "mixed_wm38")
 SYNTHETIC = "synthetic_wafers"
 WAFER_SCALE = 127  # wafer map value v -> gray level v * 127
@@ -65,8 +68,9 @@ def resize_images(images, image_size: int, batch: int = 256) -> np.ndarray:
 
 
 def load(spec: str, *, image_size: int, data_dir=None, manual_dir=None, synthetic_per_class=100,
-         seed=0) -> LabelledImages:
-    """Loads the dataset named by ``spec`` (see the module docstring), resized to ``image_size``."""
+         seed=0, max_pixels=None) -> LabelledImages:
+    """Loads the dataset named by ``spec`` (see the module docstring), resized to ``image_size``.
+    ``max_pixels``: an image folder's larger images are refused (:func:`read_image`)."""
     if spec in TFDS_DATASETS:
         return _load_tfds(spec, image_size, data_dir, manual_dir)
     if spec == SYNTHETIC:
@@ -77,7 +81,7 @@ def load(spec: str, *, image_size: int, data_dir=None, manual_dir=None, syntheti
         return LabelledImages(images, labels.astype(np.int64), tuple(synthetic_wafers.CLASS_NAMES),
                               f"SYNTHETIC wafer maps ({synthetic_per_class} per class, seed {seed})")
     if spec.startswith("folder:"):
-        return load_image_folder(spec[len("folder:"):], image_size)
+        return load_image_folder(spec[len("folder:"):], image_size, max_pixels)
     raise DataError(
         f"--dataset={spec!r} is not known. Use one of {', '.join(TFDS_DATASETS + (SYNTHETIC,))} "
         "or folder:/path/to/root (one sub-folder of images per class).")
@@ -112,7 +116,7 @@ def _load_tfds(name, image_size, data_dir, manual_dir) -> LabelledImages:
                           f"{name} v{builder.info.version}: {len(labels)} images{note}")
 
 
-def load_image_folder(root, image_size: int) -> LabelledImages:
+def load_image_folder(root, image_size: int, max_pixels=None) -> LabelledImages:
     """Reads ``root/<class>/<image>`` (png, jpg, bmp, gif; any size; gray or RGB).
 
     Class ids follow the sorted sub-folder names. All images become gray (1 channel) if every
@@ -136,15 +140,50 @@ def load_image_folder(root, image_size: int) -> LabelledImages:
             raise DataError(f"Class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
                             "Add images or remove the folder.")
         for path in files:
-            decoded.append(_read_image(path))
+            decoded.append(read_image(path, max_pixels))
             labels.append(label)
     channels = 1 if all(im.shape[-1] == 1 for im in decoded) else 3
     return LabelledImages(_resize_to(decoded, image_size, channels), np.asarray(labels, np.int64),
                           tuple(p.name for p in class_dirs), f"image folder {root}: {len(labels)} images")
 
 
-def _read_image(path):
-    """One image file as uint8 ``[H, W, 1 or 3]`` (RGBA loses alpha); DataError names a bad file."""
+def list_images(path):
+    """``path`` itself if it is a file, else every image file under the folder (any depth), sorted.
+    Raises :class:`DataError` when there is nothing to read."""
+    path = os.path.expanduser(str(path))
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise DataError(f"--images={path}: no such file or directory.")
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+    if not files:
+        raise DataError(f"--images={path} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def image_pixels(path):
+    """Width x height from the file's header (PNG, JPEG, BMP, GIF) without decoding it, or None
+    when the header cannot be read (then decoding will say what is wrong)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.width * image.height
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def read_image(path, max_pixels=None):
+    """One image file as uint8 ``[H, W, 1 or 3]`` (RGBA loses alpha); DataError names a bad file.
+
+    ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`): larger images are refused before they are
+    decoded (a small PNG can hold 8000 x 8000 pixels, and decoding it takes gigabytes)."""
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    pixels = image_pixels(path) if os.path.exists(path) else None
+    if pixels is not None and pixels > limit:
+        raise DataError(f"{path} has {pixels:,} pixels, above the limit of {limit:,} "
+                        "(--max_image_pixels for training). Crop or shrink it, or raise the limit.")
     try:
         image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
@@ -156,18 +195,22 @@ def _read_image(path):
     return image.numpy()[..., :3] if image.shape[-1] == 4 else image.numpy()
 
 
+def to_channels(image, channels):
+    """A decoded uint8 ``[H, W, 1 or 3]`` image with ``channels`` (gray -> RGB by copies, RGB ->
+    gray by the ITU-R 601 luma weights, rounded): how training reads a folder of mixed images."""
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    return np.clip(np.round(tf.image.rgb_to_grayscale(image).numpy()), 0, 255).astype(np.uint8)
+
+
 def _resize_to(decoded, image_size, channels):
-    """Decoded images -> uint8 ``[N, S, S, channels]`` (gray -> RGB by copies, RGB -> gray by luma)."""
-    def convert(im):
-        if im.shape[-1] == channels:
-            return im
-        if channels == 3:
-            return np.repeat(im, 3, axis=-1)
-        return np.clip(np.round(tf.image.rgb_to_grayscale(im).numpy()), 0, 255).astype(np.uint8)
-    return np.stack([resize_images(convert(im)[None], image_size)[0] for im in decoded])
+    """Decoded images -> uint8 ``[N, S, S, channels]``."""
+    return np.stack([resize_images(to_channels(im, channels)[None], image_size)[0] for im in decoded])
 
 
-def load_unlabeled(spec: str, image_size: int, channels: int) -> np.ndarray:
+def load_unlabeled(spec: str, image_size: int, channels: int, max_pixels=None) -> np.ndarray:
     """Images without labels for ``--unlabeled_data=folder:/path``: every image under the folder
     (any depth, any layout; class sub-folders, if any, are ignored), resized to ``image_size`` and
     converted to the labelled data's ``channels``. Raises :class:`DataError` naming the problem."""
@@ -181,7 +224,7 @@ def load_unlabeled(spec: str, image_size: int, channels: int) -> np.ndarray:
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
         raise DataError(f"--unlabeled_data={spec}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
-    return _resize_to([_read_image(p) for p in files], image_size, channels)
+    return _resize_to([read_image(p, max_pixels) for p in files], image_size, channels)
 
 
 def split(data: LabelledImages, *, seed: int, shots_per_class=None, train_fraction=None, test_fraction=None):

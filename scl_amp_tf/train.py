@@ -108,6 +108,9 @@ flags.DEFINE_string("profile_batches", None,
                     "Record a TensorFlow profiler trace of these training steps of the first epoch (N or "
                     "FIRST,LAST, e.g. 10,20) in MODEL_DIR/logs/train: TensorBoard's Profile tab (pip install "
                     "tensorboard-plugin-profile) shows whether a step waits on input or on compute.")
+flags.DEFINE_integer("max_image_pixels", _DEFAULTS.max_image_pixels,
+                     "Image files with more pixels (width x height, read from the header) are refused before "
+                     "decoding, naming the file: a guard against decompression bombs.")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0 silent, 1 progress bar, 2 one line per epoch.")
 flags.mark_flag_as_required("model_dir")
 

@@ -54,7 +54,7 @@ UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
 # update), so a run may be resumed on other hardware.
 RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "steps", "strategy", "tpu", "jit_compile",
-                  "profile_batches")
+                  "profile_batches", "max_image_pixels")
 
 
 @dataclasses.dataclass
@@ -73,6 +73,7 @@ class TrainConfig:
     classes: str | None = None
     unlabeled_data: str | None = None
     unlabeled_batch_size: int | None = None
+    max_image_pixels: int = data_lib.MAX_IMAGE_PIXELS
     seed: int = 0
     method: str = "scl_amp"
     backbone: str = "resnet50"
@@ -118,6 +119,7 @@ class TrainConfig:
              f"--stem={self.stem!r} must be auto or one of {', '.join(models.STEMS)}"),
             (self.stem in ("imagenet", "auto") or self.backbone != "resnet50",
              f"--stem={self.stem}: resnet50 has the ImageNet stem only; use resnet18 or resnet_tiny"),
+            (self.max_image_pixels >= 1, f"--max_image_pixels={self.max_image_pixels} must be at least 1"),
             (self.image_size >= 32, f"--image_size={self.image_size} must be at least 32"),
             (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
             (self.epochs >= 1, f"--epochs={self.epochs} must be at least 1"),
@@ -240,7 +242,8 @@ def _unlabeled_images(config, data, train_idx, test_idx):
                 "portion can serve unlabeled.")
         images = data.images[rest]
     else:
-        images = data_lib.load_unlabeled(config.unlabeled_data, config.image_size, data.images.shape[-1])
+        images = data_lib.load_unlabeled(config.unlabeled_data, config.image_size, data.images.shape[-1],
+                                         config.max_image_pixels)
     wanted = config.unlabeled_batch_size or config.batch_size
     if len(images) < wanted:
         raise data_lib.DataError(f"--unlabeled_data={config.unlabeled_data}: {len(images)} images, fewer than "
@@ -249,10 +252,10 @@ def _unlabeled_images(config, data, train_idx, test_idx):
 
 
 def load_data(dataset, image_size, *, data_dir=None, manual_dir=None, synthetic_per_class=100, seed=0,
-              classes=None):
+              classes=None, max_pixels=None):
     """The run's dataset (``--classes`` keeps only the named classes, e.g. Table IV's base classes)."""
     data = data_lib.load(dataset, image_size=image_size, data_dir=data_dir, manual_dir=manual_dir,
-                         synthetic_per_class=synthetic_per_class, seed=seed)
+                         synthetic_per_class=synthetic_per_class, seed=seed, max_pixels=max_pixels)
     return data_lib.select_classes(data, classes) if classes else data
 
 
@@ -339,7 +342,8 @@ def _train_and_evaluate(config, callbacks, held):
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     chief = distribute.is_chief(strategy)
     data = load_data(config.dataset, config.image_size, data_dir=config.data_dir, manual_dir=config.manual_dir,
-                     synthetic_per_class=config.synthetic_per_class, seed=config.seed, classes=config.classes)
+                     synthetic_per_class=config.synthetic_per_class, seed=config.seed, classes=config.classes,
+                     max_pixels=config.max_image_pixels)
     train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)

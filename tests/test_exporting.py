@@ -451,3 +451,58 @@ def test_an_export_clears_what_a_killed_export_left_behind(exported, tmp_path):
     exporting.export_model(exported["model_dir"], str(tmp_path / "exported"), model_name="wafers",
                            formats="saved_model", check_images=4)
     assert sorted(os.listdir(root)) == sorted(["1", running.name, elsewhere.name])
+
+
+def test_predict_a_folder_with_the_run_and_with_the_export(exported, tmp_path):
+    """python -m scl_amp_tf.predict: one CSV row per readable image, the same answers from the run
+    folder and from the export, the Keras model's answers; a bad file is named, skipped, rc 1."""
+    import csv
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    names = []
+    for name in ("C", "L"):
+        for k, path in enumerate(sorted((exported["data_root"] / name).iterdir())[:3]):
+            target = folder / name / f"{k}.png"
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(path.read_bytes())
+            names.append(str(target))
+    (folder / "broken.png").write_bytes(b"not an image")
+    rows = {}
+    for source in (f"--model_dir={exported['model_dir']}", f"--export_dir={exported['root'] / 'exported'}"):
+        out = tmp_path / "predictions.csv"
+        result = _cli("scl_amp_tf.predict", source, f"--images={folder}", f"--output={out}", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert f"skipped {folder / 'broken.png'}: Cannot decode image" in result.stderr
+        assert "6 of 7 images classified" in result.stderr
+        with open(out) as f:
+            rows[source.split("=")[0]] = list(csv.DictReader(f))
+    by_run, by_export = rows["--model_dir"], rows["--export_dir"]
+    assert [r["file"] for r in by_run] == [r["file"] for r in by_export] == sorted(names)
+    assert [r["class"] for r in by_run] == [r["class"] for r in by_export]
+    for a, b in zip(by_run, by_export):
+        assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-4)
+        assert float(a["score"]) >= float(a["second_score"]) and a["class"] != a["second_class"]
+    # the Keras model's own answers on the same files, read as training reads them
+    encoder, database = _keras(exported)
+    images = np.stack([data_lib.resize_images(data_lib.read_image(r["file"])[None], SIZE)[0] for r in by_run])
+    expected = database.predict(encoder.predict(images / np.float32(255), verbose=0))
+    assert [r["class"] for r in by_run] == [database.class_names[i] for i in expected]
+    # a threshold above every score: everything is unknown; one file works too, to stdout
+    result = _cli("scl_amp_tf.predict", f"--model_dir={exported['model_dir']}", f"--images={names[0]}",
+                  "--output=-", "--reject_threshold=1.01", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "file,class,score,second_class,second_score" and lines[1].startswith(f"{names[0]},unknown,")
+    bad = _cli("scl_amp_tf.predict", f"--model_dir={exported['model_dir']}", f"--export_dir={tmp_path}",
+               f"--images={folder}", cwd=tmp_path)
+    assert bad.returncode == 2 and "give one of --model_dir" in bad.stderr
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((300, 400), np.uint8), "L").save(path)
+    with pytest.raises(data_lib.DataError, match=r"huge\.png has 120,000 pixels, above the limit of 100,000"):
+        data_lib.read_image(str(path), max_pixels=100_000)
+    assert data_lib.read_image(str(path), max_pixels=120_000).shape == (300, 400, 1)
+    assert data_lib.image_pixels(str(path)) == 120_000

@@ -1,0 +1,180 @@
+"""Classify image files with a trained run or an exported model (``python -m scl_amp_tf.predict``).
+
+Two sources answer alike (a test checks they do):
+
+* a **run folder** (``--model_dir``): its ``encoder.keras``; SCL-AMP classifies by the reference
+  database of its training images (section IV.A: the class of highest mean cosine similarity),
+  CE by its softmax. Images are decoded, converted and resized exactly as training read them
+  (:func:`scl_amp_tf.data.read_image`, :func:`scl_amp_tf.data.resize_images`);
+* an **export** (``--export_dir``): the newest (or a named) version's SavedModel, through its
+  ``classify_bytes`` signature, i.e. what TF Serving answers, enrolled classes and the export's
+  reject threshold included.
+
+Every file is read on its own: one that cannot be read, is not an image, or is larger than
+:data:`scl_amp_tf.data.MAX_IMAGE_PIXELS` is reported by name and skipped; the others are still
+classified.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from scl_amp_tf import data as data_lib
+from scl_amp_tf import evaluation
+from scl_amp_tf.reference import ReferenceDatabase
+
+UNKNOWN_NAME = "unknown"  # the class of a rejected image, as the export names it
+
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One classified file: the best class and the runner-up with their scores (mean cosine
+    similarity for reference databases, softmax probability for CE); ``class_name`` is
+    ``unknown`` when the best score is under the reject threshold."""
+
+    file: str
+    class_name: str
+    score: float
+    second_class: str
+    second_score: float
+
+
+class RunPredictor:
+    """A finished training run's encoder and its reference database (or softmax, for CE)."""
+
+    def __init__(self, model_dir, reject_threshold=None):
+        import keras
+
+        import scl_amp_tf  # noqa: F401  (registers the custom layers for load_model)
+        from scl_amp_tf import training
+
+        paths = {name: os.path.join(model_dir, name) for name in ("config.json", "encoder.keras", "reference_db.npz")}
+        missing = [name for name, path in paths.items() if not os.path.exists(path)]
+        if missing:
+            raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
+                             "Train one with python -m scl_amp_tf.train first.")
+        with open(paths["config.json"]) as f:
+            self.settings = json.load(f)
+        self.encoder = keras.models.load_model(paths["encoder.keras"])
+        self.method = self.settings["method"]
+        self.database = ReferenceDatabase.load(paths["reference_db.npz"])
+        self.class_names = list(self.database.class_names)
+        _, self.image_size, _, self.channels = self.encoder.input_shape
+        if reject_threshold is not None and self.method == "ce":
+            raise ValueError("--reject_threshold needs a reference database: a CE run classifies by its softmax.")
+        if reject_threshold == "auto":
+            _, train_data, _ = training.load_run(model_dir)
+            reject_threshold = evaluation.calibrate_threshold(training.embed(self.encoder, train_data.images),
+                                                              train_data.labels)
+        self.reject_threshold = reject_threshold
+        self._embed = training.embed
+
+    def scores(self, paths):
+        """``(scores [N, K], kept paths, failures {path: reason})`` for image files."""
+        images, kept, failures = [], [], {}
+        for path in paths:
+            try:
+                images.append(data_lib.resize_images(data_lib.to_channels(data_lib.read_image(path), self.channels)[None],
+                                                     self.image_size)[0])
+                kept.append(path)
+            except data_lib.DataError as e:
+                failures[path] = str(e)
+        if not kept:
+            return np.zeros((0, len(self.class_names)), np.float32), kept, failures
+        outputs = self._embed(self.encoder, np.stack(images))
+        if self.method == "ce":
+            return outputs, kept, failures  # the classifier's softmax
+        return self.database.scores(outputs), kept, failures
+
+    def names(self, scores):
+        best = evaluation.decide(scores, self.reject_threshold)
+        return [UNKNOWN_NAME if i == evaluation.UNKNOWN else self.class_names[i] for i in best]
+
+
+class ExportPredictor:
+    """An exported version's SavedModel, through ``classify_bytes`` (as TF Serving answers)."""
+
+    def __init__(self, export_dir, model_name=None, version=None):
+        import tensorflow as tf
+
+        from scl_amp_tf import exporting
+
+        root = exporting.find_model_root(export_dir, model_name)
+        version = version if version is not None else exporting.versions(root)[-1]
+        path = os.path.join(root, str(version))
+        if not os.path.isdir(path):
+            raise ValueError(f"{root} has no version {version} (it has {', '.join(map(str, exporting.versions(root)))}).")
+        self.version_dir = path
+        self.classify = tf.saved_model.load(path).signatures["classify_bytes"]
+        with open(os.path.join(path, exporting.EXTRA, exporting.METADATA_FILE)) as f:
+            self.metadata = json.load(f)
+        self.class_names = list(self.metadata["class_names"])
+        self._tf = tf
+        self._last_names = None
+
+    def scores(self, paths):
+        tf = self._tf
+        encoded, kept, failures = [], [], {}
+        for path in paths:
+            try:
+                data_lib.read_image(path)  # the same checks as training: readable, an image, not too large
+                encoded.append(tf.io.read_file(path))
+                kept.append(path)
+            except data_lib.DataError as e:
+                failures[path] = str(e)
+        if not kept:
+            self._last_names = []
+            return np.zeros((0, len(self.class_names)), np.float32), kept, failures
+        out = self.classify(image_bytes=tf.stack(encoded))
+        self._last_names = [n.decode() for n in out["class_name"].numpy()]
+        return out["scores"].numpy(), kept, failures
+
+    def names(self, scores):
+        return list(self._last_names)  # the export decides (its reject threshold included)
+
+
+def predict(predictor, paths, batch_size=64, progress=None):
+    """``(predictions, failures)`` for image files, ``batch_size`` files at a time.
+
+    ``progress``: called with the number of files done after each batch (e.g. a progress bar).
+    """
+    predictions, failures = [], {}
+    for start in range(0, len(paths), batch_size):
+        scores, kept, failed = predictor.scores(paths[start:start + batch_size])
+        failures.update(failed)
+        names = predictor.names(scores)
+        order = np.argsort(-scores, axis=1)
+        for i, path in enumerate(kept):
+            second = order[i, 1] if scores.shape[1] > 1 else order[i, 0]
+            predictions.append(Prediction(path, names[i], float(scores[i, order[i, 0]]),
+                                          predictor.class_names[second], float(scores[i, second])))
+        if progress is not None:
+            progress(min(start + batch_size, len(paths)))
+    return predictions, failures
+
+
+def write_csv(predictions, out):
+    """One row per file: file, class, score, second_class, second_score. ``out``: a path (written
+    atomically) or an open text file (e.g. ``sys.stdout``)."""
+    import csv
+
+    from scl_amp_tf.files import atomic_write
+
+    def rows(f):
+        writer = csv.writer(f)
+        writer.writerow(["file", "class", "score", "second_class", "second_score"])
+        for p in predictions:
+            writer.writerow([p.file, p.class_name, f"{p.score:.6f}", p.second_class, f"{p.second_score:.6f}"])
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            rows(f)
+
+    if hasattr(out, "write"):
+        rows(out)
+    else:
+        atomic_write(out, write)
