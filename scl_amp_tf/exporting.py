@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
@@ -94,14 +95,62 @@ def to_channels(image, channels):
     return tf.cond(has_color, luma, lambda: image[..., :1])
 
 
+def header_pixels(encoded):
+    """Width x height (int64) read from the header of an encoded PNG, JPEG, GIF or BMP string,
+    without decoding it; -1 when it is none of them (or too short to be one)."""
+    length = tf.strings.length(encoded)
+
+    def bytes_at(offset, n):
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, n), tf.uint8), tf.int64)
+
+    def big_endian(offset, n):
+        b = bytes_at(offset, n)
+        return tf.reduce_sum(b * tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * tf.range(n - 1, -1, -1,
+                                                                                                  dtype=tf.int64)))
+
+    def little_endian(offset, n):
+        b = bytes_at(offset, n)
+        return tf.reduce_sum(b * tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * tf.range(n, dtype=tf.int64)))
+
+    def signed32(value):
+        return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))  # a BMP stored top-down has height < 0
+
+    head = tf.strings.substr(encoded, 0, tf.minimum(length, 4))
+    png = tf.logical_and(tf.equal(head, b"\x89PNG"), length >= 24)
+    jpeg = tf.equal(tf.strings.substr(head, 0, tf.minimum(tf.strings.length(head), 3)), b"\xff\xd8\xff")
+    gif = tf.logical_and(tf.equal(head, b"GIF8"), length >= 10)
+    bmp = tf.logical_and(tf.equal(tf.strings.substr(head, 0, tf.minimum(tf.strings.length(head), 2)), b"BM"),
+                         length >= 26)
+    return tf.case([
+        (png, lambda: big_endian(16, 4) * big_endian(20, 4)),
+        (jpeg, lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64))),
+        (gif, lambda: little_endian(6, 2) * little_endian(8, 2)),
+        (bmp, lambda: signed32(little_endian(18, 4)) * signed32(little_endian(22, 4))),
+    ], default=lambda: tf.constant(-1, tf.int64), exclusive=False)
+
+
 def decode(image_bytes, image_size, channels):
-    """Encoded PNG / JPEG / BMP / GIF strings ``[N]`` -> float32 ``[N, S, S, C]`` in [0, 1]."""
-    def one(encoded):
-        image = to_channels(tf.io.decode_image(encoded, expand_animations=False), channels)
+    """Encoded PNG / JPEG / BMP / GIF strings ``[N]`` -> float32 ``[N, S, S, C]`` in [0, 1].
+
+    Each string is checked before it is decoded, and a bad one is named by its index in the
+    batch: it must be one of the four formats and hold at most ``data.MAX_IMAGE_PIXELS`` pixels
+    (a small PNG can hold 8000 x 8000 pixels, gigabytes once decoded)."""
+    def one(item):
+        index, encoded = item
+        pixels = header_pixels(encoded)
+        checks = [
+            tf.debugging.Assert(pixels >= 0, [tf.strings.format(
+                "image_bytes[{}] is not a PNG, JPEG, GIF or BMP image", index)]),
+            tf.debugging.Assert(pixels <= data_lib.MAX_IMAGE_PIXELS, [tf.strings.format(
+                "image_bytes[{}] has {} pixels, above the limit of {}", (index, pixels, data_lib.MAX_IMAGE_PIXELS))]),
+        ]
+        with tf.control_dependencies(checks):
+            image = to_channels(tf.io.decode_image(encoded, expand_animations=False), channels)
         image = tf.ensure_shape(image, [None, None, channels])
         return preprocess(image[None], image_size)[0]
-    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, channels],
-                                                                          tf.float32))
+    indices = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])
+    return tf.map_fn(one, (indices, image_bytes),
+                     fn_output_signature=tf.TensorSpec([image_size, image_size, channels], tf.float32))
 
 
 def _non_empty(batch, what):

@@ -1,6 +1,7 @@
 """Deployment: export a tiny trained model, reload every artefact and compare with Keras; requests
 through the serving client (REST and gRPC, over local sockets); the edge runner without
 TensorFlow; enrolment of a new class; bad requests and failed checks leave nothing behind."""
+import base64
 import concurrent.futures
 import http.server
 import io
@@ -180,7 +181,17 @@ def test_bad_requests_get_an_error_message(exported):
     for what, body in bad_bodies.items():
         answer = local.predict_rest(body)
         assert set(answer) == {"error"} and answer["error"], (what, answer)
-    assert "image" in local.predict_rest(bad_bodies["undecodable bytes"])["error"].lower()
+    assert "image_bytes[0] is not a PNG, JPEG, GIF or BMP image" in local.predict_rest(
+        bad_bodies["undecodable bytes"])["error"]
+    # one bad string of a batch is named by its index; a decompression bomb is refused before decoding
+    huge = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(huge, "PNG")  # 64 megapixels in a few tens of kilobytes
+    small = exporting.encode_png(good[:1])[0]
+    for batch, message in (([small, b"junk", small], "image_bytes[1] is not a PNG"),
+                           ([small, small, huge.getvalue()], "image_bytes[2] has 64000000 pixels, above the limit")):
+        error = local.predict_rest({"signature_name": "classify_bytes", "inputs": {"image_bytes": [
+            {"b64": base64.b64encode(b).decode()} for b in batch]}})["error"]
+        assert message in error, error
     request = serving_client.grpc_request("wafers", "serving_default", good)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(good.astype(np.float32)))
     with pytest.raises(serving_client.ServingError, match="uint8"):
