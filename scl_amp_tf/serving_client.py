@@ -15,10 +15,12 @@ gRPC needs ``pip install -e ".[serving]"`` (tensorflow-serving-api).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import socket
 import sys
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 
 import numpy as np
 
@@ -77,19 +79,62 @@ def outputs_from_rest(answer, signature):
     return {name: np.asarray(value) for name, value in outputs.items()}
 
 
-def send_rest(server, model_name, signature, inputs, version=None, timeout=30.0):
-    request = urllib.request.Request(rest_url(server, model_name, version),
-                                     data=json.dumps(rest_body(signature, inputs)).encode(),
-                                     headers={"Content-Type": "application/json"})
+def _post(url, body, timeout):
+    """``(status, body bytes)`` of a JSON POST that must finish within ``timeout`` seconds in all.
+
+    urllib's timeout bounds each socket operation, so a server that trickles a byte every few
+    seconds could hold a request for hours; here the whole exchange runs in a helper thread and
+    its socket is shut down at the deadline."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--server={url}: give host:port or an http:// or https:// URL.")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return outputs_from_rest(json.load(response), signature)
-    except urllib.error.HTTPError as e:  # TF Serving answers 4xx with {"error": ...}
-        body = e.read().decode(errors="replace")
+        connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
+            parts.hostname, parts.port, timeout=timeout)
+    except (ValueError, http.client.InvalidURL) as e:  # e.g. a port out of range
+        raise ValueError(f"--server={url}: {e}") from None
+    result = {}
+
+    def exchange():
         try:
-            return outputs_from_rest(json.loads(body), signature)
-        except (ValueError, KeyError):
-            raise ServingError(f"HTTP {e.code}: {body}") from None
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            result["answer"] = (response.status, response.read())
+        except Exception as e:  # noqa: BLE001 (handed to the caller's thread)
+            result["error"] = e
+
+    worker = threading.Thread(target=exchange, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        if connection.sock is not None:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        connection.close()
+        raise ServingError(f"No complete answer from {url} within {timeout:g} s (--timeout).")
+    connection.close()
+    if "error" in result:
+        e = result["error"]
+        if isinstance(e, (OSError, http.client.HTTPException, OverflowError)):
+            raise ServingError(f"Cannot reach {url}: {e}") from None
+        raise e
+    return result["answer"]
+
+
+def send_rest(server, model_name, signature, inputs, version=None, timeout=30.0):
+    """Outputs of a REST ``Predict`` that finishes within ``timeout`` seconds in all."""
+    url = rest_url(server, model_name, version)
+    status, body = _post(url, json.dumps(rest_body(signature, inputs)).encode(), timeout)
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise ServingError(f"HTTP {status}: the answer is not JSON: {body[:200]!r}") from None
+    if not isinstance(answer, dict) or ("outputs" not in answer and "error" not in answer):
+        raise ServingError(f"HTTP {status}: the answer has neither outputs nor error: {str(answer)[:200]}")
+    return outputs_from_rest(answer, signature)
 
 
 def grpc_request(model_name, signature, inputs, version=None):
@@ -235,6 +280,8 @@ def main(argv=None):
     parser.add_argument("--model_name", default=None, help="TF Serving's model name (the folder under the export root).")
     parser.add_argument("--version", type=int, default=None, help="A specific version (default: the newest).")
     parser.add_argument("--signature", default="classify_bytes", choices=sorted(SIGNATURE_INPUTS))
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="Seconds the whole request may take (connection, sending, the full answer).")
     parser.add_argument("--saved_model", default=None,
                         help="Answer with this SavedModel (a version folder) in-process instead of a server.")
     args = parser.parse_args(argv)
@@ -252,7 +299,9 @@ def main(argv=None):
             if not args.model_name:
                 parser.error("--model_name is needed to reach a server.")
             send = send_rest if args.protocol == "rest" else send_grpc
-            outputs = send(args.server, args.model_name, args.signature, inputs, args.version)
+            if args.timeout <= 0:
+                parser.error(f"--timeout={args.timeout} must be positive.")
+            outputs = send(args.server, args.model_name, args.signature, inputs, args.version, timeout=args.timeout)
     except (OSError, ValueError, ServingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -517,3 +517,52 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path):
         data_lib.read_image(str(path), max_pixels=100_000)
     assert data_lib.read_image(str(path), max_pixels=120_000).shape == (300, 400, 1)
     assert data_lib.image_pixels(str(path)) == 120_000
+
+
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """A server that trickles its answer one byte at a time, or answers JSON without outputs."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if self.path.startswith("/v1/models/slow"):
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    threading.Event().wait(0.3)
+            except OSError:
+                pass
+        else:
+            body = b'{"predictions": [1]}'
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_rest_timeout_bounds_the_whole_request_and_bad_answers_are_one_line_errors():
+    import time
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    png = [exporting.encode_png(np.zeros((1, 8, 8, 1), np.uint8))[0]]
+    try:
+        start = time.monotonic()
+        with pytest.raises(serving_client.ServingError, match=r"No complete answer .* within 1\.5 s"):
+            serving_client.send_rest(address, "slow", "classify_bytes", png, timeout=1.5)
+        assert time.monotonic() - start < 4  # a byte every 0.3 s would have taken 300 s
+        with pytest.raises(serving_client.ServingError, match="neither outputs nor error"):
+            serving_client.send_rest(address, "odd", "classify_bytes", png)
+        with pytest.raises(ValueError, match="http:// or https://"):
+            serving_client.send_rest("ftp://127.0.0.1:21", "odd", "classify_bytes", png)
+        with pytest.raises((ValueError, serving_client.ServingError), match="127.0.0.1:99999"):
+            serving_client.send_rest("127.0.0.1:99999", "odd", "classify_bytes", png)
+    finally:
+        server.shutdown()
