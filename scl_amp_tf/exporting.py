@@ -427,7 +427,8 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
                 shutil.copy(os.path.join(tflite_source, file), os.path.join(bundle, file))
             else:
                 write_tflite(encoder, os.path.join(bundle, file), variant, representative_images)
-            tflite[variant] = {"file": file, "bytes": os.path.getsize(os.path.join(bundle, file))}
+            tflite[variant] = {"file": file, "bytes": os.path.getsize(os.path.join(bundle, file)),
+                               "sha256": edge_classify.sha256_of(os.path.join(bundle, file))}
         for variant in set(tflite) & set(QUANTIZED):
             ops = tflite_op_types(os.path.join(bundle, tflite[variant]["file"]))
             tflite[variant]["float_ops"] = sorted(op for op, types in ops.items() if "float32" in types)

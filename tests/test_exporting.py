@@ -289,7 +289,39 @@ def test_edge_runner_classifies_a_folder_without_tensorflow(exported, tmp_path):
             assert [r.split(",")[1] for r in rows[1:]] == expected
     missing = subprocess.run([sys.executable, str(script), f"--images={tmp_path / 'nowhere'}"],
                              capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and "no such directory" in missing.stderr
+    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+
+
+def test_edge_runner_refuses_bad_flags_other_models_and_skips_bad_images(exported, tmp_path):
+    import shutil
+
+    script = exported["version"] / "assets.extra" / "edge_classify.py"
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for k, image in enumerate(exported["images"][:3]):
+        Image.fromarray(image[..., 0]).save(folder / f"{k:02d}.png")
+    Image.new("L", (8000, 8000)).save(folder / "bomb.png")  # 64 megapixels in a small file
+    (folder / "broken.png").write_bytes(b"not an image")
+
+    def run(*args, bundle=None):
+        extra = [f"--bundle={bundle}"] if bundle else []
+        return subprocess.run([sys.executable, str(script), *extra, *args], capture_output=True, text=True,
+                              timeout=300)
+
+    result = run(f"--images={folder}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert len(result.stdout.strip().splitlines()) == 4  # header + the 3 good images
+    assert "bomb.png: 64,000,000 pixels, above the limit of 50,000,000" in result.stderr
+    assert "skipped" in result.stderr and "broken.png" in result.stderr
+    assert edge_classify.MAX_IMAGE_PIXELS == data_lib.MAX_IMAGE_PIXELS
+    bad = run(f"--images={folder}", "--batch_size=-1")
+    assert bad.returncode == 2 and "--batch_size=-1 must be at least 1" in bad.stderr
+    # another model's .tflite with the same input size, dropped into a copy of the bundle
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported["version"] / "assets.extra", bundle)
+    shutil.copy(bundle / "model_int8.tflite", bundle / "model_fp32.tflite")
+    swapped = run(f"--images={folder / '00.png'}", bundle=bundle)
+    assert swapped.returncode == 2 and "is not the model that scl_amp_tf.json describes" in swapped.stderr
 
 
 def test_enroll_add_replace_remove(exported, tmp_path):

@@ -3,7 +3,7 @@
 Needs LiteRT, NumPy and Pillow only (no TensorFlow, no scl_amp_tf)::
 
     pip install ai-edge-litert numpy pillow
-    python edge_classify.py --bundle=BUNDLE --images=DIR [--variant=int8] [--output=predictions.csv]
+    python edge_classify.py --bundle=BUNDLE --images=DIR|FILE [--variant=int8] [--output=predictions.csv]
 
 ``BUNDLE`` is the ``assets.extra`` folder of an exported version (``EXPORT/<model>/<version>/
 assets.extra``, written by ``python -m scl_amp_tf.export``); this script is copied there too.
@@ -17,7 +17,10 @@ reject threshold (``scl_amp_tf.json``: ``reject_threshold``) and the best score 
 
 Images are converted to the model's channels and resized to ``S x S`` with Pillow's bilinear
 filter, which antialiases when it shrinks, like the ``tf.image.resize(antialias=True)`` of
-training (the two agree to one gray level).
+training (the two agree to one gray level). An image that cannot be read, or has more than
+``MAX_IMAGE_PIXELS`` pixels (checked from its header, before decoding), is named on stderr and
+skipped; the others are classified, and the exit code is 1. The .tflite file must be the one the
+bundle's JSON describes (its SHA-256): a model file of another export is refused.
 """
 from __future__ import annotations
 
@@ -36,6 +39,17 @@ METADATA_FILE = "scl_amp_tf.json"
 REFERENCE_DB_FILE = "reference_db.npz"
 UNKNOWN_NAME = "unknown"  # class name of an image under the export's reject threshold (class id -1)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+MAX_IMAGE_PIXELS = 50_000_000  # as scl_amp_tf.data.MAX_IMAGE_PIXELS (a test keeps them equal)
+
+
+def sha256_of(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_metadata(bundle):
@@ -57,6 +71,8 @@ def load_image(path, image_size, channels):
     """An image file -> uint8 ``[S, S, C]``, as the model expects it."""
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{image.width * image.height:,} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
             if image.mode.startswith("I"):  # 16- or 32-bit gray: keep the high byte, as TensorFlow's decoder does
                 bits = 16 if image.mode.startswith("I;16") else 32
                 image = Image.fromarray((np.asarray(image, np.uint32) >> (bits - 8)).astype(np.uint8))
@@ -64,7 +80,7 @@ def load_image(path, image_size, channels):
             if image.size != (image_size, image_size):
                 image = image.resize((image_size, image_size), Image.BILINEAR)
             array = np.asarray(image, np.uint8)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"Cannot read image {path}: {e}") from None
     return array[..., None] if array.ndim == 2 else array
 
@@ -84,10 +100,19 @@ class EdgeClassifier:
         self.channels = int(self.metadata["channels"])
         self.prototypes, self.class_names = load_reference_db(os.path.join(bundle, REFERENCE_DB_FILE))
         self.reject_threshold = self.metadata.get("reject_threshold")  # None: every image gets a class
-        self.interpreter = Interpreter(model_path=os.path.join(bundle, files[variant]["file"]),
-                                       num_threads=num_threads)
+        model_path = os.path.join(bundle, files[variant]["file"])
+        expected = files[variant].get("sha256")
+        if expected is not None and sha256_of(model_path) != expected:
+            raise ValueError(f"{model_path} is not the model that {METADATA_FILE} describes (its SHA-256 differs): "
+                             "a file of another export? Copy the bundle of one version whole.")
+        self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
+        shape, width = tuple(self._input["shape"][1:]), self._output["shape"][-1]
+        if shape != (self.image_size, self.image_size, self.channels) or width != self.prototypes.shape[1]:
+            raise ValueError(f"{model_path} maps {shape} to {width}-d embeddings, but {METADATA_FILE} and "
+                             f"{REFERENCE_DB_FILE} describe {(self.image_size, self.image_size, self.channels)} "
+                             f"and {self.prototypes.shape[1]}-d: not the same model.")
         self._batch = None
 
     def _quantize(self, images):
@@ -131,44 +156,63 @@ class EdgeClassifier:
         return ids, [self.class_names[i] if i >= 0 else UNKNOWN_NAME for i in ids], scores
 
 
-def image_files(folder):
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--images={folder}: no such directory.")
-    files = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+def image_files(path):
+    """``path`` if it is a file, else every image file under the folder (any depth), sorted."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--images={path}: no such file or directory.")
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
                    if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
     if not files:
-        raise FileNotFoundError(f"--images={folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise FileNotFoundError(f"--images={path} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
     return files
 
 
 def classify_folder(classifier, folder, batch_size=32):
-    """Rows ``(file, class name, score)`` for every image under ``folder``."""
-    rows = []
+    """``(rows, skipped)``: rows ``(file, class name, score)`` for every readable image under
+    ``folder`` (or the one file), and ``{file: reason}`` for those that could not be read."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size={batch_size} must be at least 1.")
+    rows, skipped = [], {}
     files = image_files(folder)
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images = np.stack([load_image(f, classifier.image_size, classifier.channels) for f in chunk])
-        ids, names, scores = classifier.classify(images)
+        chunk, images = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                images.append(load_image(f, classifier.image_size, classifier.channels))
+                chunk.append(f)
+            except ValueError as e:
+                skipped[f] = str(e)
+        if not chunk:
+            continue
+        ids, names, scores = classifier.classify(np.stack(images))
         rows.extend((f, n, float(s.max())) for f, n, s in zip(chunk, names, scores))
-    return rows
+    return rows, skipped
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default=os.path.dirname(os.path.abspath(__file__)),
                         help="The assets.extra folder of an exported version (default: this script's folder).")
-    parser.add_argument("--images", required=True, help="Folder of images to classify (searched recursively).")
+    parser.add_argument("--images", required=True, help="An image file or a folder of images (searched recursively).")
     parser.add_argument("--variant", default="fp32", choices=("fp32", "fp16", "int8", "int16x8"))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_threads", type=int, default=None)
     parser.add_argument("--output", help="Write the predictions to this CSV file (default: standard output).")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size={args.batch_size} must be at least 1.")
+    if args.num_threads is not None and args.num_threads < 1:
+        parser.error(f"--num_threads={args.num_threads} must be at least 1.")
     try:
         classifier = EdgeClassifier(args.bundle, args.variant, args.num_threads)
-        rows = classify_folder(classifier, args.images, args.batch_size)
+        rows, skipped = classify_folder(classifier, args.images, args.batch_size)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for path, reason in skipped.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["file", "class", "score"])
@@ -189,7 +233,7 @@ def main(argv=None):
             raise
     else:
         sys.stdout.write(text.getvalue())
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":
