@@ -11,7 +11,10 @@ Importing the package registers the TFDS builders ``neu`` and ``mixed_wm38``
 """
 import os as _os
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log: errors only from level 3 on, so that a CPU machine is not told at every
+# start that it has no CUDA driver ("failed call to cuInit"); real failures still raise in
+# Python. A user's own TF_CPP_MIN_LOG_LEVEL (e.g. 0 to see everything) is kept.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from scl_amp_tf import tfds_datasets  # noqa: E402,F401  (registers the builders)
 

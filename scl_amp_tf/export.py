@@ -7,7 +7,7 @@
 Writes ``EXPORT/<model_name>/<version>/`` (the next version number unless ``--version``): a
 SavedModel with the signatures serving_default, classify_bytes and embed, the reference database
 inside, and in its ``assets.extra/`` folder the LiteRT models, the reference database and the edge
-runner. Every artefact is checked against the Keras model before the version is published (a
+runner; and ``EXPORT/models.config``, TF Serving's config naming every model under EXPORT. Every artefact is checked against the Keras model before the version is published (a
 failed check publishes nothing). See the README's Deployment section.
 """
 from __future__ import annotations
@@ -36,6 +36,9 @@ flags.DEFINE_float("reject_quantile", 0.05,
                    "similarities taken as the threshold (about 1 - quantile of known images accepted).")
 flags.DEFINE_integer("check_images", 64, "Training images every artefact is checked on before publishing.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration and check draws.")
+flags.DEFINE_string("serving_base_path", "/models",
+                    "Where TF Serving sees --export_dir (the container's mount point): the base_path of each "
+                    "model in EXPORT/models.config, which every export rewrites.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the run recorded.")
 flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, if not the one the run recorded.")
 flags.mark_flags_as_required(["model_dir", "export_dir"])
@@ -59,7 +62,11 @@ def main(argv):
     except (ValueError, OSError) as e:  # ExportError, DataError, bad settings, unwritable folders
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from scl_amp_tf import serving_config
+
+    config = serving_config.write(FLAGS.export_dir, FLAGS.serving_base_path)
     print(exporting.describe_version(path))
+    print(f"TF Serving config (every model under {FLAGS.export_dir}): {config}")
     return 0
 
 

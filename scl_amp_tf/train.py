@@ -111,7 +111,9 @@ flags.DEFINE_string("profile_batches", None,
 flags.DEFINE_integer("max_image_pixels", _DEFAULTS.max_image_pixels,
                      "Image files with more pixels (width x height, read from the header) are refused before "
                      "decoding, naming the file: a guard against decompression bombs.")
-flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", _DEFAULTS.verbose,
+                     "0 silent, 1 progress bar (one line per epoch when the output is not a terminal, e.g. a "
+                     "log file), 2 one line per epoch.")
 flags.mark_flag_as_required("model_dir")
 
 FLAGS = flags.FLAGS
@@ -125,6 +127,8 @@ def config_from_flags() -> TrainConfig:
             values["crop_scale_min"] = float(values["crop_scale_min"])
         except ValueError:
             raise app.UsageError(f"--crop_scale_min={values['crop_scale_min']!r} must be auto or a number") from None
+    if values["verbose"] == 1 and not sys.stdout.isatty():  # a progress bar in a log file is noise
+        values["verbose"] = 2
     return TrainConfig(**values)
 
 

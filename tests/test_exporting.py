@@ -598,3 +598,24 @@ def test_the_rest_timeout_bounds_the_whole_request_and_bad_answers_are_one_line_
             serving_client.send_rest("127.0.0.1:99999", "odd", "classify_bytes", png)
     finally:
         server.shutdown()
+
+
+def test_export_writes_a_serving_config_naming_every_exported_model(exported, tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from scl_amp_tf import serving_config
+
+    export_dir = exported["root"] / "exported"
+    text = (export_dir / "models.config").read_text()  # written by the export command of the fixture
+    parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    assert [(c.name, c.base_path) for c in parsed.model_config_list.config] == [("wafers", "/models/wafers")]
+    # a second model under the same root joins the config
+    second = tmp_path / "root"
+    for name in ("neu", "wafers"):
+        (second / name / "1").mkdir(parents=True)
+    (second / "empty").mkdir()  # no version: not served
+    path = serving_config.write(str(second), "/srv/models")
+    parsed = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
+    assert [(c.name, c.base_path, c.model_platform) for c in parsed.model_config_list.config] == [
+        ("neu", "/srv/models/neu", "tensorflow"), ("wafers", "/srv/models/wafers", "tensorflow")]
