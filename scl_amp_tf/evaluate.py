@@ -12,8 +12,10 @@ the pooled backbone features, as SCL-AMP runs can too). ``--reject_threshold`` (
 reference databases only) reports queries under a similarity threshold as unknown defects
 (``auto``: calibrated on the training references, see :mod:`scl_amp_tf.evaluation`).
 
-Writes into ``MODEL_DIR/evaluation/``: ``evaluation.json`` (accuracy, per-class accuracy,
-confusion matrix, settings), ``confusion_matrix.md`` and ``confusion_matrix.png``; and the
+Writes into ``MODEL_DIR/evaluation/``: ``evaluation.json`` (accuracy, balanced accuracy,
+precision / recall / F1 per class and their macro means, the confusion matrix, settings; with a
+threshold, the open-set AUROC), ``confusion_matrix.md``, ``confusion_matrix.png`` and
+``misclassified.png`` (the misclassified test images with their scores); and the
 embeddings of the test and reference images to TensorBoard's projector in
 ``MODEL_DIR/logs/projector/`` (``tensorboard --logdir MODEL_DIR/logs``, tab "Projector"), with
 their class and split as labels. Prints a short table.
@@ -81,14 +83,14 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     ref_embeddings = training.embed(model, train_data.images[refs]) if not use_softmax else None
     threshold = None
     if use_softmax:
-        predictions = np.argmax(test_embeddings, axis=1)
+        predictions, scores = np.argmax(test_embeddings, axis=1), test_embeddings
         classifier = "softmax"
     else:
         if reject_threshold == "auto":
             threshold = evaluation.calibrate_threshold(ref_embeddings, train_data.labels[refs], reject_quantile)
         elif reject_threshold is not None:
             threshold = float(reject_threshold)
-        predictions, _, _ = evaluation.reference_predictions(
+        predictions, scores, _ = evaluation.reference_predictions(
             ref_embeddings, train_data.labels[refs], test_embeddings, train_data.class_names, threshold)
         classifier = f"reference database on the {'backbone features' if representation == 'backbone' else 'embeddings'}"
     summary = evaluation.summarize(test_data.labels, predictions, test_data.class_names)
@@ -100,11 +102,18 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
         "reject_threshold_setting": reject_threshold if reject_threshold in (None, "auto") else "fixed",
         "reject_quantile": reject_quantile if reject_threshold == "auto" else None,
         "class_names": list(test_data.class_names), "dataset": settings["dataset"], **summary,
+        "open_set_auroc": None,
     }
+    if threshold is not None:  # how well the score that the threshold cuts tells unknown defects apart
+        per_class = evaluation.leave_one_class_out_auroc(ref_embeddings, train_data.labels[refs], test_embeddings,
+                                                         test_data.labels)
+        result["open_set_auroc"] = {
+            "per_left_out_class": {test_data.class_names[c]: v for c, v in per_class.items()},
+            "mean": float(np.mean(list(per_class.values()))) if per_class else None}
     embeddings = {"test": test_embeddings, "reference": ref_embeddings, "test_labels": test_data.labels,
                   "reference_labels": train_data.labels[refs], "test_images": test_data.images,
                   "reference_images": train_data.images[refs],
-                  "class_names": test_data.class_names}
+                  "class_names": test_data.class_names, "test_scores": scores, "test_predictions": predictions}
     return result, test_data.labels, predictions, embeddings
 
 
@@ -162,8 +171,10 @@ def write_projector(log_dir, embeddings, max_images=2000, seed=0):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_results(output_dir, result):
-    """evaluation.json, confusion_matrix.md and confusion_matrix.png, each written atomically."""
+def write_results(output_dir, result, embeddings=None):
+    """evaluation.json, confusion_matrix.md, confusion_matrix.png and (given the ``embeddings``
+    dict of :func:`evaluate_run`) misclassified.png, the gallery of the misclassified test images;
+    each written atomically."""
     from scl_amp_tf import evaluation
     from scl_amp_tf.files import atomic_write
     from scl_amp_tf.training import write_json
@@ -181,6 +192,10 @@ def write_results(output_dir, result):
     atomic_write(os.path.join(output_dir, "confusion_matrix.png"),
                  lambda tmp: evaluation.save_confusion_png(result["confusion_matrix"], result["class_names"], tmp,
                                                            title=title))
+    if embeddings is not None:
+        atomic_write(os.path.join(output_dir, "misclassified.png"), lambda tmp: evaluation.save_misclassified_gallery(
+            embeddings["test_images"], embeddings["test_labels"], embeddings["test_predictions"],
+            embeddings["test_scores"], result["class_names"], tmp))
 
 
 def format_percent(value):
@@ -193,8 +208,16 @@ def short_table(result):
              f"accuracy   {format_percent(result['accuracy'])}  ({result['num_queries']} test images"
              + (f", {result['rejected']} rejected as unknown at threshold {result['reject_threshold']:.4f}"
                 if result["reject_threshold"] is not None else "") + ")"]
+    lines.append(f"balanced accuracy {format_percent(result['balanced_accuracy'])}, macro precision "
+                 f"{format_percent(result['macro_precision'])}, macro recall {format_percent(result['macro_recall'])}, "
+                 f"macro F1 {format_percent(result['macro_f1'])}")
+    if result.get("open_set_auroc") and result["open_set_auroc"]["mean"] is not None:
+        lines.append(f"open-set AUROC {format_percent(result['open_set_auroc']['mean'])} (each class in turn left out "
+                     "of the references, its test images as unknown defects)")
     width = max(len(n) for n in result["class_names"])
-    lines += [f"  {name:<{width}}  {format_percent(acc)}" for name, acc in result["per_class_accuracy"].items()]
+    lines.append(f"  {'class':<{width}}  precision  recall     F1         images")
+    lines += [f"  {name:<{width}}  {format_percent(m['precision']):<9}  {format_percent(m['recall']):<9}  "
+              f"{format_percent(m['f1']):<9}  {m['support']}" for name, m in result["per_class"].items()]
     return "\n".join(lines)
 
 
@@ -218,7 +241,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 2
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "evaluation")
-    write_results(output_dir, result)
+    write_results(output_dir, result, embeddings)
     if FLAGS.projector:
         write_projector(os.path.join(FLAGS.model_dir, "logs", "projector"), embeddings,
                         FLAGS.projector_max_images, FLAGS.seed)

@@ -20,6 +20,8 @@ command line that feeds it a run's model and data.
 """
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
@@ -31,13 +33,15 @@ DEFAULT_REJECT_QUANTILE = 0.05
 def confusion_matrix(labels, predictions, num_classes):
     """``[num_classes, num_classes]`` counts, rows the true class, columns the predicted one.
 
-    Rejected queries (``UNKNOWN``) are not counted in any column.
+    Rejected queries (``UNKNOWN``) are not counted in any column (scikit-learn's matrix over the
+    known classes).
     """
-    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
-    known = predictions >= 0
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels[known], predictions[known]), 1)
-    return matrix
+    from sklearn import metrics
+
+    if len(labels) == 0:
+        return np.zeros((num_classes, num_classes), np.int64)
+    return metrics.confusion_matrix(np.asarray(labels, np.int64), np.asarray(predictions, np.int64),
+                                    labels=np.arange(num_classes)).astype(np.int64)
 
 
 def per_class_accuracy(labels, predictions, class_names):
@@ -48,9 +52,19 @@ def per_class_accuracy(labels, predictions, class_names):
 
 
 def summarize(labels, predictions, class_names):
-    """Accuracy, per-class accuracy and the confusion matrix (as nested lists) of one test set."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    return {
+    """What a quality engineer asks of one test set (scikit-learn's metrics):
+
+    accuracy; balanced accuracy (the mean of the per-class recalls: on an imbalanced set, where
+    plain accuracy rewards the big class); precision, recall and F1 of each class and their macro
+    means; per-class accuracy (= recall); the confusion matrix (nested lists); the rejected
+    queries. A query rejected as unknown counts as a miss of its class and as no class's
+    prediction. Classes without test images are left out of the macro means.
+    """
+    from sklearn import metrics
+
+    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+    present = np.unique(labels)
+    out = {
         "accuracy": float(np.mean(predictions == labels)) if len(labels) else None,
         "per_class_accuracy": per_class_accuracy(labels, predictions, class_names),
         "confusion_matrix": confusion_matrix(labels, predictions, len(class_names)).tolist(),
@@ -58,7 +72,40 @@ def summarize(labels, predictions, class_names):
         "rejected_per_class": [int(np.sum((labels == i) & (predictions == UNKNOWN)))
                                for i in range(len(class_names))],
         "num_queries": int(len(labels)),
+        "balanced_accuracy": None, "macro_precision": None, "macro_recall": None, "macro_f1": None,
+        "per_class": {},
     }
+    if len(labels):
+        precision, recall, f1, support = metrics.precision_recall_fscore_support(
+            labels, predictions, labels=np.arange(len(class_names)), zero_division=0)
+        out["per_class"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                                   "support": int(support[i])} for i, name in enumerate(class_names)}
+        for key, values in (("macro_precision", precision), ("macro_recall", recall), ("macro_f1", f1)):
+            out[key] = float(np.mean(values[present]))
+        out["balanced_accuracy"] = out["macro_recall"]
+    return out
+
+
+def leave_one_class_out_auroc(reference_embeddings, reference_labels, query_embeddings, query_labels):
+    """Open-set rejection on a closed test set: each class in turn is taken out of the reference
+    database, its test images become queries of an unknown defect, the other classes' test images
+    stay known queries; the score is the best mean cosine similarity (what the reject threshold
+    cuts). Returns ``{class id: AUROC of known vs unknown}`` (scikit-learn's ``roc_auc_score``)."""
+    from sklearn import metrics
+
+    classes = np.unique(reference_labels)
+    out = {}
+    for c in classes:
+        keep = reference_labels != c
+        if len(np.unique(reference_labels[keep])) == 0 or not np.any(query_labels == c) \
+                or not np.any(query_labels != c):
+            continue
+        _, remaining = np.unique(reference_labels[keep], return_inverse=True)  # ids 0..K-2 for the database
+        _, scores, _ = reference_predictions(reference_embeddings[keep], remaining, query_embeddings, None)
+        best = scores.max(axis=1)
+        known = query_labels != c
+        out[int(c)] = float(metrics.roc_auc_score(known.astype(int), best))
+    return out
 
 
 def confusion_markdown(matrix, class_names, rejected_per_class=None):
@@ -78,34 +125,64 @@ def confusion_markdown(matrix, class_names, rejected_per_class=None):
 
 
 def save_confusion_png(matrix, class_names, path, title=""):
-    """Draws the confusion matrix, normalised per true class, with the counts, as a PNG."""
+    """Draws the confusion matrix, normalised per true class, with the counts (scikit-learn's
+    ``ConfusionMatrixDisplay``), as a PNG whose title and labels are never clipped."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     matrix = np.asarray(matrix, np.float64)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     size = max(4.0, 0.32 * n + 2.0)
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
-    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(n), class_names, rotation=90 if n > 8 else 0, fontsize=8 if n > 12 else 10)
-    ax.set_yticks(range(n), class_names, fontsize=8 if n > 12 else 10)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    display = ConfusionMatrixDisplay(rates, display_labels=list(class_names))
+    display.plot(ax=ax, cmap="Blues", colorbar=True, include_values=False, xticks_rotation=90 if n > 8 else 0)
+    display.im_.set_clim(0.0, 1.0)
     if n <= 16:
         for i in range(n):
             for j in range(n):
                 if matrix[i, j]:
                     ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.tick_params(labelsize=8 if n > 12 else 10)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+        ax.set_title("\n".join(textwrap.wrap(title, max(30, int(9 * size)))), fontsize=10)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def save_misclassified_gallery(images, labels, predictions, scores, class_names, path, max_images=48):
+    """A PNG grid of the misclassified test images (the first ``max_images``, in test order), each
+    titled ``true -> predicted`` with the predicted class's score. Returns how many it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wrong = np.flatnonzero(np.asarray(predictions) != np.asarray(labels))[:max_images]
+    columns = 8
+    rows = max(1, int(np.ceil(len(wrong) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9 + 0.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), wrong):
+        image = images[i]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+                  vmin=0, vmax=255)
+        predicted = "unknown" if predictions[i] == UNKNOWN else class_names[predictions[i]]
+        score = scores[i].max() if scores is not None else None
+        ax.set_title(f"{class_names[labels[i]]} -> {predicted}" + (f"\n{score:.3f}" if score is not None else ""),
+                     fontsize=7)
+    fig.suptitle(f"{len(wrong)} of {int(np.sum(np.asarray(predictions) != np.asarray(labels)))} misclassified "
+                 "test images (true -> predicted, score)", fontsize=9)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return len(wrong)
 
 
 def decide(scores, threshold=None):

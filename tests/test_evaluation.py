@@ -32,6 +32,45 @@ def test_confusion_matrix_and_per_class_accuracy_by_counting():
     assert f"{100 * summary['per_class_accuracy']['a']:.1f} %" in row_a
 
 
+def test_precision_recall_f1_and_balanced_accuracy_by_counting():
+    """An imbalanced set (class 0 is 70 %): scikit-learn's figures against direct counts."""
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(140, np.int64), rng.integers(1, 4, 60)]
+    predictions = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 4, 200))
+    predictions[[0, 150, 160]] = evaluation.UNKNOWN
+    summary = evaluation.summarize(labels, predictions, ("ok", "b", "c", "d"))
+    f1s, recalls, precisions = [], [], []
+    for i, name in enumerate(("ok", "b", "c", "d")):
+        tp = np.sum((predictions == i) & (labels == i))
+        precision = tp / max(np.sum(predictions == i), 1)
+        recall = tp / np.sum(labels == i)  # a rejected query is a miss of its class
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        got = summary["per_class"][name]
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((precision, recall, f1))
+        assert got["support"] == np.sum(labels == i)
+        f1s.append(f1), recalls.append(recall), precisions.append(precision)
+    assert summary["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert summary["macro_f1"] == pytest.approx(np.mean(f1s))
+    assert summary["macro_precision"] == pytest.approx(np.mean(precisions))
+    # the point of it: always answering "ok" is 70 % accurate and 25 % balanced
+    lazy = evaluation.summarize(labels, np.zeros(200, np.int64), ("ok", "b", "c", "d"))
+    assert lazy["accuracy"] == pytest.approx(0.7) and lazy["balanced_accuracy"] == pytest.approx(0.25)
+
+
+def test_leave_one_class_out_auroc_by_hand():
+    rng = np.random.default_rng(6)
+    refs, ref_labels = rng.normal(size=(12, 4)), np.repeat([0, 1, 2], 4)
+    queries, query_labels = rng.normal(size=(15, 4)), np.repeat([0, 1, 2], 5)
+    got = evaluation.leave_one_class_out_auroc(refs, ref_labels, queries, query_labels)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    for c in range(3):
+        others = [k for k in range(3) if k != c]
+        best = np.max([np.mean(unit(queries) @ unit(refs[ref_labels == k]).T, axis=1) for k in others], axis=0)
+        known, unknown = best[query_labels != c], best[query_labels == c]
+        expected = np.mean([(a > b) + 0.5 * (a == b) for a in known for b in unknown])
+        assert got[c] == pytest.approx(expected)
+
+
 def test_reference_predictions_are_the_mean_cosine_of_section_iv_a():
     rng = np.random.default_rng(1)
     refs, ref_labels, queries = rng.normal(size=(12, 5)), np.repeat([0, 1, 2], 4), rng.normal(size=(9, 5))
@@ -131,6 +170,13 @@ def test_evaluate_command_reproduces_training_accuracy_and_writes_files(tiny_run
         assert np.sum(result["confusion_matrix"]) == metrics["num_test"]
         assert "| **Normal** |" in open(os.path.join(out, "confusion_matrix.md")).read()
         assert open(os.path.join(out, "confusion_matrix.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert open(os.path.join(out, "misclassified.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        per_class = result["per_class"]
+        assert set(per_class) == set(result["class_names"])
+        assert sum(m["support"] for m in per_class.values()) == metrics["num_test"]
+        recalls = [per_class[n]["recall"] for n in result["class_names"] if per_class[n]["support"]]
+        assert result["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+        assert "balanced accuracy" in done.stdout and "macro F1" in done.stdout
         projector = os.path.join(config.model_dir, "logs", "projector")
         metadata = open(os.path.join(projector, "metadata.tsv")).read().splitlines()
         expected_rows = metrics["num_test"] + (0 if method == "ce" else metrics["num_train"])
@@ -147,6 +193,10 @@ def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):
     result = json.load(open(tmp_path / "e" / "evaluation.json"))
     assert result["num_references"] == 76 and result["reject_threshold_setting"] == "auto"
     assert result["reject_threshold"] is not None and "rejected as unknown" in done.stdout
+    aurocs = result["open_set_auroc"]["per_left_out_class"]
+    assert len(aurocs) == 38 and all(0.0 <= v <= 1.0 for v in aurocs.values())
+    assert result["open_set_auroc"]["mean"] == pytest.approx(np.mean(list(aurocs.values())))
+    assert "open-set AUROC" in done.stdout
     done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=1", "--reject_threshold=auto",
                      "--noprojector", f"--output_dir={tmp_path / 'f'}")
     assert done.returncode == 2 and "two references of one class" in done.stderr  # 1 shot: no leave-one-out
