@@ -10,7 +10,8 @@ training image), each test image goes to the class of highest mean cosine simila
 classify by their softmax (or, with ``--representation=backbone``, by a reference database on
 the pooled backbone features, as SCL-AMP runs can too). ``--reject_threshold`` (SCL-AMP and
 reference databases only) reports queries under a similarity threshold as unknown defects
-(``auto``: calibrated on the training references, see :mod:`scl_amp_tf.evaluation`).
+(``auto``: calibrated on the run's validation images, which the network did not fit, see
+:func:`scl_amp_tf.training.auto_reject_threshold`).
 
 Writes into ``MODEL_DIR/evaluation/``: ``evaluation.json`` (accuracy, balanced accuracy,
 precision / recall / F1 per class and their macro means, the confusion matrix, settings; with a
@@ -43,8 +44,8 @@ flags.DEFINE_string("reject_threshold", "none",
                     "none | auto | a number: queries whose best mean cosine similarity is below it are "
                     "reported as unknown (reference databases only).")
 flags.DEFINE_float("reject_quantile", 0.05,
-                   "For --reject_threshold=auto: the quantile of the training references' leave-one-out "
-                   "similarities taken as the threshold.")
+                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out "
+                   "similarities taken as the threshold (the run needs --validation_fraction).")
 flags.DEFINE_bool("projector", True, "Write the embeddings to TensorBoard's projector.")
 flags.DEFINE_integer("projector_max_images", 2000, "At most this many test images in the projector (seeded draw).")
 flags.DEFINE_string("output_dir", None, "Where the results go (default MODEL_DIR/evaluation).")
@@ -86,8 +87,9 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
         predictions, scores = np.argmax(test_embeddings, axis=1), test_embeddings
         classifier = "softmax"
     else:
-        if reject_threshold == "auto":
-            threshold = evaluation.calibrate_threshold(ref_embeddings, train_data.labels[refs], reject_quantile)
+        if reject_threshold == "auto":  # on the validation images (every training image is a candidate reference)
+            threshold = training.auto_reject_threshold(model_dir, training.embed(model, train_data.images),
+                                                       train_data.labels, reject_quantile)
         elif reject_threshold is not None:
             threshold = float(reject_threshold)
         predictions, scores, _ = evaluation.reference_predictions(

@@ -206,22 +206,24 @@ def reference_predictions(reference_embeddings, reference_labels, query_embeddin
     return decide(scores, threshold), scores, database
 
 
-def leave_one_out_similarities(embeddings, labels):
+def leave_one_out_similarities(embeddings, labels, among=None):
     """Each reference's cosine similarity to the mean of the *other* references of its class.
 
     That is its score against its own class prototype as if it had not been a reference. Classes
-    with a single reference have no such score and are left out.
+    with a single reference have no such score and are left out. ``among`` (a boolean mask): only
+    those references' similarities (the others still count in the class means).
     """
     z = l2_normalize(embeddings).astype(np.float64)
     labels = np.asarray(labels, np.int64)
+    among = np.ones(len(labels), bool) if among is None else np.asarray(among, bool)
     out = []
     for label in np.unique(labels):
-        members = z[labels == label]
-        if len(members) < 2:
+        members, chosen = z[labels == label], among[labels == label]
+        if len(members) < 2 or not chosen.any():
             continue
         total = members.sum(axis=0)
-        others_mean = (total[None, :] - members) / (len(members) - 1)
-        out.append(np.sum(members * others_mean, axis=1))
+        others_mean = (total[None, :] - members[chosen]) / (len(members) - 1)
+        out.append(np.sum(members[chosen] * others_mean, axis=1))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -239,10 +241,16 @@ def parse_threshold(value):
                          "similarity in [-1, 1]).") from None
 
 
-def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE):
-    """``--reject_threshold=auto``: the ``quantile`` of the leave-one-out similarities of the
-    training references (about ``1 - quantile`` of known-class images are then accepted)."""
-    similarities = leave_one_out_similarities(embeddings, labels)
+def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, held_out=None):
+    """The ``quantile`` of the references' leave-one-out similarities: about ``1 - quantile`` of
+    known-class images like them are then accepted.
+
+    ``held_out`` (boolean mask): calibrate on these references only, images the network did not
+    fit (a run's validation split). Images it fitted score far higher than new images of their
+    class, so a threshold calibrated on them rejects most known-class test images; use
+    :func:`scl_amp_tf.training.auto_reject_threshold` for a run.
+    """
+    similarities = leave_one_out_similarities(embeddings, labels, held_out)
     if len(similarities) == 0:
         raise ValueError("--reject_threshold=auto needs two references of one class at least "
                          "(it calibrates on each reference against the others of its class).")

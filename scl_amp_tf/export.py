@@ -29,10 +29,11 @@ flags.DEFINE_integer("representative_images", 200,
                      "Training images (drawn with --seed) that calibrate the int8 and int16x8 quantisation.")
 flags.DEFINE_string("reject_threshold", "none",
                     "none | auto | a number: images whose best mean cosine similarity is below it are classified "
-                    "as unknown (class id -1) by every artefact. auto calibrates it on the training images "
-                    "like python -m scl_amp_tf.evaluate --reject_threshold=auto; enrolment keeps it.")
+                    "as unknown (class id -1) by every artefact. auto calibrates it on the run's validation "
+                    "images (train with --validation_fraction) like python -m scl_amp_tf.evaluate "
+                    "--reject_threshold=auto; enrolment keeps it.")
 flags.DEFINE_float("reject_quantile", 0.05,
-                   "For --reject_threshold=auto: the quantile of the training images' leave-one-out "
+                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out "
                    "similarities taken as the threshold (about 1 - quantile of known images accepted).")
 flags.DEFINE_integer("check_images", 64, "Training images every artefact is checked on before publishing.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration and check draws.")

@@ -500,7 +500,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
     database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
     if reject_threshold == "auto":
-        reject_threshold = evaluation.calibrate_threshold(keras_embeddings(encoder, train_data.images),
+        reject_threshold = training.auto_reject_threshold(model_dir, keras_embeddings(encoder, train_data.images),
                                                           train_data.labels, reject_quantile)
     elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
         raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")
@@ -574,6 +574,22 @@ def enrolment_check(database, class_name, embeddings):
             "closer_to": {name: counts[name] for name in others}}
 
 
+MAX_CLASS_NAME = 100  # characters: a class name is a label in CSVs, JSON and serving answers
+
+
+def check_class_name(name):
+    """Refuses a class name that would be mistaken for something else: empty or blank, the
+    ``unknown`` of a rejected image, longer than MAX_CLASS_NAME, or with control characters."""
+    if not name or not name.strip():
+        raise ExportError("--class_name is empty: give the defect type a name.")
+    if name.strip().lower() == UNKNOWN_NAME:
+        raise ExportError(f"--class_name={name!r} is what a rejected image is called; choose another name.")
+    if len(name) > MAX_CLASS_NAME:
+        raise ExportError(f"--class_name has {len(name)} characters; at most {MAX_CLASS_NAME}.")
+    if any(not c.isprintable() for c in name):
+        raise ExportError(f"--class_name={name!r} holds control characters.")
+
+
 def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, seed=0):
     """Adds (``mode="add"``), replaces (``"replace"``) or removes (``"remove"``) a class of the newest
     exported version and publishes the result as the next version; returns its path.
@@ -584,6 +600,8 @@ def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, 
     """
     if mode not in ("add", "replace", "remove"):
         raise ExportError(f"mode must be add, replace or remove, not {mode!r}.")
+    if mode != "remove":
+        check_class_name(class_name)
     model_root = find_model_root(export_dir, model_name)
     latest = os.path.join(model_root, str(versions(model_root)[-1]))
     bundle = os.path.join(latest, EXTRA)

@@ -68,8 +68,8 @@ class RunPredictor:
             raise ValueError("--reject_threshold needs a reference database: a CE run classifies by its softmax.")
         if reject_threshold == "auto":
             _, train_data, _ = training.load_run(model_dir)
-            reject_threshold = evaluation.calibrate_threshold(training.embed(self.encoder, train_data.images),
-                                                              train_data.labels)
+            reject_threshold = training.auto_reject_threshold(model_dir, training.embed(self.encoder, train_data.images),
+                                                              train_data.labels, evaluation.DEFAULT_REJECT_QUANTILE)
         self.reject_threshold = reject_threshold
         self._embed = training.embed
 

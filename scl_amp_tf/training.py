@@ -523,6 +523,29 @@ def load_run(model_dir, data_dir=None, manual_dir=None):
     return settings, data.subset(train_idx), data.subset(test_idx)
 
 
+def validation_mask(model_dir, num_train):
+    """Which of a run's training images (in ``load_run``'s order) were its validation split: held
+    out from fitting (``--validation_fraction``), references of the database after training."""
+    with np.load(os.path.join(model_dir, "split.npz")) as split:
+        train, held_out = split["train"], split["validation"] if "validation" in split else np.zeros(0, np.int64)
+    if len(train) != num_train:
+        raise ValueError(f"{model_dir}/split.npz has {len(train)} training images, not {num_train}.")
+    return np.isin(train, held_out)
+
+
+def auto_reject_threshold(model_dir, train_embeddings, train_labels, quantile):
+    """``--reject_threshold=auto`` for a run: calibrated on its validation images, which the
+    network never fitted, so that about ``1 - quantile`` of known-class test images are accepted
+    (calibrated on fitted images it would reject most of them). Raises ValueError for a run
+    trained without a validation split."""
+    held_out = validation_mask(model_dir, len(train_labels))
+    if not held_out.any():
+        raise ValueError(f"--reject_threshold=auto calibrates on training images the network did not fit, and "
+                         f"{model_dir} has none: train it with --validation_fraction (e.g. 0.2), or give the "
+                         "threshold as a number.")
+    return evaluation.calibrate_threshold(train_embeddings, train_labels, quantile, held_out=held_out)
+
+
 def embed(model, images, batch_size=128):
     """The model's outputs for uint8 images, computed on this process alone (no collectives, so
     under any strategy; a multi-worker run's chief evaluates while the others have finished)."""

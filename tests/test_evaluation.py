@@ -149,7 +149,7 @@ def tiny_runs(tmp_path_factory):
     for method in ("scl_amp", "ce"):
         config = TrainConfig(model_dir=str(root / method), dataset="synthetic_wafers", synthetic_per_class=4,
                              shots_per_class=2, image_size=32, backbone="resnet_tiny", epochs=1, batch_size=16,
-                             method=method, verbose=0)
+                             method=method, validation_fraction=0.5 if method == "scl_amp" else None, verbose=0)
         runs[method] = (config, train_and_evaluate(config))
     return runs
 
@@ -185,6 +185,24 @@ def test_evaluate_command_reproduces_training_accuracy_and_writes_files(tiny_run
         assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
 
+def _validation_threshold(config, split):
+    """The 5 % quantile of each validation image's cosine to the mean of the other training images
+    of its class, computed directly from the saved encoder."""
+    import keras
+
+    from scl_amp_tf import data as data_lib
+
+    data = data_lib.load("synthetic_wafers", image_size=32, synthetic_per_class=4, seed=0)
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    train = split["train"]
+    z = encoder.predict(data.images[train] / np.float32(255), verbose=0)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    labels = data.labels[train]
+    values = [z[i] @ z[[j for j in range(len(train)) if labels[j] == labels[i] and j != i]].mean(axis=0)
+              for i in np.flatnonzero(np.isin(train, split["validation"]))]
+    return float(np.quantile(values, 0.05))
+
+
 def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):
     config = tiny_runs["scl_amp"][0]
     done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=2", "--seed=3",
@@ -197,9 +215,18 @@ def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):
     assert len(aurocs) == 38 and all(0.0 <= v <= 1.0 for v in aurocs.values())
     assert result["open_set_auroc"]["mean"] == pytest.approx(np.mean(list(aurocs.values())))
     assert "open-set AUROC" in done.stdout
-    done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=1", "--reject_threshold=auto",
-                     "--noprojector", f"--output_dir={tmp_path / 'f'}")
-    assert done.returncode == 2 and "two references of one class" in done.stderr  # 1 shot: no leave-one-out
+    # auto is calibrated on the validation images (one per class here), never on fitted ones
+    import shutil
+
+    split = np.load(os.path.join(config.model_dir, "split.npz"))
+    assert len(split["validation"]) == 38
+    assert result["reject_threshold"] == pytest.approx(_validation_threshold(config, split), abs=1e-5)
+    unvalidated = tmp_path / "no_validation"
+    shutil.copytree(config.model_dir, unvalidated)
+    np.savez(unvalidated / "split.npz", train=split["train"], test=split["test"], validation=np.zeros(0, np.int64))
+    done = _evaluate(f"--model_dir={unvalidated}", "--reject_threshold=auto", "--noprojector",
+                     f"--output_dir={tmp_path / 'f'}")
+    assert done.returncode == 2 and "train it with --validation_fraction" in done.stderr
     assert not (tmp_path / "f").exists()
     done = _evaluate(f"--model_dir={config.model_dir}", "--reference_shots=1", "--seed=3", "--noprojector",
                      f"--output_dir={tmp_path / 'g'}")

@@ -73,7 +73,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data_root = _write_class_folders(root / "data", TRAINED, per_class=24, seed=1)
     config = TrainConfig(model_dir=str(root / "run"), dataset=f"folder:{data_root}", shots_per_class=12,
-                         image_size=SIZE, backbone="resnet_tiny", epochs=8, verbose=0)
+                         image_size=SIZE, backbone="resnet_tiny", epochs=8, validation_fraction=0.25, verbose=0)
     metrics = train_and_evaluate(config)
     result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={root / 'exported'}",
                   "--model_name=wafers", "--representative_images=60", "--check_images=32",
@@ -324,6 +324,14 @@ def test_edge_runner_refuses_bad_flags_other_models_and_skips_bad_images(exporte
     assert swapped.returncode == 2 and "is not the model that scl_amp_tf.json describes" in swapped.stderr
 
 
+def test_enrolment_refuses_names_that_mean_something_else(exported, tmp_path):
+    images = str(_new_class_folder(tmp_path / "imgs", count=2))
+    for name, message in (("", "empty"), ("  ", "empty"), ("Unknown", "what a rejected image is called"),
+                          ("x" * 101, "101 characters"), ("a\nb", "control characters")):
+        with pytest.raises(exporting.ExportError, match=message):
+            exporting.enroll(str(exported["root"] / "exported"), name, images=images)
+
+
 def test_enroll_add_replace_remove(exported, tmp_path):
     export_dir = exported["root"] / "exported"
     new_images = _new_class_folder(tmp_path / NEW)
@@ -397,9 +405,17 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     encoder, database = _keras(exported)
     train = np.load(os.path.join(exported["model_dir"], "split.npz"))["train"]
     data = data_lib.load(f"folder:{exported['data_root']}", image_size=SIZE)
-    # auto: the evaluation's calibration, on the training images' Keras embeddings.
-    expected_threshold = evaluation.calibrate_threshold(exporting.keras_embeddings(encoder, data.images[train]),
-                                                        data.labels[train])
+    # auto: the evaluation's calibration, on the validation images (held out from fitting), computed
+    # here by brute force: each one's cosine to the mean of the other references of its class.
+    validation = np.load(os.path.join(exported["model_dir"], "split.npz"))["validation"]
+    assert len(validation) == 15  # 3 of the 12 images of each of the 5 classes
+    z = exporting.keras_embeddings(encoder, data.images[train])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    similarities = []
+    for i in np.flatnonzero(np.isin(train, validation)):
+        others = [j for j in range(len(train)) if data.labels[train][j] == data.labels[train][i] and j != i]
+        similarities.append(z[i] @ z[others].mean(axis=0))
+    expected_threshold = float(np.quantile(similarities, 0.05))
     export_dir = tmp_path / "exported"
     version = exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set",
                                      formats="saved_model,tflite_fp32", check_images=16,
