@@ -238,7 +238,7 @@ def split(data: LabelledImages, *, seed: int, shots_per_class=None, train_fracti
     images are drawn from the rest, and what is left of the rest is neither (see
     :func:`remaining`: the unlabeled pool of semi-supervised runs; Table VI's "20 % test, k per
     class for training"). Exact duplicate images are grouped, so that a picture never sits on two
-    sides (NEU's Pa_101 and Pa_105 are identical).
+    sides (NEU's Pa_101 and Pa_105 are identical), also when it is filed under two classes.
     """
     if (shots_per_class is None) == (train_fraction is None):
         raise DataError("Give exactly one of --shots_per_class and --train_fraction.")
@@ -286,7 +286,10 @@ def split(data: LabelledImages, *, seed: int, shots_per_class=None, train_fracti
         train.extend(_take(order, want)[0])
     train = np.sort(np.asarray(train, np.int64))
     if test_fraction is not None:
-        return train, np.sort(np.asarray(test, np.int64))
+        # a picture filed under two classes is grouped within each class only: a test copy of a
+        # training image (from another class's folder) leaves the test set
+        test = np.asarray(test, np.int64)
+        return train, np.sort(test[~np.isin(digests[test], digests[train])])
     in_train = np.isin(digests, digests[train])
     return train, np.flatnonzero(~in_train)
 

@@ -1,19 +1,30 @@
 """The small-data recipe (issue #15) as settings, in one place.
 
 ``configs/small_data.cfg`` gives ``train`` these settings as flags (a test keeps the two equal),
-and ``reproduce`` trains the tables' "SCL-AMP, recommended recipe" rows with :data:`CURES` on top
-of the budget's backbone and step count. Every entry is a rule that holds for any folder of
-images, chosen on training-only signals; BENCHMARKS.md ("Small data") has the measurements.
+and ``reproduce`` trains its tables' rows with them on top of the budget's backbone and step
+count. Every entry is a rule that holds for any folder of images; BENCHMARKS.md ("Small data")
+has the measurements behind each.
+
+:data:`FITTED`, settings fitted to the images, good for any method (the tables' CE rows get them
+too, so that CE is the strongest baseline measured):
+
+* ``crop_scale_min="auto"``: mild crops for images in a fixed frame (wafer maps), the paper's
+  crops for free textures (:func:`scl_amp_tf.augmentation.auto_crop_scale_min`).
+* ``stem="auto"``: below 96 px, a ResNet stem that keeps half the resolution for the first block
+  instead of a quarter (:func:`scl_amp_tf.models.auto_stem`): small defects of small images
+  survive to where the network can see them.
+
+:data:`CURES`, SCL-AMP's own:
 
 * ``arc_on_views``: L_arc (Eq. 4) on the two augmented views as well as the original image. With
   a few images per class, L_arc on the original alone memorises them.
-* ``crop_scale_min="auto"``: mild crops for images in a fixed frame (wafer maps), the paper's
-  crops for free textures (:func:`scl_amp_tf.augmentation.auto_crop_scale_min`).
-* ``backbone="resnet_tiny"``: on a CPU, more steps of a small network beat fewer of a large one.
-* ``steps``: one step budget for any number of images, where the learning curves of both methods
-  have flattened.
+
+And for training on a CPU: ``backbone="resnet_tiny"`` (more steps of a small network beat fewer
+of a large one) and ``steps``, one step budget for any number of images, where the learning
+curves of SCL-AMP have flattened.
 """
 from __future__ import annotations
 
-CURES = {"arc_on_views": True, "crop_scale_min": "auto"}
-SMALL_DATA = {**CURES, "backbone": "resnet_tiny", "steps": 3200}
+FITTED = {"crop_scale_min": "auto", "stem": "auto"}
+CURES = {"arc_on_views": True}
+SMALL_DATA = {**CURES, **FITTED, "backbone": "resnet_tiny", "steps": 3200}

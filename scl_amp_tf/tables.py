@@ -26,13 +26,13 @@ class Row:
     settings: dict
 
 
-# The rows of every cell. CE gets the augmentation the recipe fits to the images (a training
-# choice any method can make; the stronger of the two CE baselines measured); the paper's
+# The rows of every cell. CE gets the settings the recipe fits to the images (recipes.FITTED:
+# choices any method can make, which make CE the strongest baseline measured); the paper's
 # recipe is SCL-AMP with Table I's settings; the recommended recipe adds recipes.CURES.
 ROWS = {
-    "ce": Row("CE baseline", "ce", {"crop_scale_min": "auto"}),
+    "ce": Row("CE baseline", "ce", dict(recipes.FITTED)),
     "scl_amp": Row("SCL-AMP, paper's recipe", "scl_amp", {}),
-    "scl_amp_recipe": Row("SCL-AMP, recommended recipe", "scl_amp", dict(recipes.CURES)),
+    "scl_amp_recipe": Row("SCL-AMP, recommended recipe", "scl_amp", {**recipes.CURES, **recipes.FITTED}),
 }
 METHOD_NAMES = {key: row.name for key, row in ROWS.items()}
 SCL_ROWS = tuple(key for key, row in ROWS.items() if row.method == "scl_amp")

@@ -43,7 +43,7 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     assert [rows[m][3] for m in rows] == ["93.89", "98.39", "98.39"]
     assert all(rows[m][-1] == "0" for m in rows)
     assert "## Conditions" in text and "resnet_tiny" in text and "image folder" in text
-    assert "--arc_on_views=True --crop_scale_min=auto" in text
+    assert "--arc_on_views=True --crop_scale_min=auto --stem=auto" in text
     result = json.load(open(tmp_path / "table_3.json"))
     accuracy = {r["method"]: r["test_accuracy"] for r in result["runs"]}
     # One seed: each method's accuracy in % alone, no ± spread; the paired difference to CE.
@@ -60,8 +60,10 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     # each row trained with its own settings
     settings = {r["method"]: json.load(open(os.path.join(r["model_dir"], "config.json"))) for r in result["runs"]}
     assert settings["scl_amp_recipe"]["arc_on_views"] and not settings["scl_amp"]["arc_on_views"]
-    assert settings["scl_amp_recipe"]["crop_scale_min"] == settings["ce"]["crop_scale_min"] == "auto"
-    assert settings["scl_amp"]["crop_scale_min"] == 0.25 and settings["ce"]["method"] == "ce"
+    for key in ("crop_scale_min", "stem"):  # fitted to the images: CE and the recipe alike
+        assert settings["scl_amp_recipe"][key] == settings["ce"][key] == "auto"
+    assert settings["scl_amp"]["crop_scale_min"] == 0.25 and settings["scl_amp"]["stem"] == "imagenet"
+    assert settings["ce"]["method"] == "ce"
     assert sum("training" in line for line in log) == 3
     # a second call finds every run finished and trains nothing
     _, again = _run(3, tmp_path, cells=["10shot"], neu=neu_like)
@@ -128,7 +130,9 @@ def test_the_cpu_budget_gives_every_run_the_recipes_steps():
         assert config.backbone == "resnet_tiny" and config.image_size == 52
         assert f"cpu-{recipes.SMALL_DATA['steps']}steps" in config.model_dir
     recipe = reproduce.run_config(cell, "scl_amp_recipe", 0, "cpu", {}, options)
-    assert {k: getattr(recipe, k) for k in recipes.CURES} == recipes.CURES
+    assert {k: getattr(recipe, k) for k in {**recipes.CURES, **recipes.FITTED}} == {**recipes.CURES, **recipes.FITTED}
+    ce = reproduce.run_config(cell, "ce", 0, "cpu", {}, options)
+    assert {k: getattr(ce, k) for k in recipes.FITTED} == recipes.FITTED and not ce.arc_on_views
     # --set=epochs=N turns the step budget off; the paper's budget counts epochs
     assert reproduce.run_config(cell, "ce", 0, "cpu", {"epochs": 3}, options).steps is None
     paper = reproduce.run_config(cell, "scl_amp", 0, "paper", {}, options)
