@@ -148,18 +148,15 @@ def load_image_folder(root, image_size: int, max_pixels=None) -> LabelledImages:
 
 
 def list_images(path):
-    """``path`` itself if it is a file, else every image file under the folder (any depth), sorted.
-    Raises :class:`DataError` when there is nothing to read."""
-    path = os.path.expanduser(str(path))
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise DataError(f"--images={path}: no such file or directory.")
-    files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
-    if not files:
-        raise DataError(f"--images={path} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    return files
+    """``path`` itself if it is a file, else every image file under the folder (any depth), sorted
+    (the edge runner's lister, which must stay free of TensorFlow). Raises :class:`DataError`
+    when there is nothing to read."""
+    from scl_amp_tf.edge import edge_classify
+
+    try:
+        return edge_classify.image_files(os.path.expanduser(str(path)))
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from None
 
 
 def image_pixels(path):

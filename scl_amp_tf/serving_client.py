@@ -286,7 +286,7 @@ def main(argv=None):
                         help="Answer with this SavedModel (a version folder) in-process instead of a server.")
     args = parser.parse_args(argv)
     try:
-        paths = [args.images] if os.path.isfile(args.images) else image_files(args.images)
+        paths = image_files(args.images)
         inputs = read_inputs(paths, args.signature)
         if args.saved_model:
             local = LocalModel(args.saved_model)
