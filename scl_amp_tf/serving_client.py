@@ -269,7 +269,6 @@ def read_inputs(paths, signature):
 
 def main(argv=None):
     import argparse
-    import os
 
     from scl_amp_tf.edge.edge_classify import image_files
 
