@@ -80,11 +80,11 @@ def run(args, version_dir, export_seconds):
     import keras
     import tensorflow as tf
 
-    from scl_amp_tf import exporting, training
+    from scl_amp_tf import exporting, run_folder
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
-    settings, _, test = training.load_run(args.model_dir, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    settings, _, test = run_folder.load_run(args.model_dir, data_dir=args.data_dir, manual_dir=args.manual_dir)
     order = np.random.default_rng(args.seed).permutation(len(test.labels))[:args.max_test_images]
     images, labels = test.images[np.sort(order)], test.labels[np.sort(order)]
     encoder = keras.models.load_model(os.path.join(args.model_dir, "encoder.keras"))

@@ -42,11 +42,11 @@ def main():
     import keras
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log)
-    from scl_amp_tf import exporting, quantization, training
+    from scl_amp_tf import exporting, quantization, run_folder
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
-    settings, train, test = training.load_run(args.model_dir, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    settings, train, test = run_folder.load_run(args.model_dir, data_dir=args.data_dir, manual_dir=args.manual_dir)
     order = np.sort(np.random.default_rng(args.seed).permutation(len(test.labels))[:args.max_test_images])
     images = test.images[order]
     encoder = keras.models.load_model(os.path.join(args.model_dir, "encoder.keras"))

@@ -55,7 +55,7 @@ def main():
     import keras
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import evaluation, training
+    from scl_amp_tf import evaluation, inference, training
     from scl_amp_tf.reproduce import parse_settings
 
     extra = parse_settings(args.set)
@@ -79,7 +79,7 @@ def main():
                 dataset=args.dataset, manual_dir=args.manual_dir, shots_per_class=args.shots_per_class,
                 train_fraction=args.train_fraction, test_fraction=args.test_fraction, seed=seed, method=method,
                 backbone=args.backbone, image_size=args.image_size, verbose=0, steps=steps[-1], **extra)
-            data = training.load_data(config.dataset, config.image_size, manual_dir=config.manual_dir,
+            data = data_lib.load_dataset(config.dataset, config.image_size, manual_dir=config.manual_dir,
                                       synthetic_per_class=config.synthetic_per_class, seed=seed,
                                       classes=config.classes)
             train_idx, test_idx = data_lib.split(data, seed=seed, shots_per_class=config.shots_per_class,
@@ -106,16 +106,16 @@ def main():
                 def measure(self, step, logs):
                     scl = method == "scl_amp"
                     network = self.model.encoder if scl else self.model
-                    features = training.features_of(network)
+                    features = inference.features_of(network)
 
                     def reference_accuracy(model):
                         predictions, _, _ = evaluation.reference_predictions(
-                            training.embed(model, train_data.images), train_data.labels,
-                            training.embed(model, test_data.images), train_data.class_names)
+                            inference.embed(model, train_data.images), train_data.labels,
+                            inference.embed(model, test_data.images), train_data.class_names)
                         return float(np.mean(predictions == test_data.labels))
 
                     accuracy = (reference_accuracy(network) if scl else
-                                float(np.mean(np.argmax(training.embed(network, test_data.images), 1)
+                                float(np.mean(np.argmax(inference.embed(network, test_data.images), 1)
                                               == test_data.labels)))
                     line = {"figure": "learning_curve", **identity, "step": step, "epoch": self.epoch,
                             "test_accuracy": round(accuracy, 4),

@@ -116,6 +116,15 @@ def _load_tfds(name, image_size, data_dir, manual_dir) -> LabelledImages:
                           f"{name} v{builder.info.version}: {len(labels)} images{note}")
 
 
+def load_dataset(spec, image_size, *, data_dir=None, manual_dir=None, synthetic_per_class=100, seed=0,
+                 classes=None, max_pixels=None) -> LabelledImages:
+    """A run's dataset: :func:`load`, then ``classes`` (comma-separated names) keeps only those
+    classes (``--classes``, e.g. Table IV's base classes)."""
+    data = load(spec, image_size=image_size, data_dir=data_dir, manual_dir=manual_dir,
+                synthetic_per_class=synthetic_per_class, seed=seed, max_pixels=max_pixels)
+    return select_classes(data, classes) if classes else data
+
+
 def load_image_folder(root, image_size: int, max_pixels=None) -> LabelledImages:
     """Reads ``root/<class>/<image>`` (png, jpg, bmp, gif; any size; gray or RGB).
 

@@ -11,7 +11,7 @@ classify by their softmax (or, with ``--representation=backbone``, by a referenc
 the pooled backbone features, as SCL-AMP runs can too). ``--reject_threshold`` (SCL-AMP and
 reference databases only) reports queries under a similarity threshold as unknown defects
 (``auto``: calibrated on the run's validation images, which the network did not fit, see
-:func:`scl_amp_tf.training.auto_reject_threshold`).
+:func:`scl_amp_tf.run_folder.auto_reject_threshold`).
 
 Writes into ``MODEL_DIR/evaluation/``: ``evaluation.json`` (accuracy, balanced accuracy,
 precision / recall / F1 per class and their macro means, the confusion matrix, settings; with a
@@ -61,34 +61,34 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     import keras
 
     import scl_amp_tf  # noqa: F401  (registers the custom layers for load_model)
-    from scl_amp_tf import evaluation, reference, training
+    from scl_amp_tf import evaluation, inference, reference, run_folder
 
     if representation not in REPRESENTATIONS:
         raise ValueError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
     if reference_shots is not None and reference_shots < 1:
         raise ValueError(f"--reference_shots={reference_shots} must be at least 1.")
-    settings, train_data, test_data = training.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
+    settings, train_data, test_data = run_folder.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
     if len(test_data.labels) == 0:
         raise ValueError(f"{model_dir} has no test images (it trained on every image): nothing to evaluate. "
                          "Few-shot runs are evaluated by python -m scl_amp_tf.reproduce --table=4.")
-    encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
+    encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
     method = settings["method"]
     use_softmax = method == "ce" and representation == "embedding"
     if use_softmax and reject_threshold is not None:
         raise ValueError("--reject_threshold works on reference databases: a CE run needs "
                          "--representation=backbone for it.")
-    model = training.features_of(encoder) if representation == "backbone" else encoder
+    model = inference.features_of(encoder) if representation == "backbone" else encoder
     refs = (np.arange(len(train_data.labels)) if reference_shots is None
             else reference.sample_references(train_data.labels, reference_shots, seed))
-    test_embeddings = training.embed(model, test_data.images)
-    ref_embeddings = training.embed(model, train_data.images[refs]) if not use_softmax else None
+    test_embeddings = inference.embed(model, test_data.images)
+    ref_embeddings = inference.embed(model, train_data.images[refs]) if not use_softmax else None
     threshold = None
     if use_softmax:
         predictions, scores = np.argmax(test_embeddings, axis=1), test_embeddings
         classifier = "softmax"
     else:
         if reject_threshold == "auto":  # on the validation images (every training image is a candidate reference)
-            threshold = training.auto_reject_threshold(model_dir, training.embed(model, train_data.images),
+            threshold = run_folder.auto_reject_threshold(model_dir, inference.embed(model, train_data.images),
                                                        train_data.labels, reject_quantile)
         elif reject_threshold is not None:
             threshold = float(reject_threshold)
@@ -179,7 +179,7 @@ def write_results(output_dir, result, embeddings=None):
     each written atomically."""
     from scl_amp_tf import evaluation
     from scl_amp_tf.files import atomic_write
-    from scl_amp_tf.training import write_json
+    from scl_amp_tf.files import write_json
 
     os.makedirs(output_dir, exist_ok=True)
 

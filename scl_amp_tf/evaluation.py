@@ -248,7 +248,7 @@ def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, he
     ``held_out`` (boolean mask): calibrate on these references only, images the network did not
     fit (a run's validation split). Images it fitted score far higher than new images of their
     class, so a threshold calibrated on them rejects most known-class test images; use
-    :func:`scl_amp_tf.training.auto_reject_threshold` for a run.
+    :func:`scl_amp_tf.run_folder.auto_reject_threshold` for a run.
     """
     similarities = leave_one_out_similarities(embeddings, labels, held_out)
     if len(similarities) == 0:

@@ -40,7 +40,8 @@ from scl_amp_tf import evaluation
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
 from scl_amp_tf import quantization
-from scl_amp_tf import training
+from scl_amp_tf import inference
+from scl_amp_tf import run_folder
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 
@@ -291,7 +292,7 @@ def tflite_op_types(path):
 def keras_embeddings(encoder, images):
     """The reference: the Keras encoder's L2-normalised embeddings of uint8 ``S x S`` images,
     computed as the training run's own evaluation computes them."""
-    return l2_normalize(training.embed(encoder, np.asarray(images)))
+    return l2_normalize(inference.embed(encoder, np.asarray(images)))
 
 
 def agreement(reference, embeddings, database):
@@ -492,7 +493,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     variants = parse_formats(formats)
     if check_images < 1 or representative_images < 1:
         raise ExportError("--check_images and --representative_images must be at least 1.")
-    settings, train_data, _ = training.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
+    settings, train_data, _ = run_folder.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
     if settings.get("method") != "scl_amp":
         raise ExportError(f"{model_dir} holds a {settings.get('method')!r} model; export serves SCL-AMP models, "
                           "which classify by the reference database (the CE baseline is for comparison: "
@@ -500,7 +501,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
     database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
     if reject_threshold == "auto":
-        reject_threshold = training.auto_reject_threshold(model_dir, keras_embeddings(encoder, train_data.images),
+        reject_threshold = run_folder.auto_reject_threshold(model_dir, keras_embeddings(encoder, train_data.images),
                                                           train_data.labels, reject_quantile)
     elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
         raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")

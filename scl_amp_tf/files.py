@@ -83,3 +83,14 @@ def exclusive_lock(path, what):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def write_json(path, obj):
+    """``obj`` as indented, key-sorted JSON, written atomically."""
+    import json
+
+    def write(tmp):
+        with open(tmp, "w") as out:
+            json.dump(obj, out, indent=2, sort_keys=True)
+            out.write("\n")
+    atomic_write(path, write)

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import training
+from scl_amp_tf import run_folder
 from scl_amp_tf.files import atomic_write
 from scl_amp_tf.reference import ReferenceDatabase
 
@@ -116,7 +116,7 @@ def pick_images(labels, num_images, per_class=True, seed=0):
 
 def load_runs(model_dirs, data_dir=None, manual_dir=None):
     """``[(model_dir, settings, training images, test images)]`` of finished runs on the same data."""
-    runs = [(model_dir, *training.load_run(model_dir, data_dir, manual_dir)) for model_dir in model_dirs]
+    runs = [(model_dir, *run_folder.load_run(model_dir, data_dir, manual_dir)) for model_dir in model_dirs]
     first, settings, _, test = runs[0]
     for other, other_settings, _, other_test in runs[1:]:
         for key in ("dataset", "image_size"):
@@ -142,9 +142,9 @@ def make_figure(model_dirs, output, labels=None, num_images=6, per_class=True, s
     images, truth, names = test.images[chosen], test.labels[chosen], test.class_names
     columns = []
     for i, (model_dir, settings, _, _) in enumerate(runs):
-        model = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
+        model = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
         database = None if settings["method"] == "ce" else ReferenceDatabase.load(
-            os.path.join(model_dir, "reference_db.npz"))
+            os.path.join(model_dir, run_folder.REFERENCE_DB))
         maps, scores = gradcam_and_scores(model, images, reference_db=database)
         label = labels[i] if labels else METHOD_LABELS.get(settings["method"], settings["method"])
         columns.append((label, maps, np.argmax(scores, axis=1)))

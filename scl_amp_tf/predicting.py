@@ -50,28 +50,28 @@ class RunPredictor:
         import keras
 
         import scl_amp_tf  # noqa: F401  (registers the custom layers for load_model)
-        from scl_amp_tf import training
+        from scl_amp_tf import inference, run_folder
 
-        paths = {name: os.path.join(model_dir, name) for name in ("config.json", "encoder.keras", "reference_db.npz")}
+        paths = {name: os.path.join(model_dir, name) for name in (run_folder.CONFIG, run_folder.ENCODER, run_folder.REFERENCE_DB)}
         missing = [name for name, path in paths.items() if not os.path.exists(path)]
         if missing:
             raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
                              "Train one with python -m scl_amp_tf.train first.")
-        with open(paths["config.json"]) as f:
+        with open(paths[run_folder.CONFIG]) as f:
             self.settings = json.load(f)
-        self.encoder = keras.models.load_model(paths["encoder.keras"])
+        self.encoder = keras.models.load_model(paths[run_folder.ENCODER])
         self.method = self.settings["method"]
-        self.database = ReferenceDatabase.load(paths["reference_db.npz"])
+        self.database = ReferenceDatabase.load(paths[run_folder.REFERENCE_DB])
         self.class_names = list(self.database.class_names)
         _, self.image_size, _, self.channels = self.encoder.input_shape
         if reject_threshold is not None and self.method == "ce":
             raise ValueError("--reject_threshold needs a reference database: a CE run classifies by its softmax.")
         if reject_threshold == "auto":
-            _, train_data, _ = training.load_run(model_dir)
-            reject_threshold = training.auto_reject_threshold(model_dir, training.embed(self.encoder, train_data.images),
+            _, train_data, _ = run_folder.load_run(model_dir)
+            reject_threshold = run_folder.auto_reject_threshold(model_dir, inference.embed(self.encoder, train_data.images),
                                                               train_data.labels, evaluation.DEFAULT_REJECT_QUANTILE)
         self.reject_threshold = reject_threshold
-        self._embed = training.embed
+        self._embed = inference.embed
 
     def scores(self, paths):
         """``(scores [N, K], kept paths, failures {path: reason})`` for image files."""

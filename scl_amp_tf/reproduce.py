@@ -117,23 +117,24 @@ def few_shot(config, episodes):
     open-set rejection of an unseen class (AUROC, and the rates at the ``auto`` threshold)."""
     import keras
 
-    from scl_amp_tf import evaluation, training
+    from scl_amp_tf import data as data_lib
+    from scl_amp_tf import evaluation, inference, run_folder
 
-    data = training.load_data(config.dataset, config.image_size, data_dir=config.data_dir,
+    data = data_lib.load_dataset(config.dataset, config.image_size, data_dir=config.data_dir,
                               manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
                               seed=config.seed)
     base = [n.strip() for n in config.classes.split(",")]
     novel_ids = [i for i, n in enumerate(data.class_names) if n not in base]
     novel = np.isin(data.labels, novel_ids)
-    _, train_data, _ = training.load_run(config.model_dir, data_dir=config.data_dir, manual_dir=config.manual_dir)
-    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
-    representations = {"backbone": training.features_of(encoder)}
+    _, train_data, _ = run_folder.load_run(config.model_dir, data_dir=config.data_dir, manual_dir=config.manual_dir)
+    encoder = keras.models.load_model(os.path.join(config.model_dir, run_folder.ENCODER))
+    representations = {"backbone": inference.features_of(encoder)}
     if config.method == "scl_amp":
         representations["embedding"] = encoder
     out = {"novel_classes": [data.class_names[i] for i in novel_ids], "episodes": episodes, "representations": {}}
     for name, model in representations.items():
-        z = training.embed(model, data.images[novel])
-        threshold = evaluation.calibrate_threshold(training.embed(model, train_data.images), train_data.labels)
+        z = inference.embed(model, data.images[novel])
+        threshold = evaluation.calibrate_threshold(inference.embed(model, train_data.images), train_data.labels)
         entry = {"threshold": threshold}
         for k in FEW_SHOT_KS:
             entry[f"accuracy_k{k}"] = evaluation.few_shot_accuracies(z, data.labels[novel], k, episodes,
@@ -171,7 +172,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
     import keras
 
     from scl_amp_tf import training
-    from scl_amp_tf.training import write_json
+    from scl_amp_tf.files import write_json
 
     if table not in TABLES:
         raise ValueError(f"--table={table}: one of {', '.join(map(str, TABLES))}.")

@@ -36,14 +36,15 @@ from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
 from scl_amp_tf import models
+from scl_amp_tf import run_folder
 from scl_amp_tf import schedules
 from scl_amp_tf import validation
-from scl_amp_tf.files import atomic_write, exclusive_lock
+from scl_amp_tf.files import atomic_write, exclusive_lock, write_json
+from scl_amp_tf.inference import embed
+from scl_amp_tf.run_folder import BACKBONE_WEIGHTS, LOCK
 
 # contrastive: L_con (Eq. 1-2) alone, without labels: pre-training on unlabeled images for --init_from.
 METHODS = ("scl_amp", "ce", "contrastive")
-LOCK = ".lock"  # held by the run that trains into the folder (files.exclusive_lock)
-BACKBONE_WEIGHTS = "backbone.weights.h5"  # every run's backbone alone: --init_from / --backbone_weights
 # Table I: Adam. Plain SGD is there for exact comparisons: Adam scales every step to about the
 # learning rate, so float round-off in a near-zero gradient turns into a full-size difference.
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
@@ -203,17 +204,9 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
 
 
-def write_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-    atomic_write(path, write)
-
-
 def check_model_dir(config):
     """A model dir holds one run: resuming it with other settings is an error, not a silent mix."""
-    path = os.path.join(config.model_dir, "config.json")
+    path = os.path.join(config.model_dir, run_folder.CONFIG)
     if not os.path.exists(path):
         return
     with open(path) as f:
@@ -251,14 +244,6 @@ def _unlabeled_images(config, data, train_idx, test_idx):
     return images
 
 
-def load_data(dataset, image_size, *, data_dir=None, manual_dir=None, synthetic_per_class=100, seed=0,
-              classes=None, max_pixels=None):
-    """The run's dataset (``--classes`` keeps only the named classes, e.g. Table IV's base classes)."""
-    data = data_lib.load(dataset, image_size=image_size, data_dir=data_dir, manual_dir=manual_dir,
-                         synthetic_per_class=synthetic_per_class, seed=seed, max_pixels=max_pixels)
-    return data_lib.select_classes(data, classes) if classes else data
-
-
 def steps_per_epoch(num_images, batch_size, num_replicas=1):
     """Optimizer steps in one pass over ``num_images`` (the last, short batch is dropped when
     several replicas share a step, see :func:`data.pipeline`)."""
@@ -271,7 +256,7 @@ def initial_backbone_weights(config: TrainConfig):
     if config.init_from is None:
         return config.backbone_weights
     path = os.path.join(config.init_from, BACKBONE_WEIGHTS)
-    settings_path = os.path.join(config.init_from, "config.json")
+    settings_path = os.path.join(config.init_from, run_folder.CONFIG)
     if not os.path.exists(path) or not os.path.exists(settings_path):
         raise ValueError(f"--init_from={config.init_from} is not a finished run of this project (no "
                          f"{BACKBONE_WEIGHTS}); pre-train one with --method=contrastive --model_dir=... first.")
@@ -341,7 +326,7 @@ def _train_and_evaluate(config, callbacks, held):
     # First: MultiWorkerMirroredStrategy must set up its collectives before any other TF op runs.
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     chief = distribute.is_chief(strategy)
-    data = load_data(config.dataset, config.image_size, data_dir=config.data_dir, manual_dir=config.manual_dir,
+    data = data_lib.load_dataset(config.dataset, config.image_size, data_dir=config.data_dir, manual_dir=config.manual_dir,
                      synthetic_per_class=config.synthetic_per_class, seed=config.seed, classes=config.classes,
                      max_pixels=config.max_image_pixels)
     train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
@@ -385,9 +370,9 @@ def _train_and_evaluate(config, callbacks, held):
         except OSError as e:
             raise ValueError(f"--model_dir={config.model_dir}: cannot write there ({e.strerror}).") from None
         check_model_dir(config)
-        write_json(os.path.join(config.model_dir, "config.json"), config.run_settings())
-        atomic_write(os.path.join(config.model_dir, "flags.cfg"), lambda tmp: open(tmp, "w").write(config.as_flags()))
-        atomic_write(os.path.join(config.model_dir, "split.npz"),
+        write_json(os.path.join(config.model_dir, run_folder.CONFIG), config.run_settings())
+        atomic_write(os.path.join(config.model_dir, run_folder.FLAGS), lambda tmp: open(tmp, "w").write(config.as_flags()))
+        atomic_write(os.path.join(config.model_dir, run_folder.SPLIT),
                      lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
     if config.crop_scale_min == "auto":
         scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
@@ -400,7 +385,7 @@ def _train_and_evaluate(config, callbacks, held):
 
     # The epoch to start from, before the input is built: each epoch's batches are a function of
     # (seed, epoch), so a resumed run trains on what the uninterrupted run would have.
-    backup_dir = os.path.join(config.model_dir, "backup")
+    backup_dir = os.path.join(config.model_dir, run_folder.BACKUP)
     initial_epoch = checkpoints.restore(model, backup_dir)
     if initial_epoch > epochs:
         raise ValueError(f"--model_dir={config.model_dir} has trained {initial_epoch} epochs already; "
@@ -427,7 +412,7 @@ def _train_and_evaluate(config, callbacks, held):
             lambda a, b: (tuple(tf.concat([u, v], 0) for u, v in zip(a[0], b[0])), tf.concat([a[1], b[1]], 0)))
 
     train_ds = strategy.distribute_datasets_from_function(make_input)
-    with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, "logs")) as log_dir:
+    with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, run_folder.LOGS)) as log_dir:
         validating = [validation.ValidationAccuracy(
             encoder, labelled_fit, val_data, by_reference=config.method != "ce",
             restore_best=config.restore_best_validation, best_dir=config.model_dir if chief else None)
@@ -485,83 +470,6 @@ def _no_history():
     return history
 
 
-def saved_data_flags(model_dir):
-    """``data_dir`` and ``manual_dir`` as the run recorded them in its flags.cfg (None if absent)."""
-    found = {"data_dir": None, "manual_dir": None}
-    path = os.path.join(model_dir, "flags.cfg")
-    if os.path.exists(path):
-        for line in open(path):
-            key, _, value = line.strip().partition("=")
-            if key.lstrip("-") in found and value:
-                found[key.lstrip("-")] = value
-    return found
-
-
-def load_run(model_dir, data_dir=None, manual_dir=None):
-    """A finished run: ``(settings dict, training images, test images)``, split as in training.
-
-    ``data_dir`` / ``manual_dir`` override the ones the run recorded (the data may have moved).
-    Raises ValueError when ``model_dir`` is not a finished run or its data cannot be loaded.
-    """
-    missing = [f for f in ("config.json", "split.npz", "encoder.keras", "reference_db.npz")
-               if not os.path.exists(os.path.join(model_dir, f))]
-    if missing:
-        raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
-                         "Train one with python -m scl_amp_tf.train --model_dir=... first.")
-    with open(os.path.join(model_dir, "config.json")) as f:
-        settings = json.load(f)
-    recorded = saved_data_flags(model_dir)
-    data = load_data(settings["dataset"], settings["image_size"], data_dir=data_dir or recorded["data_dir"],
-                     manual_dir=manual_dir or recorded["manual_dir"],
-                     synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"],
-                     classes=settings.get("classes"))
-    with np.load(os.path.join(model_dir, "split.npz")) as split:
-        train_idx, test_idx = split["train"], split["test"]
-    if max(train_idx.max(initial=0), test_idx.max(initial=0)) >= len(data.labels):
-        raise ValueError(f"{model_dir}/split.npz indexes {max(train_idx.max(), test_idx.max()) + 1} images but "
-                         f"the dataset ({data.description}) has {len(data.labels)}: not the data of this run.")
-    return settings, data.subset(train_idx), data.subset(test_idx)
-
-
-def validation_mask(model_dir, num_train):
-    """Which of a run's training images (in ``load_run``'s order) were its validation split: held
-    out from fitting (``--validation_fraction``), references of the database after training."""
-    with np.load(os.path.join(model_dir, "split.npz")) as split:
-        train, held_out = split["train"], split["validation"] if "validation" in split else np.zeros(0, np.int64)
-    if len(train) != num_train:
-        raise ValueError(f"{model_dir}/split.npz has {len(train)} training images, not {num_train}.")
-    return np.isin(train, held_out)
-
-
-def auto_reject_threshold(model_dir, train_embeddings, train_labels, quantile):
-    """``--reject_threshold=auto`` for a run: calibrated on its validation images, which the
-    network never fitted, so that about ``1 - quantile`` of known-class test images are accepted
-    (calibrated on fitted images it would reject most of them). Raises ValueError for a run
-    trained without a validation split."""
-    held_out = validation_mask(model_dir, len(train_labels))
-    if not held_out.any():
-        raise ValueError(f"--reject_threshold=auto calibrates on training images the network did not fit, and "
-                         f"{model_dir} has none: train it with --validation_fraction (e.g. 0.2), or give the "
-                         "threshold as a number.")
-    return evaluation.calibrate_threshold(train_embeddings, train_labels, quantile, held_out=held_out)
-
-
-def embed(model, images, batch_size=128):
-    """The model's outputs for uint8 images, computed on this process alone (no collectives, so
-    under any strategy; a multi-worker run's chief evaluates while the others have finished)."""
-    forward = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data_lib.to_float)
-    outputs = [forward(x).numpy() for x in ds]
-    return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), np.float32)
-
-
-def features_of(encoder):
-    """The pooled-backbone-features model inside a run's encoder (SCL-AMP) or classifier (CE)."""
-    head = "projection_hidden" if any(l.name == "projection_hidden" for l in encoder.layers) else "logits"
-    return keras.Model(encoder.input, encoder.get_layer(head).input, name="features")
-
-
 def evaluate(config, encoder, features, train_data, test_data):
     """Test accuracy: reference database (SCL-AMP, section IV.A) or softmax (CE baseline).
 
@@ -599,11 +507,11 @@ def evaluate(config, encoder, features, train_data, test_data):
 
 def _save_artefacts(config, encoder, features, database, metrics):
     model_dir = config.model_dir
-    atomic_write(os.path.join(model_dir, "encoder.keras"), encoder.save)
+    atomic_write(os.path.join(model_dir, run_folder.ENCODER), encoder.save)
     # the ResNet inside (after the preprocessing layer)
     atomic_write(os.path.join(model_dir, BACKBONE_WEIGHTS), features.get_layer(config.backbone).save_weights)
-    database.save(os.path.join(model_dir, "reference_db.npz"))
+    database.save(os.path.join(model_dir, run_folder.REFERENCE_DB))
     if metrics["test_accuracy"] is not None:
-        with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default():
+        with tf.summary.create_file_writer(os.path.join(model_dir, run_folder.LOGS, "test")).as_default():
             tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=metrics["epochs"])
-    write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    write_json(os.path.join(model_dir, run_folder.METRICS), metrics)

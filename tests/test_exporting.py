@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import evaluation, exporting, serving_client, synthetic_wafers
+from scl_amp_tf import exporting, serving_client, synthetic_wafers
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase
 from scl_amp_tf.training import TrainConfig, train_and_evaluate

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from scl_amp_tf import checkpoints, files
-from scl_amp_tf.training import LOCK, TrainConfig, train_and_evaluate
+from scl_amp_tf.run_folder import LOCK
+from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
 
 def _config(tmp_path, **kwargs):

@@ -1,0 +1,30 @@
+"""A trained network's outputs for images: the one ``embed`` every command uses.
+
+Contract: ``images`` are uint8 ``[N, H, W, C]`` at the network's input size (as the run folder
+and ``data`` hold them); they are scaled to [0, 1] floats here, exactly as in training, and the
+network's raw outputs come back as float32 NumPy (an SCL-AMP encoder's embeddings, not
+normalised; a CE classifier's softmax; the pooled backbone features of :func:`features_of`).
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from scl_amp_tf import data as data_lib
+
+
+def embed(model, images, batch_size=128):
+    """The model's outputs for uint8 images, computed on this process alone (no collectives, so
+    under any strategy; a multi-worker run's chief evaluates while the others have finished)."""
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data_lib.to_float)
+    outputs = [forward(x).numpy() for x in ds]
+    return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), np.float32)
+
+
+def features_of(encoder):
+    """The pooled-backbone-features model inside a run's encoder (SCL-AMP) or classifier (CE)."""
+    head = "projection_hidden" if any(l.name == "projection_hidden" for l in encoder.layers) else "logits"
+    return keras.Model(encoder.input, encoder.get_layer(head).input, name="features")
