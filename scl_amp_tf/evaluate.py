@@ -60,7 +60,7 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``."""
     import keras
 
-    import scl_amp_tf  # noqa: F401  (registers the custom layers for load_model)
+    import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     from scl_amp_tf import evaluation, inference, reference, run_folder
 
     if representation not in REPRESENTATIONS:

@@ -498,7 +498,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
         raise ExportError(f"{model_dir} holds a {settings.get('method')!r} model; export serves SCL-AMP models, "
                           "which classify by the reference database (the CE baseline is for comparison: "
                           "load its encoder.keras with Keras).")
-    encoder = keras.models.load_model(os.path.join(model_dir, "encoder.keras"))
+    encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
     database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
     if reject_threshold == "auto":
         reject_threshold = run_folder.auto_reject_threshold(model_dir, keras_embeddings(encoder, train_data.images),

@@ -49,7 +49,7 @@ class RunPredictor:
     def __init__(self, model_dir, reject_threshold=None):
         import keras
 
-        import scl_amp_tf  # noqa: F401  (registers the custom layers for load_model)
+        import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
         from scl_amp_tf import inference, run_folder
 
         paths = {name: os.path.join(model_dir, name) for name in (run_folder.CONFIG, run_folder.ENCODER, run_folder.REFERENCE_DB)}

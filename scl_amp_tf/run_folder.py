@@ -12,6 +12,7 @@ import numpy as np
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation
+from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
 
 CONFIG = "config.json"  # the run's settings
 FLAGS = "flags.cfg"  # the same as an absl flag file
