@@ -283,8 +283,8 @@ def render(table, cells, runs, conditions):
               + ", ".join(sorted({f"{r['cell']}: {r['epochs']}" for r in runs})) + ".",
               f"* Seeds: {','.join(map(str, conditions['seeds']))} (each seed draws the split, the "
               "initialisation and the augmentations); methods and the settings each adds: "
-              + "; ".join(f"{ROWS[m].name} (`--method={ROWS[m].method}`"
-                          + "".join(f" --{k}={v}" for k, v in ROWS[m].settings.items()) + ")"
+              + "; ".join(f"{ROWS[m].name} (`--method={ROWS[m].method}"
+                          + "".join(f" --{k}={v}" for k, v in ROWS[m].settings.items()) + "`)"
                           for m in conditions["methods"]) + ".",
               f"* Data: {datasets}."
               + (" **This MixedWM38 copy is partial: 33,815 of the 38,015 maps (89 %)**; every figure "
@@ -298,7 +298,7 @@ def render(table, cells, runs, conditions):
                   "The paper trains ResNet-50, almost surely from ImageNet weights, at full resolution for "
                   "100 epochs on a GPU. These runs start from random weights (ImageNet weights cannot be "
                   "downloaded on the machine that made them), use a smaller backbone, a lower resolution "
-                  "and a few hundred optimizer steps, so that the whole table finishes on a 2-core CPU. "
+                  "and a few thousand optimizer steps, so that every run finishes on a 2-core CPU. "
                   "The comparison that holds is the one inside this table: every method under the same "
                   "budget, splits and seeds. `--budget=paper` runs Table I's settings."]
     return "\n".join(lines) + "\n"
