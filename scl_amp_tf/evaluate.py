@@ -88,8 +88,10 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
         classifier = "softmax"
     else:
         if reject_threshold == "auto":  # on the validation images (every training image is a candidate reference)
-            threshold = run_folder.auto_reject_threshold(model_dir, inference.embed(model, train_data.images),
-                                                       train_data.labels, reject_quantile)
+            train_embeddings = (ref_embeddings if reference_shots is None  # refs are every training image
+                                else inference.embed(model, train_data.images))
+            threshold = run_folder.auto_reject_threshold(model_dir, train_embeddings, train_data.labels,
+                                                       reject_quantile)
         elif reject_threshold is not None:
             threshold = float(reject_threshold)
         predictions, scores, _ = evaluation.reference_predictions(

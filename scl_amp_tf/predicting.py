@@ -53,10 +53,7 @@ class RunPredictor:
         from scl_amp_tf import inference, run_folder
 
         paths = {name: os.path.join(model_dir, name) for name in (run_folder.CONFIG, run_folder.ENCODER, run_folder.REFERENCE_DB)}
-        missing = [name for name, path in paths.items() if not os.path.exists(path)]
-        if missing:
-            raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
-                             "Train one with python -m scl_amp_tf.train first.")
+        run_folder.check_finished(model_dir, tuple(paths))
         with open(paths[run_folder.CONFIG]) as f:
             self.settings = json.load(f)
         self.encoder = keras.models.load_model(paths[run_folder.ENCODER])

@@ -38,16 +38,21 @@ def saved_data_flags(model_dir):
     return found
 
 
+def check_finished(model_dir, files=(CONFIG, SPLIT, ENCODER, REFERENCE_DB)):
+    """Raises ValueError naming the missing files when ``model_dir`` is not a finished run."""
+    missing = [f for f in files if not os.path.exists(os.path.join(model_dir, f))]
+    if missing:
+        raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
+                         "Train one with python -m scl_amp_tf.train --model_dir=... first.")
+
+
 def load_run(model_dir, data_dir=None, manual_dir=None):
     """A finished run: ``(settings dict, training images, test images)``, split as in training.
 
     ``data_dir`` / ``manual_dir`` override the ones the run recorded (the data may have moved).
     Raises ValueError when ``model_dir`` is not a finished run or its data cannot be loaded.
     """
-    missing = [f for f in (CONFIG, SPLIT, ENCODER, REFERENCE_DB) if not os.path.exists(os.path.join(model_dir, f))]
-    if missing:
-        raise ValueError(f"--model_dir={model_dir} is not a finished training run (no {', '.join(missing)}). "
-                         "Train one with python -m scl_amp_tf.train --model_dir=... first.")
+    check_finished(model_dir)
     with open(os.path.join(model_dir, CONFIG)) as f:
         settings = json.load(f)
     recorded = saved_data_flags(model_dir)
