@@ -68,7 +68,9 @@ def _weights(model_dir):
 # The runs can therefore only be held to "the same training". The single process runs under
 # OneDeviceStrategy: under TF's default strategy the same seeds give another (equally valid)
 # shuffle and augmentation stream.
-@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+# CE over two workers runs only with -m slow (the suite stays under 10 minutes): it shares the
+# multi-worker path that the SCL-AMP case checks, with the simpler loss.
+@pytest.mark.parametrize("method", ["scl_amp", pytest.param("ce", marks=pytest.mark.slow)])
 def test_two_workers_train_like_one_process(tmp_path, method):
     single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
     logs = [open(tmp_path / name, "w") for name in ("single.log", "worker0.log", "worker1.log")]
@@ -142,7 +144,7 @@ def test_mixed_precision_trains_and_learns(tmp_path, policy):
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
 
 
-@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+@pytest.mark.parametrize("method", ["scl_amp", pytest.param("ce", marks=pytest.mark.slow)])
 def test_xla_gives_the_same_loss(method):
     rng = np.random.default_rng(0)
     views = tuple(tf.constant(rng.random((8, 32, 32, 1)), tf.float32) for _ in range(3))

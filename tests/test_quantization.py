@@ -140,6 +140,7 @@ def test_int8_edge_model_is_the_encoder_reading_pixels_directly(backbone, channe
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in layers)
 
 
+@pytest.mark.slow
 def test_resnet50_stem_is_rounded_once_inside_the_image_despite_the_border_correction(tmp_path):
     """ResNet-50's border correction is added after its first convolution, so LiteRT rounds that
     convolution's output too. On the stem's own grid that rounding is exact inside the image

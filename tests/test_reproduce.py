@@ -78,6 +78,7 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
         _run(3, tmp_path, cells=["10shot"], neu=neu_like)
 
 
+@pytest.mark.slow
 def test_table_4_few_shot_on_unseen_classes(neu_like, tmp_path):
     path, _ = _run(4, tmp_path, neu=neu_like, episodes=4)
     text = open(path).read()
@@ -93,6 +94,7 @@ def test_table_4_few_shot_on_unseen_classes(neu_like, tmp_path):
     assert os.path.exists(os.path.join(run["model_dir"], "few_shot.json"))
 
 
+@pytest.mark.slow
 def test_table_5_has_every_class_and_the_group_averages(tmp_path):
     path, _ = _run(5, tmp_path, mixed_wm38="synthetic_wafers", synthetic_per_class=5)
     lines = open(path).read().splitlines()

@@ -77,7 +77,9 @@ def _cli(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["ce", "scl_amp"])
+# CE through the command line also runs in the reproduce, evaluation and validation tests; its own
+# case here runs with -m slow.
+@pytest.mark.parametrize("method", [pytest.param("ce", marks=pytest.mark.slow), "scl_amp"])
 def test_both_methods_through_the_cli(tmp_path, method):
     model_dir = tmp_path / method
     result = _cli("--dataset=synthetic_wafers", "--synthetic_per_class=20", "--shots_per_class=10",
