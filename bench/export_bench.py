@@ -80,7 +80,7 @@ def run(args, version_dir, export_seconds):
     import keras
     import tensorflow as tf
 
-    from scl_amp_tf import exporting, run_folder
+    from scl_amp_tf import exporting, run_folder, tflite_models
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
@@ -122,7 +122,7 @@ def run(args, version_dir, export_seconds):
     sizes.update({f"tflite_{v}": metadata["tflite"][v]["bytes"] for v in runners})
     for name, size in sizes.items():
         emit({**common, "figure": "export_size", "artefact": name, "bytes": size}, args.out)
-    for variant in (v for v in exporting.QUANTIZED if v in metadata["tflite"]):
+    for variant in (v for v in tflite_models.QUANTIZED if v in metadata["tflite"]):
         emit({**common, "figure": f"{variant}_float_ops", "ops": metadata["tflite"][variant]["float_ops"]}, args.out)
 
     for batch in (1, 32):

@@ -37,11 +37,11 @@ def main(argv):
         raise app.UsageError("--remove takes no --images.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from scl_amp_tf import exporting
+    from scl_amp_tf import enrolment, exporting
 
     mode = "remove" if FLAGS.remove else "replace" if FLAGS.replace else "add"
     try:
-        path = exporting.enroll(FLAGS.export_dir, FLAGS.class_name, images=FLAGS.images, mode=mode,
+        path = enrolment.enroll(FLAGS.export_dir, FLAGS.class_name, images=FLAGS.images, mode=mode,
                                 model_name=FLAGS.model_name)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

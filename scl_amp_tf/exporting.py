@@ -1,5 +1,7 @@
-"""Deployment artefacts: a SavedModel for TF Serving with the reference database inside, LiteRT
-models for the edge, and enrolment of new defect classes without retraining.
+"""Exported versions: a SavedModel for TF Serving with the reference database inside
+(:mod:`scl_amp_tf.serving_graph`) and LiteRT models for the edge (:mod:`scl_amp_tf.tflite_models`),
+written, checked against the Keras model and published as one version folder; enrolment of new
+classes (:mod:`scl_amp_tf.enrolment`) publishes the next version the same way.
 
 One exported version is one folder, in TF Serving's layout::
 
@@ -23,7 +25,6 @@ product with the class prototype (the mean of the normalised references).
 """
 from __future__ import annotations
 
-import collections
 import datetime
 import json
 import os
@@ -35,20 +36,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
-from scl_amp_tf import quantization
 from scl_amp_tf import inference
 from scl_amp_tf import run_folder
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.serving_graph import UNKNOWN_NAME, ExportError, build_archive
+from scl_amp_tf.tflite_models import QUANTIZED, TFLITE_DEFAULT, TFLITE_VARIANTS, tflite_op_types, write_tflite
 
 SIGNATURES = ("serving_default", "classify_bytes", "embed")
-TFLITE_VARIANTS = ("fp32", "fp16", "int8", "int16x8")
-TFLITE_DEFAULT = ("fp32", "fp16", "int8")  # what --formats=tflite writes; int16x8 on request
-QUANTIZED = ("int8", "int16x8")  # calibrated integer variants: their parity is reported, not enforced
 FORMATS = ("saved_model", "tflite", *(f"tflite_{v}" for v in TFLITE_VARIANTS))
 EXTRA = "assets.extra"
 TMP_PREFIX = ".tmp-"  # a version being written: EXPORT/<model>/.tmp-<version>-<host>-<pid>-<random>
@@ -57,234 +55,6 @@ REFERENCE_DB_FILE = edge_classify.REFERENCE_DB_FILE
 ENCODER_FILE = "encoder.keras"
 MIN_COSINE = 0.999  # float artefacts must agree with Keras to this cosine, and on every top-1 ...
 TIE_MARGIN = 1e-3  # ... that is not a tie: where Keras's two best classes differ by less, either answer is right
-UNKNOWN_NAME = edge_classify.UNKNOWN_NAME  # class_name of a rejected image (class_id -1)
-
-
-class ExportError(ValueError):
-    """An export or enrolment that cannot be done as asked; the message says why and what to do."""
-
-
-# --- the SavedModel ---------------------------------------------------------------------------
-
-def preprocess(images, image_size):
-    """uint8 ``[N, H, W, C]`` -> float32 ``[N, S, S, C]`` in [0, 1], exactly as in training.
-
-    Training resizes every image once to ``S x S`` (bilinear, antialiased) and rounds it to uint8
-    (:func:`scl_amp_tf.data.resize_images`); images already ``S x S`` are left as they are.
-    """
-    x = tf.cast(images, tf.float32)
-    shape = tf.shape(x)
-    same_size = tf.logical_and(tf.equal(shape[1], image_size), tf.equal(shape[2], image_size))
-    x = tf.cond(same_size, lambda: x, lambda: tf.clip_by_value(
-        tf.round(tf.image.resize(x, (image_size, image_size), antialias=True)), 0.0, 255.0))
-    x = tf.ensure_shape(x, [None, image_size, image_size, images.shape[-1]])
-    return x / 255.0
-
-
-def to_channels(image, channels):
-    """uint8 ``[H, W, c]`` (gray, gray + alpha, RGB or RGBA) -> ``[H, W, channels]``.
-
-    As in training (``data.load_image_folder``): alpha is dropped, gray is replicated to RGB;
-    an RGB image sent to a gray model is converted with the ITU-R 601 luma weights, rounded.
-    """
-    has_color = tf.shape(image)[-1] >= 3
-    if channels == 3:
-        return tf.cond(has_color, lambda: image[..., :3], lambda: tf.tile(image[..., :1], [1, 1, 3]))
-    def luma():
-        gray = tf.image.rgb_to_grayscale(tf.cast(image[..., :3], tf.float32))
-        return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
-    return tf.cond(has_color, luma, lambda: image[..., :1])
-
-
-def header_pixels(encoded):
-    """Width x height (int64) read from the header of an encoded PNG, JPEG, GIF or BMP string,
-    without decoding it; -1 when it is none of them (or too short to be one)."""
-    length = tf.strings.length(encoded)
-
-    def bytes_at(offset, n):
-        return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, n), tf.uint8), tf.int64)
-
-    def big_endian(offset, n):
-        b = bytes_at(offset, n)
-        return tf.reduce_sum(b * tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * tf.range(n - 1, -1, -1,
-                                                                                                  dtype=tf.int64)))
-
-    def little_endian(offset, n):
-        b = bytes_at(offset, n)
-        return tf.reduce_sum(b * tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * tf.range(n, dtype=tf.int64)))
-
-    def signed32(value):
-        return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))  # a BMP stored top-down has height < 0
-
-    head = tf.strings.substr(encoded, 0, tf.minimum(length, 4))
-    png = tf.logical_and(tf.equal(head, b"\x89PNG"), length >= 24)
-    jpeg = tf.equal(tf.strings.substr(head, 0, tf.minimum(tf.strings.length(head), 3)), b"\xff\xd8\xff")
-    gif = tf.logical_and(tf.equal(head, b"GIF8"), length >= 10)
-    bmp = tf.logical_and(tf.equal(tf.strings.substr(head, 0, tf.minimum(tf.strings.length(head), 2)), b"BM"),
-                         length >= 26)
-    return tf.case([
-        (png, lambda: big_endian(16, 4) * big_endian(20, 4)),
-        (jpeg, lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64))),
-        (gif, lambda: little_endian(6, 2) * little_endian(8, 2)),
-        (bmp, lambda: signed32(little_endian(18, 4)) * signed32(little_endian(22, 4))),
-    ], default=lambda: tf.constant(-1, tf.int64), exclusive=False)
-
-
-def decode(image_bytes, image_size, channels):
-    """Encoded PNG / JPEG / BMP / GIF strings ``[N]`` -> float32 ``[N, S, S, C]`` in [0, 1].
-
-    Each string is checked before it is decoded, and a bad one is named by its index in the
-    batch: it must be one of the four formats and hold at most ``data.MAX_IMAGE_PIXELS`` pixels
-    (a small PNG can hold 8000 x 8000 pixels, gigabytes once decoded)."""
-    def one(item):
-        index, encoded = item
-        pixels = header_pixels(encoded)
-        checks = [
-            tf.debugging.Assert(pixels >= 0, [tf.strings.format(
-                "image_bytes[{}] is not a PNG, JPEG, GIF or BMP image", index)]),
-            tf.debugging.Assert(pixels <= data_lib.MAX_IMAGE_PIXELS, [tf.strings.format(
-                "image_bytes[{}] has {} pixels, above the limit of {}", (index, pixels, data_lib.MAX_IMAGE_PIXELS))]),
-        ]
-        with tf.control_dependencies(checks):
-            image = to_channels(tf.io.decode_image(encoded, expand_animations=False), channels)
-        image = tf.ensure_shape(image, [None, None, channels])
-        return preprocess(image[None], image_size)[0]
-    indices = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])
-    return tf.map_fn(one, (indices, image_bytes),
-                     fn_output_signature=tf.TensorSpec([image_size, image_size, channels], tf.float32))
-
-
-def _non_empty(batch, what):
-    return tf.debugging.assert_greater(tf.shape(batch)[0], 0,
-                                       message=f"Empty request: send at least one {what}.")
-
-
-def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None):
-    """The serving model: a ``keras.export.ExportArchive`` with the three signatures.
-
-    * ``serving_default``: ``images`` uint8 ``[N, H, W, C]`` -> ``class_id`` int64 ``[N]``,
-      ``class_name`` string ``[N]``, ``scores`` float32 ``[N, K]`` (mean cosine similarity to each
-      class's references), ``embedding`` float32 ``[N, d]`` (L2-normalised); with a
-      ``reject_threshold``, an image whose best score is below it is ``-1`` / ``"unknown"``;
-    * ``classify_bytes``: ``image_bytes`` string ``[N]`` (encoded images of any size) -> the same;
-    * ``embed``: ``images`` uint8 ``[N, H, W, C]`` -> ``embedding``.
-
-    Images of any size are resized inside; C is the model's channel count (1 gray, 3 RGB). The
-    reference database is a constant of the graph, so the SavedModel classifies on its own.
-    """
-    _, image_size, width, channels = encoder.input_shape
-    if image_size != width:
-        raise ExportError(f"The encoder takes {image_size}x{width} images; only square inputs are supported.")
-    if database.prototypes.shape[1] != encoder.output_shape[-1]:
-        raise ExportError(f"The reference database holds {database.prototypes.shape[1]}-d prototypes but the "
-                          f"encoder outputs {encoder.output_shape[-1]}-d embeddings: not the same model.")
-    prototypes = tf.constant(database.prototypes)
-    class_names = tf.constant(list(database.class_names))
-
-    def embedding(x):
-        return tf.math.l2_normalize(tf.cast(encoder(x, training=False), tf.float32), axis=-1)
-
-    def classify(x):
-        z = embedding(x)
-        scores = tf.matmul(z, prototypes, transpose_b=True)
-        class_id = tf.argmax(scores, axis=-1)
-        class_name = tf.gather(class_names, class_id)
-        if reject_threshold is not None:
-            unknown = tf.reduce_max(scores, axis=-1) < reject_threshold
-            class_id = tf.where(unknown, tf.constant(evaluation.UNKNOWN, tf.int64), class_id)
-            class_name = tf.where(unknown, tf.constant(UNKNOWN_NAME), class_name)
-        return {"class_id": class_id, "class_name": class_name, "scores": scores, "embedding": z}
-
-    def serving_default(images):
-        with tf.control_dependencies([_non_empty(images, "image")]):
-            return classify(preprocess(images, image_size))
-
-    def classify_bytes(image_bytes):
-        with tf.control_dependencies([_non_empty(image_bytes, "encoded image")]):
-            return classify(decode(image_bytes, image_size, channels))
-
-    def embed(images):
-        with tf.control_dependencies([_non_empty(images, "image")]):
-            return {"embedding": embedding(preprocess(images, image_size))}
-
-    images_spec = tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")
-    archive = keras.export.ExportArchive()
-    archive.track(encoder)
-    archive.add_endpoint("serving_default", serving_default, input_signature=[images_spec])
-    archive.add_endpoint("classify_bytes", classify_bytes,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    archive.add_endpoint("embed", embed, input_signature=[images_spec])
-    return archive
-
-
-# --- LiteRT -------------------------------------------------------------------------------------
-
-def edge_model(encoder, normalize=True):
-    """Pixels float32 ``[N, S, S, C]`` in 0..255 -> embedding (L2-normalised if ``normalize``):
-    what LiteRT runs.
-
-    Resizing stays outside (the edge runner does it with Pillow): TFLite has no builtin for the
-    antialiased resize of training, and a camera delivers one size anyway. The int16x8 converter
-    has no 16-bit ``SQUARE``, so that variant leaves the normalisation to the runner (as int8
-    does: ``quantization.int8_edge_model``).
-    """
-    pixels = keras.Input(encoder.input_shape[1:], dtype="float32", name="pixels")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(pixels)
-    z = encoder(x)
-    if normalize:
-        z = keras.layers.UnitNormalization(name="l2_normalize")(z)
-    return keras.Model(pixels, z, name="edge_embedder")
-
-
-def tflite_converter_settings(variant, representative_images=None):
-    """Converter settings of one variant; builtin ops only (edge runtimes have no Flex ops)."""
-    if variant == "fp32":
-        return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    if variant == "fp16":
-        return {"optimizations": [tf.lite.Optimize.DEFAULT],
-                "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS],
-                                "supported_types": [tf.float16]}}
-    if variant in QUANTIZED:
-        if representative_images is None or len(representative_images) == 0:
-            raise ExportError(f"{variant} needs representative training images for calibration.")
-        images = np.asarray(representative_images, np.float32)
-
-        def representative_dataset():
-            for image in images:
-                yield [image[None]]
-        calibrated = {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative_dataset}
-        if variant == "int8":  # full-integer: every op int8 (conversion fails otherwise); uint8 in, float32 out
-            return {**calibrated, "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-                    "inference_input_type": tf.uint8}
-        # int8 weights, int16 activations: builtin kernels, far closer to float than int8 (BENCHMARKS.md),
-        # but XNNPACK does not accelerate them; float32 pixels in, float32 out.
-        return {**calibrated, "target_spec": {"supported_ops": [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]}}
-    raise ExportError(f"Unknown TFLite variant {variant!r}; use one of {', '.join(TFLITE_VARIANTS)}.")
-
-
-def write_tflite(encoder, path, variant, representative_images=None):
-    """Converts through Keras's LiteRT export (ExportArchive -> SavedModel -> TFLiteConverter).
-    int8 converts ``quantization.int8_edge_model``: the same function with batch norm folded, an
-    input path that keeps every pixel level, and int8 ranges chosen on the representative images
-    for the least rounding error."""
-    settings = tflite_converter_settings(variant, representative_images)  # checks the images first
-    model = (quantization.int8_edge_model(encoder, np.asarray(representative_images, np.float32) / 255.0)
-             if variant == "int8" else edge_model(encoder, normalize=variant != "int16x8"))
-    model.export(path, format="litert", verbose=False, **settings)
-
-
-def tflite_op_types(path):
-    """``{op name: sorted output dtypes}`` of a .tflite file (shows which ops stay float)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(model_path=path,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    ops = {}
-    for op in interpreter._get_ops_details():
-        ops.setdefault(op["op_name"], set()).update(dtypes[i] for i in op["outputs"] if i in dtypes)
-    return {name: sorted(types) for name, types in sorted(ops.items())}
 
 
 # --- checking -----------------------------------------------------------------------------------
@@ -455,7 +225,7 @@ def _write_json(path, obj):
         f.write("\n")
 
 
-def _now():
+def now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -515,7 +285,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
                 "reject_threshold": None if reject_threshold is None else float(reject_threshold),
                 "training": {"model_dir": os.path.abspath(model_dir), **settings,
                              "dataset_description": train_data.description},
-                "history": [f"{_now()} exported from {os.path.abspath(model_dir)}"]}
+                "history": [f"{now()} exported from {os.path.abspath(model_dir)}"]}
     return publish_version(model_root, version, encoder, database, metadata, check_images=checks,
                            tflite_variants=variants, representative_images=calibration)
 
@@ -548,109 +318,3 @@ def describe_version(version_dir):
     return "\n".join(lines)
 
 
-# --- enrolment ----------------------------------------------------------------------------------
-
-def read_images(folder):
-    """Encoded bytes of every image file under ``folder``; raises naming a file that cannot be decoded."""
-    paths = edge_classify.image_files(folder)
-    encoded = []
-    for path in paths:
-        data = tf.io.read_file(path)
-        try:
-            tf.io.decode_image(data, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-            raise ExportError(f"Cannot decode image {path}: {e.message.strip()}. Fix or remove the file.") from None
-        encoded.append(data.numpy())
-    return paths, encoded
-
-
-def enrolment_check(database, class_name, embeddings):
-    """How the enrolled images themselves are classified by the new reference database: all of them
-    as the new class when the encoder sets that class apart from the others; those closer to
-    another class's prototype than to their own mean say it does not (too few, mixed or
-    out-of-domain images, or an encoder that never learnt such defects)."""
-    counts = collections.Counter(database.class_names[i] for i in database.predict(embeddings))
-    others = sorted((name for name in counts if name != class_name), key=lambda name: (-counts[name], name))
-    return {"class_name": class_name, "images": len(embeddings), "predicted_as_it": counts[class_name],
-            "closer_to": {name: counts[name] for name in others}}
-
-
-MAX_CLASS_NAME = 100  # characters: a class name is a label in CSVs, JSON and serving answers
-
-
-def check_class_name(name):
-    """Refuses a class name that would be mistaken for something else: empty or blank, the
-    ``unknown`` of a rejected image, longer than MAX_CLASS_NAME, or with control characters."""
-    if not name or not name.strip():
-        raise ExportError("--class_name is empty: give the defect type a name.")
-    if name.strip().lower() == UNKNOWN_NAME:
-        raise ExportError(f"--class_name={name!r} is what a rejected image is called; choose another name.")
-    if len(name) > MAX_CLASS_NAME:
-        raise ExportError(f"--class_name has {len(name)} characters; at most {MAX_CLASS_NAME}.")
-    if any(not c.isprintable() for c in name):
-        raise ExportError(f"--class_name={name!r} holds control characters.")
-
-
-def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, seed=0):
-    """Adds (``mode="add"``), replaces (``"replace"``) or removes (``"remove"``) a class of the newest
-    exported version and publishes the result as the next version; returns its path.
-
-    New references are embedded by the newest version's own SavedModel (``classify_bytes``), so the
-    prototypes come from exactly the preprocessing and weights that serve. The encoder and the
-    LiteRT files are unchanged (copied); only the reference database differs.
-    """
-    if mode not in ("add", "replace", "remove"):
-        raise ExportError(f"mode must be add, replace or remove, not {mode!r}.")
-    if mode != "remove":
-        check_class_name(class_name)
-    model_root = find_model_root(export_dir, model_name)
-    latest = os.path.join(model_root, str(versions(model_root)[-1]))
-    bundle = os.path.join(latest, EXTRA)
-    metadata = edge_classify.load_metadata(bundle)
-    database = ReferenceDatabase.load(os.path.join(bundle, REFERENCE_DB_FILE))
-    names = list(database.class_names)
-    if mode == "add" and class_name in names:
-        raise ExportError(f"Class {class_name!r} is already enrolled in {latest}; use --replace to replace its "
-                          "references or --remove to remove it.")
-    if mode in ("replace", "remove") and class_name not in names:
-        raise ExportError(f"Class {class_name!r} is not in {latest} (classes: {', '.join(names)}).")
-    if mode == "remove":
-        if len(names) <= 2:
-            raise ExportError(f"{latest} has {len(names)} classes; at least 2 must remain.")
-        keep = [i for i, n in enumerate(names) if n != class_name]
-        new = ReferenceDatabase(database.prototypes[keep], database.counts[keep], [names[i] for i in keep])
-        rng = np.random.default_rng(seed)  # no new images: check the artefacts on seeded noise images
-        size, channels = metadata["image_size"], metadata["channels"]
-        check_images = rng.integers(0, 256, (16, size, size, channels), dtype=np.uint8)
-        event, enrolment = f"removed class {class_name!r}", None
-    else:
-        if not images:
-            raise ExportError("--images=DIR is needed: a folder of images of the class to enroll.")
-        paths, encoded = read_images(images)
-        out = tf.saved_model.load(latest).signatures["classify_bytes"](image_bytes=tf.constant(encoded))
-        embeddings = out["embedding"].numpy()
-        prototype = l2_normalize(embeddings).mean(axis=0, keepdims=True)
-        if mode == "add":
-            new = ReferenceDatabase(np.concatenate([database.prototypes, prototype]),
-                                    np.append(database.counts, len(paths)), [*names, class_name])
-        else:
-            index = names.index(class_name)
-            prototypes, counts = database.prototypes.copy(), database.counts.copy()
-            prototypes[index], counts[index] = prototype[0], len(paths)
-            new = ReferenceDatabase(prototypes, counts, names)
-        pixels = decode(tf.constant(encoded[:64]), metadata["image_size"], metadata["channels"]).numpy() * 255.0
-        check_images = np.round(pixels).astype(np.uint8)
-        enrolment = enrolment_check(new, class_name, embeddings)
-        event = f"{'added' if mode == 'add' else 'replaced'} class {class_name!r} from {len(paths)} images in " \
-                f"{os.path.abspath(images)}; {enrolment['predicted_as_it']} of them predict as it"
-    encoder = keras.models.load_model(os.path.join(bundle, ENCODER_FILE))
-    tflite_files = metadata.get("tflite", {})
-    metadata = {k: v for k, v in metadata.items() if k not in ("parity", "tflite", "version", "enrolment")}
-    if enrolment is not None:
-        metadata["enrolment"] = enrolment
-    metadata["history"] = [*metadata.get("history", []), f"{_now()} {event} (from version {os.path.basename(latest)})"]
-    variants = tuple(tflite_files)
-    # The next number after the version read, not after the newest now: if another enrolment has
-    # published that number meanwhile, the rename fails instead of silently dropping its change.
-    return publish_version(model_root, int(os.path.basename(latest)) + 1, encoder, new, metadata,
-                           check_images=check_images, tflite_variants=variants, tflite_source=bundle)

@@ -461,7 +461,7 @@ def _border_ranges(folded, first, border, ranges):
 
 def int8_edge_model(encoder, calibration_images=None):
     """Pixels float32 ``[N, S, S, C]`` in 0..255 -> embedding (not normalised: the runner does
-    that, in float): ``exporting.edge_model`` for the int8 converter, with every pixel level kept
+    that, in float): ``tflite_models.edge_model`` for the int8 converter, with every pixel level kept
     (module docstring) and, given ``calibration_images`` (floats in [0, 1]), every int8 range
     chosen as :func:`calibrate`'s ``"mse"`` chooses it and fixed for the converter.
 

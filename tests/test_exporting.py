@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import exporting, serving_client, synthetic_wafers
+from scl_amp_tf import enrolment, exporting, serving_client, serving_graph, synthetic_wafers
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase
 from scl_amp_tf.training import TrainConfig, train_and_evaluate
@@ -329,7 +329,7 @@ def test_enrolment_refuses_names_that_mean_something_else(exported, tmp_path):
     for name, message in (("", "empty"), ("  ", "empty"), ("Unknown", "what a rejected image is called"),
                           ("x" * 101, "101 characters"), ("a\nb", "control characters")):
         with pytest.raises(exporting.ExportError, match=message):
-            exporting.enroll(str(exported["root"] / "exported"), name, images=images)
+            enrolment.enroll(str(exported["root"] / "exported"), name, images=images)
 
 
 def test_enroll_add_replace_remove(exported, tmp_path):
@@ -362,18 +362,18 @@ def test_enroll_add_replace_remove(exported, tmp_path):
     again = _cli("scl_amp_tf.enroll", f"--export_dir={export_dir}", f"--class_name={NEW}",
                  f"--images={new_images}", cwd=tmp_path)
     assert again.returncode == 2 and "already enrolled" in again.stderr
-    path = exporting.enroll(str(export_dir), NEW, images=str(new_images), mode="replace")
+    path = enrolment.enroll(str(export_dir), NEW, images=str(new_images), mode="replace")
     assert os.path.basename(path) == "3"
-    path = exporting.enroll(str(export_dir), "D", mode="remove")
+    path = enrolment.enroll(str(export_dir), "D", mode="remove")
     assert json.loads(open(os.path.join(path, "assets.extra", "scl_amp_tf.json")).read())["class_names"] == \
         ["C", "EL", "L", "NF", NEW]
     with pytest.raises(exporting.ExportError, match="not in"):
-        exporting.enroll(str(export_dir), "D", mode="remove")
+        enrolment.enroll(str(export_dir), "D", mode="remove")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"not a png")
     with pytest.raises(exporting.ExportError, match="a.png"):
-        exporting.enroll(str(export_dir), "Scratch", images=str(broken))
+        enrolment.enroll(str(export_dir), "Scratch", images=str(broken))
     assert sorted(os.listdir(export_dir / "wafers")) == ["1", "2", "3", "4"]
 
 
@@ -384,17 +384,17 @@ def test_enrolment_says_when_its_own_images_predict_as_another_class(tmp_path):
     embeddings = np.stack([eye[0] + 0.05 * eye[3]] * 3 + [eye[2], eye[2] + 0.1 * eye[1]])
     prototype = exporting.l2_normalize(embeddings).mean(axis=0, keepdims=True)
     database = ReferenceDatabase(np.concatenate([eye[:2], prototype]), np.array([2, 2, 5]), ["a", "b", "new"])
-    enrolment = exporting.enrolment_check(database, "new", embeddings)
+    checked = enrolment.enrolment_check(database, "new", embeddings)
     # An independent NumPy count: nearest prototype by cosine similarity.
     nearest = np.argmax((embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)) @ database.prototypes.T, axis=1)
-    assert enrolment == {"class_name": "new", "images": 5, "predicted_as_it": int(np.sum(nearest == 2)),
+    assert checked == {"class_name": "new", "images": 5, "predicted_as_it": int(np.sum(nearest == 2)),
                          "closer_to": {"a": int(np.sum(nearest == 0))}}
-    assert enrolment["predicted_as_it"] == 2
+    assert checked["predicted_as_it"] == 2
     version = tmp_path / "1"
     (version / exporting.EXTRA).mkdir(parents=True)
     (version / exporting.EXTRA / exporting.METADATA_FILE).write_text(json.dumps(
         {"class_names": ["a", "b", "new"], "image_size": 8, "channels": 1, "parity": {}, "tflite": {},
-         "enrolment": enrolment}))
+         "enrolment": checked}))
     assert "warning: 3 of the 5 images enrolled as 'new' predict as another class: a (3)." in \
         exporting.describe_version(str(version))
 
@@ -441,7 +441,7 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     np.testing.assert_array_equal(edge_ids, ids)
     assert list(edge_names) == names
     # Enrolment keeps the threshold: the new version rejects the same images of the old classes.
-    enrolled = exporting.enroll(str(export_dir), NEW, images=str(_new_class_folder(tmp_path / NEW)),
+    enrolled = enrolment.enroll(str(export_dir), NEW, images=str(_new_class_folder(tmp_path / NEW)),
                                 model_name="open_set")
     after = json.loads(open(os.path.join(enrolled, "assets.extra", "scl_amp_tf.json")).read())
     assert after["reject_threshold"] == threshold
@@ -492,7 +492,7 @@ def test_preprocess_is_the_training_resize():
     rng = np.random.default_rng(3)
     for shape in ((2, 52, 52, 1), (2, 80, 64, 1), (1, 30, 41, 3)):
         images = rng.integers(0, 256, shape, dtype=np.uint8)
-        got = exporting.preprocess(tf.constant(images), SIZE).numpy()
+        got = serving_graph.preprocess(tf.constant(images), SIZE).numpy()
         np.testing.assert_array_equal(np.round(got * 255).astype(np.uint8), data_lib.resize_images(images, SIZE))
 
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from scl_amp_tf import exporting, models, quantization
+from scl_amp_tf import exporting, models, quantization, tflite_models
 
 SIZE = 32
 
@@ -59,7 +59,7 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
     quantization.set_rounding(simulated)
 
     path = str(tmp_path / "int8.tflite")
-    exporting.write_tflite(encoder, path, "int8", calibration)
+    tflite_models.write_tflite(encoder, path, "int8", calibration)
     interpreter = Interpreter(model_path=path)
     tensors = interpreter.get_tensor_details()
     stem = quantization.all_layers(simulated)["stem_conv"]
@@ -153,7 +153,7 @@ def test_resnet50_stem_is_rounded_once_inside_the_image_despite_the_border_corre
     stem_low, stem_high = quantization.activation_ranges(
         quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0))["conv1_relu"]
     path = str(tmp_path / "int8.tflite")
-    exporting.write_tflite(encoder, path, "int8", calibration)
+    tflite_models.write_tflite(encoder, path, "int8", calibration)
     interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _images(1, 3))
@@ -182,7 +182,7 @@ def test_int8_model_keeps_every_pixel_level_whatever_the_calibration_spans(tmp_p
     encoder = _encoder()
     calibration = np.random.default_rng(2).integers(10, 200, (16, SIZE, SIZE, 1)).astype(np.uint8)  # not 0..255
     path = str(tmp_path / "int8.tflite")
-    exporting.write_tflite(encoder, path, "int8", calibration)
+    tflite_models.write_tflite(encoder, path, "int8", calibration)
     interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     pixels = np.arange(256, dtype=np.uint8).repeat(4)[:SIZE * SIZE].reshape(1, SIZE, SIZE, 1)
@@ -200,5 +200,5 @@ def test_int8_model_keeps_every_pixel_level_whatever_the_calibration_spans(tmp_p
 @pytest.mark.parametrize("images", [None, np.zeros((0, SIZE, SIZE, 1), np.uint8)])
 def test_int8_without_calibration_images_is_refused(tmp_path, images):
     with pytest.raises(exporting.ExportError, match="int8 needs representative training images"):
-        exporting.write_tflite(_encoder(), str(tmp_path / "int8.tflite"), "int8", images)
+        tflite_models.write_tflite(_encoder(), str(tmp_path / "int8.tflite"), "int8", images)
     assert not (tmp_path / "int8.tflite").exists()
