@@ -46,6 +46,9 @@ flags.DEFINE_string("reject_threshold", "none",
 flags.DEFINE_float("reject_quantile", 0.05,
                    "For --reject_threshold=auto: the quantile of the validation images' leave-one-out "
                    "similarities taken as the threshold (the run needs --validation_fraction).")
+flags.DEFINE_enum("tta", None, ["none", "dihedral"],
+                  "Test-time augmentation of every reference and query (default: the run's --tta): dihedral "
+                  "averages each image's 8 rotations and flips.")
 flags.DEFINE_bool("projector", True, "Write the embeddings to TensorBoard's projector.")
 flags.DEFINE_integer("projector_max_images", 2000, "At most this many test images in the projector (seeded draw).")
 flags.DEFINE_string("output_dir", None, "Where the results go (default MODEL_DIR/evaluation).")
@@ -56,8 +59,11 @@ FLAGS = flags.FLAGS
 
 
 def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="embedding", reject_threshold=None,
-                 reject_quantile=0.05, data_dir=None, manual_dir=None):
-    """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``."""
+                 reject_quantile=0.05, data_dir=None, manual_dir=None, tta=None):
+    """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``.
+
+    ``tta`` (None: the run's ``--tta``) embeds every reference and query as
+    :func:`scl_amp_tf.inference.embed` does; a reference database is built from those embeddings."""
     import keras
 
     import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
@@ -80,8 +86,13 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     model = inference.features_of(encoder) if representation == "backbone" else encoder
     refs = (np.arange(len(train_data.labels)) if reference_shots is None
             else reference.sample_references(train_data.labels, reference_shots, seed))
-    test_embeddings = inference.embed(model, test_data.images)
-    ref_embeddings = inference.embed(model, train_data.images[refs]) if not use_softmax else None
+    tta = run_folder.tta_of(settings) if tta is None else tta
+
+    def outputs(images):
+        return inference.embed(model, images, tta=tta, average="raw" if use_softmax else "unit")
+
+    test_embeddings = outputs(test_data.images)
+    ref_embeddings = outputs(train_data.images[refs]) if not use_softmax else None
     threshold = None
     if use_softmax:
         predictions, scores = np.argmax(test_embeddings, axis=1), test_embeddings
@@ -89,7 +100,7 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     else:
         if reject_threshold == "auto":  # on the validation images (every training image is a candidate reference)
             train_embeddings = (ref_embeddings if reference_shots is None  # refs are every training image
-                                else inference.embed(model, train_data.images))
+                                else outputs(train_data.images))
             threshold = run_folder.auto_reject_threshold(model_dir, train_embeddings, train_data.labels,
                                                        reject_quantile)
         elif reject_threshold is not None:
@@ -97,10 +108,12 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
         predictions, scores, _ = evaluation.reference_predictions(
             ref_embeddings, train_data.labels[refs], test_embeddings, train_data.class_names, threshold)
         classifier = f"reference database on the {'backbone features' if representation == 'backbone' else 'embeddings'}"
+    if tta != "none":
+        classifier += f" ({tta} test-time augmentation: each image's 8 rotations and flips averaged)"
     summary = evaluation.summarize(test_data.labels, predictions, test_data.class_names)
     result = {
         "model_dir": os.path.abspath(model_dir), "method": method, "classifier": classifier,
-        "representation": representation,
+        "representation": representation, "tta": tta,
         "reference_shots": reference_shots, "num_references": None if use_softmax else int(len(refs)),
         "seed": seed, "reject_threshold": threshold,
         "reject_threshold_setting": reject_threshold if reject_threshold in (None, "auto") else "fixed",
@@ -240,7 +253,8 @@ def main(argv):
         result, _, _, embeddings = evaluate_run(
             FLAGS.model_dir, reference_shots=FLAGS.reference_shots, seed=FLAGS.seed,
             representation=FLAGS.representation, reject_threshold=threshold,
-            reject_quantile=FLAGS.reject_quantile, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+            reject_quantile=FLAGS.reject_quantile, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+            tta=FLAGS.tta)
     except ValueError as e:  # not a finished run, data problems, bad flag values
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -59,10 +59,10 @@ TIE_MARGIN = 1e-3  # ... that is not a tie: where Keras's two best classes diffe
 
 # --- checking -----------------------------------------------------------------------------------
 
-def keras_embeddings(encoder, images):
+def keras_embeddings(encoder, images, tta="none"):
     """The reference: the Keras encoder's L2-normalised embeddings of uint8 ``S x S`` images,
-    computed as the training run's own evaluation computes them."""
-    return l2_normalize(inference.embed(encoder, np.asarray(images)))
+    computed as the training run's own evaluation computes them (``tta``: its ``--tta``)."""
+    return l2_normalize(inference.embed(encoder, np.asarray(images), tta=tta))
 
 
 def agreement(reference, embeddings, database):
@@ -88,9 +88,9 @@ def check_version(version_dir, encoder, database, images):
     signatures, fp32, fp16) disagrees (cosine < 0.999, or a top-1 differs where Keras's decision is
     not a near-tie); the calibrated integer variants (int8, int16x8) are reported.
     """
-    reference = keras_embeddings(encoder, images)
     bundle = os.path.join(version_dir, EXTRA)
     metadata = edge_classify.load_metadata(bundle)
+    reference = keras_embeddings(encoder, images, metadata.get("tta", "none"))
     threshold = metadata.get("reject_threshold")
     loaded = tf.saved_model.load(version_dir)
     outputs = {
@@ -185,7 +185,8 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
     # Not a number, so TF Serving skips it; host and process id say whose it is (remove_abandoned_versions).
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-", dir=model_root)
     try:
-        build_archive(encoder, database, metadata.get("reject_threshold")).write_out(tmp, verbose=False)
+        build_archive(encoder, database, metadata.get("reject_threshold"),
+                      metadata.get("tta", "none")).write_out(tmp, verbose=False)
         bundle = os.path.join(tmp, EXTRA)
         os.makedirs(bundle, exist_ok=True)
         encoder.save(os.path.join(bundle, ENCODER_FILE))
@@ -270,9 +271,10 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
                           "load its encoder.keras with Keras).")
     encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
     database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
+    tta = run_folder.tta_of(settings)
     if reject_threshold == "auto":
-        reject_threshold = run_folder.auto_reject_threshold(model_dir, keras_embeddings(encoder, train_data.images),
-                                                          train_data.labels, reject_quantile)
+        reject_threshold = run_folder.auto_reject_threshold(
+            model_dir, keras_embeddings(encoder, train_data.images, tta), train_data.labels, reject_quantile)
     elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
         raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")
     calibration, checks = calibration_and_check_images(train_data.images, representative_images, check_images, seed)
@@ -283,6 +285,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
                 "image_size": int(encoder.input_shape[1]), "channels": int(encoder.input_shape[-1]),
                 "embedding_dim": int(encoder.output_shape[-1]), "signatures": list(SIGNATURES),
                 "reject_threshold": None if reject_threshold is None else float(reject_threshold),
+                "tta": tta,
                 "training": {"model_dir": os.path.abspath(model_dir), **settings,
                              "dataset_description": train_data.description},
                 "history": [f"{now()} exported from {os.path.abspath(model_dir)}"]}

@@ -12,13 +12,32 @@ import numpy as np
 import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
+from scl_amp_tf import invariance
+from scl_amp_tf.reference import l2_normalize
 
 
-def embed(model, images, batch_size=128):
+def embed(model, images, batch_size=128, tta="none", average="unit"):
     """The model's outputs for uint8 images, computed on this process alone (no collectives, so
-    under any strategy; a multi-worker run's chief evaluates while the others have finished)."""
+    under any strategy; a multi-worker run's chief evaluates while the others have finished).
+
+    ``tta="dihedral"`` (:mod:`scl_amp_tf.invariance`): the mean over the image's 8 rotations and
+    flips of the L2-normalised outputs (``average="unit"``: embeddings, features) or of the raw
+    outputs (``average="raw"``: a classifier's softmax)."""
     forward = tf.function(lambda x: model(x, training=False),
                           input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
+    if invariance.check(tta) == "none":
+        return _outputs(forward, model, images, batch_size)
+    if average not in ("unit", "raw"):
+        raise ValueError(f"average={average!r} must be unit or raw.")
+    total = None
+    for index in range(invariance.NUM_VIEWS[tta]):
+        out = _outputs(forward, model, invariance.dihedral_view_np(images, index), batch_size)
+        out = l2_normalize(out) if average == "unit" else out
+        total = out if total is None else total + out
+    return total / invariance.NUM_VIEWS[tta]
+
+
+def _outputs(forward, model, images, batch_size):
     ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data_lib.to_float)
     outputs = [forward(x).numpy() for x in ds]
     return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), np.float32)

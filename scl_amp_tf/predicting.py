@@ -63,12 +63,17 @@ class RunPredictor:
         _, self.image_size, _, self.channels = self.encoder.input_shape
         if reject_threshold is not None and self.method == "ce":
             raise ValueError("--reject_threshold needs a reference database: a CE run classifies by its softmax.")
+        self.tta = run_folder.tta_of(self.settings)
+        self._embed = inference.embed
         if reject_threshold == "auto":
             _, train_data, _ = run_folder.load_run(model_dir)
-            reject_threshold = run_folder.auto_reject_threshold(model_dir, inference.embed(self.encoder, train_data.images),
+            reject_threshold = run_folder.auto_reject_threshold(model_dir, self._outputs(train_data.images),
                                                               train_data.labels, evaluation.DEFAULT_REJECT_QUANTILE)
         self.reject_threshold = reject_threshold
-        self._embed = inference.embed
+
+    def _outputs(self, images):
+        """The encoder's embeddings (SCL-AMP) or softmax (CE) of uint8 images, with the run's ``--tta``."""
+        return self._embed(self.encoder, images, tta=self.tta, average="raw" if self.method == "ce" else "unit")
 
     def scores(self, paths):
         """``(scores [N, K], kept paths, failures {path: reason})`` for image files."""
@@ -82,7 +87,7 @@ class RunPredictor:
                 failures[path] = str(e)
         if not kept:
             return np.zeros((0, len(self.class_names)), np.float32), kept, failures
-        outputs = self._embed(self.encoder, np.stack(images))
+        outputs = self._outputs(np.stack(images))
         if self.method == "ce":
             return outputs, kept, failures  # the classifier's softmax
         return self.database.scores(outputs), kept, failures

@@ -126,15 +126,18 @@ def few_shot(config, episodes):
     base = [n.strip() for n in config.classes.split(",")]
     novel_ids = [i for i, n in enumerate(data.class_names) if n not in base]
     novel = np.isin(data.labels, novel_ids)
-    _, train_data, _ = run_folder.load_run(config.model_dir, data_dir=config.data_dir, manual_dir=config.manual_dir)
+    settings, train_data, _ = run_folder.load_run(config.model_dir, data_dir=config.data_dir,
+                                                  manual_dir=config.manual_dir)
+    tta = run_folder.tta_of(settings)
     encoder = keras.models.load_model(os.path.join(config.model_dir, run_folder.ENCODER))
     representations = {"backbone": inference.features_of(encoder)}
     if config.method == "scl_amp":
         representations["embedding"] = encoder
     out = {"novel_classes": [data.class_names[i] for i in novel_ids], "episodes": episodes, "representations": {}}
     for name, model in representations.items():
-        z = inference.embed(model, data.images[novel])
-        threshold = evaluation.calibrate_threshold(inference.embed(model, train_data.images), train_data.labels)
+        z = inference.embed(model, data.images[novel], tta=tta)
+        threshold = evaluation.calibrate_threshold(inference.embed(model, train_data.images, tta=tta),
+                                                   train_data.labels)
         entry = {"threshold": threshold}
         for k in FEW_SHOT_KS:
             entry[f"accuracy_k{k}"] = evaluation.few_shot_accuracies(z, data.labels[novel], k, episodes,

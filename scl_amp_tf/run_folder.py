@@ -69,6 +69,11 @@ def load_run(model_dir, data_dir=None, manual_dir=None):
     return settings, data.subset(train_idx), data.subset(test_idx)
 
 
+def tta_of(settings):
+    """The run's ``--tta`` (runs made before the flag existed had none)."""
+    return settings.get("tta", "none")
+
+
 def validation_mask(model_dir, num_train):
     """Which of a run's training images (in ``load_run``'s order) were its validation split: held
     out from fitting (``--validation_fraction``), references of the database after training."""

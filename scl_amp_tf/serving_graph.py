@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation
+from scl_amp_tf import invariance
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.reference import ReferenceDatabase
 
@@ -116,7 +117,7 @@ def _non_empty(batch, what):
                                        message=f"Empty request: send at least one {what}.")
 
 
-def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None):
+def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None, tta="none"):
     """The serving model: a ``keras.export.ExportArchive`` with the three signatures.
 
     * ``serving_default``: ``images`` uint8 ``[N, H, W, C]`` -> ``class_id`` int64 ``[N]``,
@@ -127,7 +128,9 @@ def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None):
     * ``embed``: ``images`` uint8 ``[N, H, W, C]`` -> ``embedding``.
 
     Images of any size are resized inside; C is the model's channel count (1 gray, 3 RGB). The
-    reference database is a constant of the graph, so the SavedModel classifies on its own.
+    reference database is a constant of the graph, so the SavedModel classifies on its own. With
+    ``tta="dihedral"`` the embedding is the normalised mean of the normalised embeddings of the
+    image's 8 rotations and flips (:mod:`scl_amp_tf.invariance`), as the run's database was built.
     """
     _, image_size, width, channels = encoder.input_shape
     if image_size != width:
@@ -139,7 +142,9 @@ def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None):
     class_names = tf.constant(list(database.class_names))
 
     def embedding(x):
-        return tf.math.l2_normalize(tf.cast(encoder(x, training=False), tf.float32), axis=-1)
+        views = invariance.views_tf(x, tta)
+        z = tf.add_n([tf.math.l2_normalize(tf.cast(encoder(v, training=False), tf.float32), axis=-1) for v in views])
+        return tf.math.l2_normalize(z, axis=-1)
 
     def classify(x):
         z = embedding(x)

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from scl_amp_tf.distribute import PRECISIONS, STRATEGIES
+from scl_amp_tf.invariance import TTA
 from scl_amp_tf.training import TrainConfig
 
 _DEFAULTS = TrainConfig(model_dir="")
@@ -95,6 +96,9 @@ flags.DEFINE_float("validation_fraction", None,
                    "TensorBoard. After training they join the reference database.")
 flags.DEFINE_bool("restore_best_validation", _DEFAULTS.restore_best_validation,
                   "End the run with the weights of its best val_accuracy epoch (needs --validation_fraction).")
+flags.DEFINE_enum("tta", _DEFAULTS.tta, list(TTA),
+                  "Test-time augmentation: dihedral embeds every image (references and queries) as the mean "
+                  "of its 8 rotations and flips (8x the inference cost; ours, beyond the paper); none: one view.")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(STRATEGIES),
                   "tf.distribute strategy: auto (mirrored when several GPUs are visible, else the default "
                   "one-device strategy), one_device, mirrored (all local GPUs), multi_worker (MultiWorkerMirroredStrategy over the "

@@ -35,6 +35,7 @@ from scl_amp_tf import checkpoints
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
+from scl_amp_tf import invariance
 from scl_amp_tf import models
 from scl_amp_tf import run_folder
 from scl_amp_tf import schedules
@@ -103,6 +104,7 @@ class TrainConfig:
     crop_scale_min: float | str = 0.25  # or "auto": augmentation.auto_crop_scale_min
     validation_fraction: float | None = None
     restore_best_validation: bool = False
+    tta: str = "none"  # inference only: invariance.TTA
     strategy: str = "auto"
     tpu: str | None = None
     mixed_precision: str = "float32"
@@ -144,6 +146,7 @@ class TrainConfig:
             (self.crop_scale_min == "auto" or (not isinstance(self.crop_scale_min, str)
                                                 and 0 < self.crop_scale_min <= 1),
              f"--crop_scale_min={self.crop_scale_min} must be auto or lie in (0, 1]"),
+            (self.tta in invariance.TTA, f"--tta={self.tta!r} must be one of {', '.join(invariance.TTA)}"),
             (self.synthetic_per_class >= 2, f"--synthetic_per_class={self.synthetic_per_class} must be >= 2"),
             (self.strategy in distribute.STRATEGIES,
              f"--strategy={self.strategy!r} must be one of {', '.join(distribute.STRATEGIES)}"),
@@ -482,15 +485,16 @@ def evaluate(config, encoder, features, train_data, test_data):
 
     def database_and_predictions(model):
         predictions, _, database = evaluation.reference_predictions(
-            embed(model, train_data.images), train_data.labels, embed(model, test_data.images),
-            train_data.class_names)
+            embed(model, train_data.images, tta=config.tta), train_data.labels,
+            embed(model, test_data.images, tta=config.tta), train_data.class_names)
         return database, predictions
 
     feature_database, feature_predictions = database_and_predictions(features)
     if config.method != "ce":
         database, predictions = database_and_predictions(encoder)
     else:
-        database, predictions = feature_database, np.argmax(embed(encoder, test_data.images), axis=1)
+        database, predictions = feature_database, np.argmax(
+            embed(encoder, test_data.images, tta=config.tta, average="raw"), axis=1)
     summary = evaluation.summarize(labels, predictions, test_data.class_names)
     return {
         "method": config.method,

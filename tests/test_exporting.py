@@ -635,3 +635,60 @@ def test_export_writes_a_serving_config_naming_every_exported_model(exported, tm
     parsed = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
     assert [(c.name, c.base_path, c.model_platform) for c in parsed.model_config_list.config] == [
         ("neu", "/srv/models/neu", "tensorflow"), ("wafers", "/srv/models/wafers", "tensorflow")]
+
+
+def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
+    """--tta=dihedral: the run's database is built from the mean unit embedding of each image's 8
+    rotations and flips (checked with NumPy), evaluate, predict, the SavedModel and the LiteRT
+    runner all embed that way, and their answers do not change when an image is turned."""
+    from scl_amp_tf import evaluate, predicting
+
+    config = TrainConfig(model_dir=str(tmp_path / "run"), dataset=f"folder:{exported['data_root']}", shots_per_class=12,
+                         image_size=SIZE, backbone="resnet_tiny", epochs=2, tta="dihedral", verbose=0)
+    metrics = train_and_evaluate(config)
+    data = data_lib.load(f"folder:{exported['data_root']}", image_size=SIZE)
+    split = np.load(os.path.join(config.model_dir, "split.npz"))
+    train_images, train_labels = data.images[split["train"]], data.labels[split["train"]]
+    test_images = data.images[split["test"]]
+    encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    def tta_numpy(images):  # the 8 transforms written out here, not taken from the package
+        views = [np.rot90(m, k, axes=(1, 2)) for m in (images, images[:, :, ::-1]) for k in range(4)]
+        return unit(np.mean([unit(encoder.predict(np.ascontiguousarray(v) / np.float32(255), verbose=0))
+                             for v in views], axis=0))
+
+    references = tta_numpy(train_images)
+    expected_db = np.stack([unit(references[train_labels == c]).mean(axis=0) for c in range(len(TRAINED))])
+    database = ReferenceDatabase.load(os.path.join(config.model_dir, "reference_db.npz"))
+    np.testing.assert_allclose(database.prototypes, expected_db, atol=2e-5)
+    queries = tta_numpy(test_images)
+    accuracy = np.mean(database.predict(queries) == data.labels[split["test"]])
+    assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    result, _, _, _ = evaluate.evaluate_run(config.model_dir)
+    assert result["tta"] == "dihedral" and result["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert evaluate.evaluate_run(config.model_dir, tta="none")[0]["tta"] == "none"
+
+    export_dir = tmp_path / "exported"
+    version = exporting.export_model(config.model_dir, str(export_dir), formats="saved_model,tflite_fp32",
+                                     check_images=16, representative_images=16)
+    bundle = os.path.join(version, exporting.EXTRA)
+    assert edge_classify.load_metadata(bundle)["tta"] == "dihedral"
+    loaded = tf.saved_model.load(version)
+    sample = test_images[:6]
+    turned = np.ascontiguousarray(np.rot90(sample[:, :, ::-1], 1, axes=(1, 2)))
+    for images in (sample, turned):
+        served = loaded.signatures["serving_default"](images=tf.constant(images))
+        np.testing.assert_allclose(served["embedding"].numpy(), queries[:6], atol=1e-4)
+        edge = edge_classify.EdgeClassifier(bundle, "fp32").embed(images)
+        np.testing.assert_allclose(edge, queries[:6], atol=1e-4)
+    # predict from the run folder: the same scores as the database on the NumPy embeddings
+    files = []
+    for k, image in enumerate(sample):
+        files.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(image[..., 0]).save(files[-1])
+    scores, kept, failures = predicting.RunPredictor(config.model_dir).scores(files)
+    assert kept == files and not failures
+    np.testing.assert_allclose(scores, database.scores(queries[:6]), atol=1e-4)

@@ -100,6 +100,10 @@ class EdgeClassifier:
         self.channels = int(self.metadata["channels"])
         self.prototypes, self.class_names = load_reference_db(os.path.join(bundle, REFERENCE_DB_FILE))
         self.reject_threshold = self.metadata.get("reject_threshold")  # None: every image gets a class
+        self.tta = self.metadata.get("tta", "none")  # dihedral: the mean over the 8 rotations and flips
+        if self.tta not in ("none", "dihedral"):
+            raise ValueError(f"{METADATA_FILE} asks for test-time augmentation {self.tta!r}, which this runner "
+                             "does not know: a runner of another version? Copy the bundle of one version whole.")
         model_path = os.path.join(bundle, files[variant]["file"])
         expected = files[variant].get("sha256")
         if expected is not None and sha256_of(model_path) != expected:
@@ -124,12 +128,21 @@ class EdgeClassifier:
         return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
 
     def embed(self, images):
-        """uint8 images ``[N, S, S, C]`` -> L2-normalised embeddings ``[N, d]`` (float32)."""
+        """uint8 images ``[N, S, S, C]`` -> L2-normalised embeddings ``[N, d]`` (float32); with the
+        export's ``tta`` ``dihedral``, the normalised mean of the normalised embeddings of each
+        image's 8 rotations and flips (as ``scl_amp_tf.invariance`` defines them)."""
         images = np.asarray(images)
         expected = (self.image_size, self.image_size, self.channels)
         if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
             raise ValueError(f"Expected a non-empty batch of images [N, {', '.join(map(str, expected))}], "
                              f"got shape {images.shape}.")
+        if self.tta == "none":
+            return self._embed_view(images)
+        total = sum(self._embed_view(dihedral_view(images, index)) for index in range(8))
+        return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+
+    def _embed_view(self, images):
+        expected = images.shape[1:]
         if self._batch != len(images):
             self.interpreter.resize_tensor_input(self._input["index"], [len(images), *expected])
             self.interpreter.allocate_tensors()
@@ -154,6 +167,13 @@ class EdgeClassifier:
         if self.reject_threshold is not None:
             ids = np.where(scores.max(axis=1) < self.reject_threshold, -1, ids)
         return ids, [self.class_names[i] if i >= 0 else UNKNOWN_NAME for i in ids], scores
+
+
+def dihedral_view(images, index):
+    """Transform ``index`` (0..7) of square images ``[N, S, S, C]``: ``index // 2`` quarter turns
+    counter-clockwise, mirrored left-right for an odd index (``scl_amp_tf.invariance``'s order)."""
+    turned = np.rot90(images, index // 2, axes=(1, 2))
+    return np.ascontiguousarray(turned[:, :, ::-1] if index % 2 else turned)
 
 
 def image_files(path):
