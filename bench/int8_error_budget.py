@@ -42,7 +42,7 @@ def main():
     import keras
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log)
-    from scl_amp_tf import exporting, quantization, run_folder
+    from scl_amp_tf import exporting, int8_error_budget, run_folder
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
@@ -69,11 +69,11 @@ def main():
           "top1_agreement": float(np.mean(database.predict(real) == decisions))}, args.out)
 
     calibration, _ = exporting.calibration_and_check_images(train.images, args.representative_images, 1, args.seed)
-    simulated = quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0)
+    simulated = int8_error_budget.int8_simulation(encoder, calibration.astype(np.float32) / 255.0)
     unit_images = images.astype(np.float32) / 255.0
-    rows = quantization.error_budget(simulated, unit_images, reference, database.predict)
+    rows = int8_error_budget.error_budget(simulated, unit_images, reference, database.predict)
     everything = rows[0]["error"]
-    simulated_all = quantization.embed(simulated, unit_images)  # error_budget leaves everything rounded
+    simulated_all = int8_error_budget.simulated_embeddings(simulated, unit_images)  # error_budget leaves everything rounded
     emit({**common, "figure": "int8_simulation_vs_real",
           "error_between": float(np.mean(1.0 - np.sum(simulated_all * real, axis=1))),
           "simulated_error": everything}, args.out)

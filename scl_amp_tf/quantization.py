@@ -19,7 +19,8 @@ compute it, in Keras, with every rounding point switchable:
    gives) or, by default and in the export, the part of that range whose int8 rounding has the
    least squared error over the values seen (``"mse"``: a histogram per tensor; a few outliers
    clipped, a finer step for all the rest; 17-33 % less embedding error on our trained models, BENCHMARKS.md).
-4. :func:`error_budget` measures the embedding error with everything rounded, with each tensor
+4. :mod:`scl_amp_tf.int8_error_budget` (research, used by ``bench/`` and the tests; the export
+   does not import it) measures the embedding error with everything rounded, with each tensor
    (or all weights, or all activations) exact: what each rounding point costs.
 
 :func:`int8_edge_model` is the float model that the int8 converter gets (``exporting``): batch
@@ -329,51 +330,6 @@ def activation_ranges(simulated):
     ranges = {layer.source: (float(layer.range_min.numpy()), float(layer.range_max.numpy()))
               for layer in activation_quantizers(simulated)}
     return {name: (low, high) for name, (low, high) in ranges.items() if high > low}
-
-
-def int8_simulation(encoder, calibration_images, ranges="mse"):
-    """The calibrated int8 simulation of an encoder (left unchanged); images are floats in [0, 1]."""
-    simulated = simulate_int8(fold_batch_norm(encoder))
-    calibrate(simulated, calibration_images, ranges)
-    return simulated
-
-
-def embed(model, images, batch_size=256):
-    """L2-normalised embeddings of float images in [0, 1] (eager: the rounding switches are Python)."""
-    return np.concatenate([tf.math.l2_normalize(model(tf.constant(images[i:i + batch_size], tf.float32),
-                                                      training=False), axis=-1).numpy()
-                           for i in range(0, len(images), batch_size)])
-
-
-def error_budget(simulated, images, reference, predict=None):
-    """What each rounding point of the int8 model costs.
-
-    ``reference``: the float model's L2-normalised embeddings of ``images``; ``predict``
-    (optional): embeddings -> class ids (e.g. ``ReferenceDatabase.predict``). Returns rows
-    ``{"exact": what is kept in float, "error": mean (1 - cos) to the reference,
-    "top1_agreement": ...}``: first everything rounded (``"nothing"``), then all weights exact,
-    all activations exact, then each activation tensor exact alone. Leaves everything rounded.
-    """
-    decisions = predict(reference) if predict is not None else None
-
-    def row(exact):
-        embedded = embed(simulated, images)
-        figure = {"exact": exact, "error": float(np.mean(1.0 - np.sum(embedded * reference, axis=1)))}
-        if predict is not None:
-            figure["top1_agreement"] = float(np.mean(predict(embedded) == decisions))
-        return figure
-
-    rows = [row("nothing")]
-    set_rounding(simulated, weights=False)
-    rows.append(row("all weights"))
-    set_rounding(simulated, activations=False)
-    rows.append(row("all activations"))
-    set_rounding(simulated)
-    for layer in activation_quantizers(simulated):
-        layer.mode = "exact"
-        rows.append(row(layer.name))
-        layer.mode = "round"
-    return rows
 
 
 # --- the float model the int8 converter gets ----------------------------------------------------

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from scl_amp_tf import exporting, models, quantization, tflite_models
+from scl_amp_tf import exporting, int8_error_budget, models, quantization, tflite_models
 
 SIZE = 32
 
@@ -51,7 +51,7 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
 
     encoder = _encoder()
     calibration, test = _images(32, 2), _images(24, 3)
-    simulated = quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0)
+    simulated = int8_error_budget.int8_simulation(encoder, calibration.astype(np.float32) / 255.0)
     x = test.astype(np.float32) / 255.0
 
     quantization.set_rounding(simulated, weights=False, activations=False)  # nothing rounded: the float model
@@ -73,7 +73,7 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
     # The converter takes the simulation's "mse" ranges (fixed in the edge model), not its own min / max.
     chosen = quantization.activation_ranges(simulated)
     minmax = quantization.activation_ranges(
-        quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0, ranges="minmax"))
+        int8_error_budget.int8_simulation(encoder, calibration.astype(np.float32) / 255.0, ranges="minmax"))
     conv2 = next(t for t in tensors if t["name"].split(";")[0].find("stage1_block1_conv2") >= 0
                  and len(t["shape"]) == 4 and len(t["quantization_parameters"]["scales"]) == 1)
     for name, tensor in (("stem_relu", relu), ("stage1_block1_conv2", conv2)):
@@ -82,12 +82,12 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
                                    tensor["quantization_parameters"]["scales"][0], rtol=1e-3)
 
     reference = exporting.keras_embeddings(encoder, test)
-    rows = quantization.error_budget(simulated, x, reference, lambda e: np.argmax(e[:, :3], axis=1))
+    rows = int8_error_budget.error_budget(simulated, x, reference, lambda e: np.argmax(e[:, :3], axis=1))
     by_name = {row["exact"]: row for row in rows}
     assert by_name["nothing"]["error"] > 1e-6
     assert by_name["all activations"]["error"] < by_name["nothing"]["error"]
     assert len(rows) == 3 + len(quantization.activation_quantizers(simulated))
-    again = quantization.embed(simulated, x)  # the budget leaves everything rounded
+    again = int8_error_budget.simulated_embeddings(simulated, x)  # the budget leaves everything rounded
     np.testing.assert_allclose(np.mean(1 - np.sum(again * reference, axis=1)), by_name["nothing"]["error"], rtol=1e-5)
     # The agreement of the fully rounded model, recomputed with the same decision rule.
     agreement = np.mean(np.argmax(again[:, :3], axis=1) == np.argmax(reference[:, :3], axis=1))
@@ -151,7 +151,7 @@ def test_resnet50_stem_is_rounded_once_inside_the_image_despite_the_border_corre
     encoder = _encoder("resnet50")
     calibration = _images(16, 2)
     stem_low, stem_high = quantization.activation_ranges(
-        quantization.int8_simulation(encoder, calibration.astype(np.float32) / 255.0))["conv1_relu"]
+        int8_error_budget.int8_simulation(encoder, calibration.astype(np.float32) / 255.0))["conv1_relu"]
     path = str(tmp_path / "int8.tflite")
     tflite_models.write_tflite(encoder, path, "int8", calibration)
     interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
