@@ -75,8 +75,8 @@ class RunPredictor:
         """The encoder's embeddings (SCL-AMP) or softmax (CE) of uint8 images, with the run's ``--tta``."""
         return self._embed(self.encoder, images, tta=self.tta, average="raw" if self.method == "ce" else "unit")
 
-    def scores(self, paths):
-        """``(scores [N, K], kept paths, failures {path: reason})`` for image files."""
+    def classify(self, paths):
+        """``(scores [N, K], class names [N], kept paths, failures {path: reason})`` for image files."""
         images, kept, failures = [], [], {}
         for path in paths:
             try:
@@ -86,15 +86,12 @@ class RunPredictor:
             except data_lib.DataError as e:
                 failures[path] = str(e)
         if not kept:
-            return np.zeros((0, len(self.class_names)), np.float32), kept, failures
+            return np.zeros((0, len(self.class_names)), np.float32), [], kept, failures
         outputs = self._outputs(np.stack(images))
-        if self.method == "ce":
-            return outputs, kept, failures  # the classifier's softmax
-        return self.database.scores(outputs), kept, failures
-
-    def names(self, scores):
+        scores = outputs if self.method == "ce" else self.database.scores(outputs)  # CE: its softmax
         best = evaluation.decide(scores, self.reject_threshold)
-        return [UNKNOWN_NAME if i == evaluation.UNKNOWN else self.class_names[i] for i in best]
+        names = [UNKNOWN_NAME if i == evaluation.UNKNOWN else self.class_names[i] for i in best]
+        return scores, names, kept, failures
 
 
 class ExportPredictor:
@@ -111,14 +108,15 @@ class ExportPredictor:
         if not os.path.isdir(path):
             raise ValueError(f"{root} has no version {version} (it has {', '.join(map(str, exporting.versions(root)))}).")
         self.version_dir = path
-        self.classify = tf.saved_model.load(path).signatures["classify_bytes"]
+        self._classify_bytes = tf.saved_model.load(path).signatures["classify_bytes"]
         with open(os.path.join(path, exporting.EXTRA, exporting.METADATA_FILE)) as f:
             self.metadata = json.load(f)
         self.class_names = list(self.metadata["class_names"])
         self._tf = tf
-        self._last_names = None
 
-    def scores(self, paths):
+    def classify(self, paths):
+        """``(scores [N, K], class names [N], kept paths, failures {path: reason})``: the export
+        decides the names (its reject threshold and enrolled classes included)."""
         tf = self._tf
         encoded, kept, failures = [], [], {}
         for path in paths:
@@ -129,14 +127,9 @@ class ExportPredictor:
             except data_lib.DataError as e:
                 failures[path] = str(e)
         if not kept:
-            self._last_names = []
-            return np.zeros((0, len(self.class_names)), np.float32), kept, failures
-        out = self.classify(image_bytes=tf.stack(encoded))
-        self._last_names = [n.decode() for n in out["class_name"].numpy()]
-        return out["scores"].numpy(), kept, failures
-
-    def names(self, scores):
-        return list(self._last_names)  # the export decides (its reject threshold included)
+            return np.zeros((0, len(self.class_names)), np.float32), [], kept, failures
+        out = self._classify_bytes(image_bytes=tf.stack(encoded))
+        return out["scores"].numpy(), [n.decode() for n in out["class_name"].numpy()], kept, failures
 
 
 def predict(predictor, paths, batch_size=64, progress=None):
@@ -146,9 +139,8 @@ def predict(predictor, paths, batch_size=64, progress=None):
     """
     predictions, failures = [], {}
     for start in range(0, len(paths), batch_size):
-        scores, kept, failed = predictor.scores(paths[start:start + batch_size])
+        scores, names, kept, failed = predictor.classify(paths[start:start + batch_size])
         failures.update(failed)
-        names = predictor.names(scores)
         order = np.argsort(-scores, axis=1)
         for i, path in enumerate(kept):
             second = order[i, 1] if scores.shape[1] > 1 else order[i, 0]

@@ -689,6 +689,7 @@ def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
     for k, image in enumerate(sample):
         files.append(str(tmp_path / f"{k}.png"))
         Image.fromarray(image[..., 0]).save(files[-1])
-    scores, kept, failures = predicting.RunPredictor(config.model_dir).scores(files)
+    scores, names, kept, failures = predicting.RunPredictor(config.model_dir).classify(files)
     assert kept == files and not failures
     np.testing.assert_allclose(scores, database.scores(queries[:6]), atol=1e-4)
+    assert names == [TRAINED[i] for i in database.predict(queries[:6])]
