@@ -56,9 +56,9 @@ def main():
 
     from scl_amp_tf import data as data_lib
     from scl_amp_tf import evaluation, inference, training
-    from scl_amp_tf.reproduce import parse_settings
+    from scl_amp_tf.training import parse_overrides
 
-    extra = parse_settings(args.set)
+    extra = parse_overrides(args.set)
     steps = sorted({int(s) for s in args.steps.split(",")})
     seeds = [int(s) for s in args.seeds.split(",")]
     for seed in seeds:

@@ -49,10 +49,10 @@ def main():
     import bench_lines
     import keras
 
-    from scl_amp_tf.reproduce import parse_settings
+    from scl_amp_tf.training import parse_overrides
     from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
-    extra = parse_settings(args.set)
+    extra = parse_overrides(args.set)
     common = dict(dataset=args.dataset, manual_dir=args.manual_dir, shots_per_class=args.shots_per_class,
                   test_fraction=args.test_fraction, backbone=args.backbone, image_size=args.image_size, verbose=0)
     base = {"dataset": args.dataset, "shots_per_class": args.shots_per_class, "test_fraction": args.test_fraction,

@@ -45,11 +45,11 @@ def main():
     import bench_lines
     import keras
 
-    from scl_amp_tf.reproduce import parse_settings
+    from scl_amp_tf.training import parse_overrides
     from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
     try:
-        extra = parse_settings(args.set)
+        extra = parse_overrides(args.set)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     results = {}

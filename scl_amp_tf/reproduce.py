@@ -68,27 +68,6 @@ flags.DEFINE_integer("synthetic_per_class", 100, "Maps per class when a dataset 
 FLAGS = flags.FLAGS
 
 
-def parse_settings(items):
-    """``["epochs=5", "symmetric=True"]`` -> TrainConfig overrides, checked against its fields."""
-    from scl_amp_tf.training import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields or key in ("model_dir", "seed", "method"):
-            raise ValueError(f"--set={item!r}: give key=value with a training setting as key "
-                             f"(not model_dir, seed or method); settings: {', '.join(sorted(fields))}.")
-        if value in ("True", "False"):
-            out[key] = value == "True"
-        else:
-            try:
-                out[key] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key] = value
-    return out
-
-
 def run_config(cell, row, seed, budget, overrides, options):
     """The TrainConfig of one run of one cell (its model dir under ``options['runs_dir']``).
 
@@ -272,11 +251,13 @@ def main(argv):
     except ValueError:
         print(f"error: --seeds={FLAGS.seeds!r} must be comma-separated integers.", file=sys.stderr)
         return 2
+    from scl_amp_tf.training import parse_overrides  # TensorFlow loads here, after the flags
+
     try:
         path = run_table(int(FLAGS.table), seeds, FLAGS.budget, FLAGS.output,
                          methods=[m.strip() for m in FLAGS.methods.split(",") if m.strip()],
                          cells=[c.strip() for c in FLAGS.cells.split(",")] if FLAGS.cells else None,
-                         overrides=parse_settings(FLAGS.set), episodes=FLAGS.episodes, report_only=FLAGS.report_only,
+                         overrides=parse_overrides(FLAGS.set), episodes=FLAGS.episodes, report_only=FLAGS.report_only,
                          neu=FLAGS.neu, mixed_wm38=FLAGS.mixed_wm38, neu_manual_dir=FLAGS.neu_manual_dir,
                          wm38_manual_dir=FLAGS.wm38_manual_dir, data_dir=FLAGS.data_dir,
                          synthetic_per_class=FLAGS.synthetic_per_class)

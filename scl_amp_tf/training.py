@@ -207,6 +207,26 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
 
 
+def parse_overrides(items):
+    """``["epochs=5", "symmetric=True"]`` -> TrainConfig overrides, checked against its fields (the
+    ``--set`` of ``reproduce`` and the benchmarks; values are JSON, True / False, or else strings)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields or key in ("model_dir", "seed", "method"):
+            raise ValueError(f"--set={item!r}: give key=value with a training setting as key "
+                             f"(not model_dir, seed or method); settings: {', '.join(sorted(fields))}.")
+        if value in ("True", "False"):
+            out[key] = value == "True"
+        else:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
 def check_model_dir(config):
     """A model dir holds one run: resuming it with other settings is an error, not a silent mix."""
     path = os.path.join(config.model_dir, run_folder.CONFIG)

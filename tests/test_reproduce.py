@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_amp_tf import recipes, reproduce, tables
+from scl_amp_tf import recipes, reproduce, tables, training
 
 TINY = {"epochs": 1, "image_size": 32, "batch_size": 16}
 
@@ -114,10 +114,10 @@ def test_report_only_and_bad_arguments(tmp_path, neu_like):
     with pytest.raises(ValueError, match="--methods"):
         reproduce.run_table(3, [0], "cpu", str(tmp_path), methods=["svm"], log=lambda _: None)
     with pytest.raises(ValueError, match="key=value"):
-        reproduce.parse_settings(["epochs"])
+        training.parse_overrides(["epochs"])
     with pytest.raises(ValueError, match="not model_dir, seed or method"):
-        reproduce.parse_settings(["seed=3"])
-    assert reproduce.parse_settings(["epochs=3", "symmetric=True", "backbone=resnet18"]) == {
+        training.parse_overrides(["seed=3"])
+    assert training.parse_overrides(["epochs=3", "symmetric=True", "backbone=resnet18"]) == {
         "epochs": 3, "symmetric": True, "backbone": "resnet18"}
 
 
