@@ -64,7 +64,7 @@ def main():
 
     import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     import bench_lines
-    from scl_amp_tf import evaluate, recipes, run_folder
+    from scl_amp_tf import evaluating, recipes, run_folder
     from scl_amp_tf.training import parse_overrides
     from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
@@ -80,7 +80,7 @@ def main():
                 model_dir=model_dir, dataset=args.dataset, manual_dir=args.manual_dir, image_size=args.image_size,
                 shots_per_class=args.shots_per_class, test_fraction=args.test_fraction, seed=seed,
                 validation_fraction=args.validation_fraction, verbose=0, **settings))
-        result, labels, _, embeddings = evaluate.evaluate_run(model_dir, reject_threshold="auto",
+        result, labels, _, embeddings = evaluating.evaluate_run(model_dir, reject_threshold="auto",
                                                               reject_quantile=args.reject_quantile)
         bench_lines.emit({
             "figure": "open_set", "dataset": args.dataset, "shots_per_class": args.shots_per_class, "seed": seed,

@@ -24,7 +24,7 @@ def main():
 
     import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     import bench_lines
-    from scl_amp_tf import evaluate
+    from scl_amp_tf import evaluating
 
     done = {(r["model_dir"], r["tta"]) for r in bench_lines.read(args.output, "tta_accuracy")}
     for model_dir in args.model_dirs:
@@ -34,7 +34,7 @@ def main():
         for tta in ("none", "dihedral"):
             if (name, tta) in done:
                 continue
-            result = evaluate.evaluate_run(model_dir, tta=tta, manual_dir=args.manual_dir)[0]
+            result = evaluating.evaluate_run(model_dir, tta=tta, manual_dir=args.manual_dir)[0]
             bench_lines.emit({"figure": "tta_accuracy", "model_dir": name, "tta": tta, "method": result["method"],
                               "dataset": settings["dataset"], "seed": settings["seed"],
                               "shots_per_class": settings.get("shots_per_class"),

@@ -641,7 +641,7 @@ def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
     """--tta=dihedral: the run's database is built from the mean unit embedding of each image's 8
     rotations and flips (checked with NumPy), evaluate, predict, the SavedModel and the LiteRT
     runner all embed that way, and their answers do not change when an image is turned."""
-    from scl_amp_tf import evaluate, predicting
+    from scl_amp_tf import evaluating, predicting
 
     config = TrainConfig(model_dir=str(tmp_path / "run"), dataset=f"folder:{exported['data_root']}", shots_per_class=12,
                          image_size=SIZE, backbone="resnet_tiny", epochs=2, tta="dihedral", verbose=0)
@@ -667,9 +667,9 @@ def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
     queries = tta_numpy(test_images)
     accuracy = np.mean(database.predict(queries) == data.labels[split["test"]])
     assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
-    result, _, _, _ = evaluate.evaluate_run(config.model_dir)
+    result, _, _, _ = evaluating.evaluate_run(config.model_dir)
     assert result["tta"] == "dihedral" and result["accuracy"] == pytest.approx(accuracy, abs=1e-6)
-    assert evaluate.evaluate_run(config.model_dir, tta="none")[0]["tta"] == "none"
+    assert evaluating.evaluate_run(config.model_dir, tta="none")[0]["tta"] == "none"
 
     export_dir = tmp_path / "exported"
     version = exporting.export_model(config.model_dir, str(export_dir), formats="saved_model,tflite_fp32",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_amp_tf import recipes, reproduce, tables, training
+from scl_amp_tf import recipes, reproducing, tables, training
 
 TINY = {"epochs": 1, "image_size": 32, "batch_size": 16}
 
@@ -28,7 +28,7 @@ def neu_like(tmp_path_factory):
 
 def _run(table, tmp_path, log=None, **kwargs):
     lines = [] if log is None else log
-    path = reproduce.run_table(table, [0], "cpu", str(tmp_path), overrides=dict(TINY), log=lines.append,
+    path = reproducing.run_table(table, [0], "cpu", str(tmp_path), overrides=dict(TINY), log=lines.append,
                                **kwargs)
     return path, lines
 
@@ -108,11 +108,11 @@ def test_table_5_has_every_class_and_the_group_averages(tmp_path):
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
     with pytest.raises(ValueError, match="no finished run"):
-        reproduce.run_table(3, [0], "cpu", str(tmp_path), report_only=True, log=lambda _: None, neu=neu_like)
+        reproducing.run_table(3, [0], "cpu", str(tmp_path), report_only=True, log=lambda _: None, neu=neu_like)
     with pytest.raises(ValueError, match="has the cells 10shot, 20shot, 50shot"):
-        reproduce.run_table(3, [0], "cpu", str(tmp_path), cells=["7shot"], log=lambda _: None)
+        reproducing.run_table(3, [0], "cpu", str(tmp_path), cells=["7shot"], log=lambda _: None)
     with pytest.raises(ValueError, match="--methods"):
-        reproduce.run_table(3, [0], "cpu", str(tmp_path), methods=["svm"], log=lambda _: None)
+        reproducing.run_table(3, [0], "cpu", str(tmp_path), methods=["svm"], log=lambda _: None)
     with pytest.raises(ValueError, match="key=value"):
         training.parse_overrides(["epochs"])
     with pytest.raises(ValueError, match="not model_dir, seed or method"):
@@ -127,17 +127,17 @@ def test_the_cpu_budget_gives_every_run_the_recipes_steps():
                "wm38_manual_dir": None, "data_dir": None, "synthetic_per_class": 12, "runs_dir": "/tmp/x",
                "table": 6}
     for row in tables.ROWS:
-        config = reproduce.run_config(cell, row, 0, "cpu", {}, options)
+        config = reproducing.run_config(cell, row, 0, "cpu", {}, options)
         assert config.steps == recipes.SMALL_DATA["steps"] and config.method == tables.ROWS[row].method
         assert config.backbone == "resnet_tiny" and config.image_size == 52
         assert f"cpu-{recipes.SMALL_DATA['steps']}steps" in config.model_dir
-    recipe = reproduce.run_config(cell, "scl_amp_recipe", 0, "cpu", {}, options)
+    recipe = reproducing.run_config(cell, "scl_amp_recipe", 0, "cpu", {}, options)
     assert {k: getattr(recipe, k) for k in {**recipes.CURES, **recipes.FITTED}} == {**recipes.CURES, **recipes.FITTED}
-    ce = reproduce.run_config(cell, "ce", 0, "cpu", {}, options)
+    ce = reproducing.run_config(cell, "ce", 0, "cpu", {}, options)
     assert {k: getattr(ce, k) for k in recipes.FITTED} == recipes.FITTED and not ce.arc_on_views
     # --set=epochs=N turns the step budget off; the paper's budget counts epochs
-    assert reproduce.run_config(cell, "ce", 0, "cpu", {"epochs": 3}, options).steps is None
-    paper = reproduce.run_config(cell, "scl_amp", 0, "paper", {}, options)
+    assert reproducing.run_config(cell, "ce", 0, "cpu", {"epochs": 3}, options).steps is None
+    paper = reproducing.run_config(cell, "scl_amp", 0, "paper", {}, options)
     assert paper.steps is None and paper.epochs == 100 and paper.backbone == "resnet50"
 
 
