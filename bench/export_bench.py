@@ -95,7 +95,8 @@ def run(args, version_dir, export_seconds):
 
     reference = exporting.keras_embeddings(encoder, images)
     emit({**common, "figure": "export_parity", "artefact": "keras", "images": len(labels),
-           "accuracy": float(np.mean(database.predict(reference) == labels)), "export_seconds": export_seconds}, args.out)
+           "accuracy": float(np.mean(database.predict(reference) == labels)),
+           "export_seconds": export_seconds}, args.out)
     serving = tf.saved_model.load(version_dir).signatures["serving_default"]
     embedded = np.concatenate([serving(images=tf.constant(images[i:i + 256]))["embedding"].numpy()
                                for i in range(0, len(images), 256)])
@@ -134,7 +135,8 @@ def run(args, version_dir, export_seconds):
             t = _timings(fn, args.repeats)
             q1, median, q3 = np.percentile(t, [25, 50, 75])
             emit({**common, "figure": "export_latency", "artefact": name, "batch": batch, "repeats": args.repeats,
-                   "ms_per_batch": round(1000 * median, 3), "ms_per_batch_iqr": [round(1000 * q1, 3), round(1000 * q3, 3)],
+                   "ms_per_batch": round(1000 * median, 3),
+                   "ms_per_batch_iqr": [round(1000 * q1, 3), round(1000 * q3, 3)],
                    "images_per_s": round(batch / median, 1)}, args.out)
 
 

@@ -73,7 +73,8 @@ def main():
     unit_images = images.astype(np.float32) / 255.0
     rows = int8_error_budget.error_budget(simulated, unit_images, reference, database.predict)
     everything = rows[0]["error"]
-    simulated_all = int8_error_budget.simulated_embeddings(simulated, unit_images)  # error_budget leaves everything rounded
+    # error_budget leaves everything rounded
+    simulated_all = int8_error_budget.simulated_embeddings(simulated, unit_images)
     emit({**common, "figure": "int8_simulation_vs_real",
           "error_between": float(np.mean(1.0 - np.sum(simulated_all * real, axis=1))),
           "simulated_error": everything}, args.out)

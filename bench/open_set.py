@@ -69,11 +69,13 @@ def main():
     from scl_amp_tf.training import TrainConfig, train_and_evaluate
 
     settings = {**recipes.SMALL_DATA, **({"steps": args.steps} if args.steps else {}), **parse_overrides(args.set)}
-    done = {(r["dataset"], r["shots_per_class"], r["seed"], r["steps"]) for r in bench_lines.read(args.output, "open_set")}
+    done = {(r["dataset"], r["shots_per_class"], r["seed"], r["steps"])
+            for r in bench_lines.read(args.output, "open_set")}
     for seed in (int(s) for s in args.seeds.split(",")):
         if (args.dataset, args.shots_per_class, seed, settings["steps"]) in done:
             continue
-        name = f"{args.dataset.replace(':', '_').replace('/', '_')}_{args.shots_per_class}shot_{settings['steps']}steps_seed{seed}"
+        dataset = args.dataset.replace(":", "_").replace("/", "_")
+        name = f"{dataset}_{args.shots_per_class}shot_{settings['steps']}steps_seed{seed}"
         model_dir = os.path.join(args.work_dir, name)
         if not os.path.exists(os.path.join(model_dir, run_folder.METRICS)):
             train_and_evaluate(TrainConfig(

@@ -71,7 +71,8 @@ def main():
                 seed=seed, **common, **shared))
             keras.backend.clear_session()
             bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
-                              "reference_db_accuracy_on_features": round(metrics["reference_db_accuracy_on_features"], 4),
+                              "reference_db_accuracy_on_features": round(
+                                  metrics["reference_db_accuracy_on_features"], 4),
                               "pool_images": metrics["fit_images"], "epochs": metrics["epochs"],
                               "seconds": round(time.time() - start, 1), **bench_lines.provenance()}, args.output)
         for method in args.methods.split(","):
@@ -85,7 +86,8 @@ def main():
                 init_from=pretrain_dir, steps=args.finetune_steps, **common, **extra))
             keras.backend.clear_session()
             bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
-                              "reference_db_accuracy_on_features": round(metrics["reference_db_accuracy_on_features"], 4),
+                              "reference_db_accuracy_on_features": round(
+                                  metrics["reference_db_accuracy_on_features"], 4),
                               "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
                               **bench_lines.provenance()}, args.output)
 

@@ -187,7 +187,8 @@ def measure_scaling(args, backbone, size, setup):
     from scl_amp_tf import distribute
     if setup == "2_logical_devices":  # 2 GPUs where there are (the others hidden), else 2 logical CPUs
         gpus = tf.config.list_logical_devices("GPU")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in gpus[:2]] if len(gpus) >= 2 else ["/cpu:0", "/cpu:1"])
+        devices = [d.name for d in gpus[:2]] if len(gpus) >= 2 else ["/cpu:0", "/cpu:1"]
+        strategy = tf.distribute.MirroredStrategy(devices)
     elif setup == "2_workers":
         strategy = distribute.make_strategy("multi_worker")
     else:
@@ -227,7 +228,7 @@ def _child_command(args, **extra):
 
 def _run(command, env=None, timeout=3600):
     result = subprocess.run(command, env=env, timeout=timeout, text=True, capture_output=True)
-    lines = [l for l in result.stdout.splitlines() if l.startswith("BENCH ")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     print("\n".join(lines), flush=True)
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -255,7 +256,7 @@ def drive(args):
                 for w in workers:
                     w.kill()
             for w, (stdout, stderr) in zip(workers, outputs):
-                print("\n".join(l for l in stdout.splitlines() if l.startswith("BENCH ")), flush=True)
+                print("\n".join(line for line in stdout.splitlines() if line.startswith("BENCH ")), flush=True)
                 if w.returncode:
                     raise RuntimeError(f"a worker failed ({w.returncode}):\n{stderr[-3000:]}")
 

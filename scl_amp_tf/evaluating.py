@@ -66,7 +66,8 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
             threshold = float(reject_threshold)
         predictions, scores, _ = evaluation.reference_predictions(
             ref_embeddings, train_data.labels[refs], test_embeddings, train_data.class_names, threshold)
-        classifier = f"reference database on the {'backbone features' if representation == 'backbone' else 'embeddings'}"
+        on = "backbone features" if representation == "backbone" else "embeddings"
+        classifier = f"reference database on the {on}"
     if tta != "none":
         classifier += f" ({tta} test-time augmentation: each image's 8 rotations and flips averaged)"
     summary = evaluation.summarize(test_data.labels, predictions, test_data.class_names)
@@ -108,7 +109,7 @@ def write_projector(log_dir, embeddings, max_images=2000, seed=0):
     rows = [("test", embeddings["class_names"][label]) for label in embeddings["test_labels"][test]]
     if embeddings["reference"] is not None:
         vectors.append(embeddings["reference"])
-        rows += [("reference", embeddings["class_names"][l]) for l in embeddings["reference_labels"]]
+        rows += [("reference", embeddings["class_names"][label]) for label in embeddings["reference_labels"]]
     vectors = np.concatenate(vectors).astype(np.float32)
     parent = os.path.dirname(os.path.abspath(log_dir))
     os.makedirs(parent, exist_ok=True)

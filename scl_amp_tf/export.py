@@ -7,8 +7,9 @@
 Writes ``EXPORT/<model_name>/<version>/`` (the next version number unless ``--version``): a
 SavedModel with the signatures serving_default, classify_bytes and embed, the reference database
 inside, and in its ``assets.extra/`` folder the LiteRT models, the reference database and the edge
-runner; and ``EXPORT/models.config``, TF Serving's config naming every model under EXPORT. Every artefact is checked against the Keras model before the version is published (a
-failed check publishes nothing). See the README's Deployment section.
+runner; and ``EXPORT/models.config``, TF Serving's config naming every model under EXPORT. Every
+artefact is checked against the Keras model before the version is published (a failed check
+publishes nothing). See the README's Deployment section.
 """
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ def check_version(version_dir, encoder, database, images):
         runner = edge_classify.EdgeClassifier(bundle, variant)
         figures[f"tflite/{variant}"] = agreement(reference, runner.embed(images), database)
     for name, figure in figures.items():
-        if name.split("/")[-1] not in QUANTIZED and (figure["min_cosine"] < MIN_COSINE or figure["clear_disagreements"]):
+        enforced = name.split("/")[-1] not in QUANTIZED
+        if enforced and (figure["min_cosine"] < MIN_COSINE or figure["clear_disagreements"]):
             raise ExportError(f"{name} does not reproduce the Keras model ({figure}); nothing was published.")
     return figures
 

@@ -22,7 +22,7 @@ def _umask():
 def make_readable(path):
     """Gives ``path`` (and, for a folder, everything under it) the default permissions."""
     mask = _umask()
-    for root, dirs, names in os.walk(path) if os.path.isdir(path) else [(None, [], [path])]:
+    for root, _dirs, names in os.walk(path) if os.path.isdir(path) else [(None, [], [path])]:
         if root is not None:
             os.chmod(root, 0o777 & ~mask)
         for name in names:

@@ -45,7 +45,7 @@ def _split_model(model):
     pool = backbone.layers[-1]
     if not isinstance(pool, keras.layers.GlobalAveragePooling2D):
         raise ValueError(f"Backbone {backbone.name!r} does not end in GlobalAveragePooling2D.")
-    before = [l for l in model.layers[:nested[0]] if not isinstance(l, keras.layers.InputLayer)]
+    before = [layer for layer in model.layers[:nested[0]] if not isinstance(layer, keras.layers.InputLayer)]
     return before, keras.Model(backbone.input, [pool.input, pool.output]), model.layers[nested[0] + 1:]
 
 

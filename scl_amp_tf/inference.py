@@ -45,5 +45,5 @@ def _outputs(forward, model, images, batch_size):
 
 def features_of(encoder):
     """The pooled-backbone-features model inside a run's encoder (SCL-AMP) or classifier (CE)."""
-    head = "projection_hidden" if any(l.name == "projection_hidden" for l in encoder.layers) else "logits"
+    head = "projection_hidden" if any(layer.name == "projection_hidden" for layer in encoder.layers) else "logits"
     return keras.Model(encoder.input, encoder.get_layer(head).input, name="features")

@@ -184,9 +184,9 @@ def recalibrate_batchnorm(model, images):
     become exactly the statistics of ``images`` (e.g. the un-augmented training images, which
     match what the model sees at inference). Other weights are untouched.
     """
-    layers = [l for l in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(l, keras.layers.BatchNormalization)]
-    saved = [(l.momentum, l.synchronized) for l in layers]
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [(layer.momentum, layer.synchronized) for layer in layers]
     for layer in layers:  # one local pass: no cross-replica sync outside a replica context
         layer.momentum, layer.synchronized = 0.0, False
     try:

@@ -52,7 +52,8 @@ class RunPredictor:
         import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
         from scl_amp_tf import inference, run_folder
 
-        paths = {name: os.path.join(model_dir, name) for name in (run_folder.CONFIG, run_folder.ENCODER, run_folder.REFERENCE_DB)}
+        paths = {name: os.path.join(model_dir, name)
+                 for name in (run_folder.CONFIG, run_folder.ENCODER, run_folder.REFERENCE_DB)}
         run_folder.check_finished(model_dir, tuple(paths))
         with open(paths[run_folder.CONFIG]) as f:
             self.settings = json.load(f)
@@ -80,7 +81,8 @@ class RunPredictor:
         images, kept, failures = [], [], {}
         for path in paths:
             try:
-                images.append(data_lib.resize_images(data_lib.to_channels(data_lib.read_image(path), self.channels)[None],
+                image = data_lib.to_channels(data_lib.read_image(path), self.channels)
+                images.append(data_lib.resize_images(image[None],
                                                      self.image_size)[0])
                 kept.append(path)
             except data_lib.DataError as e:
@@ -106,7 +108,8 @@ class ExportPredictor:
         version = version if version is not None else exporting.versions(root)[-1]
         path = os.path.join(root, str(version))
         if not os.path.isdir(path):
-            raise ValueError(f"{root} has no version {version} (it has {', '.join(map(str, exporting.versions(root)))}).")
+            published = ", ".join(map(str, exporting.versions(root)))
+            raise ValueError(f"{root} has no version {version} (it has {published}).")
         self.version_dir = path
         self._classify_bytes = tf.saved_model.load(path).signatures["classify_bytes"]
         with open(os.path.join(path, exporting.EXTRA, exporting.METADATA_FILE)) as f:

@@ -362,7 +362,7 @@ class AddConstant(keras.layers.Layer):
 
 
 def _preprocessing(model):
-    found = [l for l in all_layers(model).values() if isinstance(l, models.ImagePreprocessing)]
+    found = [layer for layer in all_layers(model).values() if isinstance(layer, models.ImagePreprocessing)]
     if len(found) != 1:
         raise ValueError(f"Expected one ImagePreprocessing layer in {model.name}, found {len(found)}.")
     return found[0]
@@ -371,7 +371,8 @@ def _preprocessing(model):
 def _first_convolution(model, start):
     """The Conv2D that the output of layer ``start`` reaches through nested-model inputs and
     zero padding alone; ValueError if it reaches anything else."""
-    name, nested = start, {l.name: l for l in all_layers_and_models(model) if isinstance(l, keras.Model)}
+    name = start
+    nested = {layer.name: layer for layer in all_layers_and_models(model) if isinstance(layer, keras.Model)}
     nodes = graph(model)
     while True:
         consumers = nodes[name][1]

@@ -276,7 +276,8 @@ def main(argv=None):
     parser.add_argument("--images", required=True, help="An image file or a folder of images.")
     parser.add_argument("--server", default="localhost:8501", help="host:port of TF Serving (REST 8501, gRPC 8500).")
     parser.add_argument("--protocol", default="rest", choices=("rest", "grpc"))
-    parser.add_argument("--model_name", default=None, help="TF Serving's model name (the folder under the export root).")
+    parser.add_argument("--model_name", default=None,
+                        help="TF Serving's model name (the folder under the export root).")
     parser.add_argument("--version", type=int, default=None, help="A specific version (default: the newest).")
     parser.add_argument("--signature", default="classify_bytes", choices=sorted(SIGNATURE_INPUTS))
     parser.add_argument("--timeout", type=float, default=30.0,

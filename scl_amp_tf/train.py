@@ -101,8 +101,8 @@ flags.DEFINE_enum("tta", _DEFAULTS.tta, list(TTA),
                   "of its 8 rotations and flips (8x the inference cost; ours, beyond the paper); none: one view.")
 flags.DEFINE_enum("strategy", _DEFAULTS.strategy, list(STRATEGIES),
                   "tf.distribute strategy: auto (mirrored when several GPUs are visible, else the default "
-                  "one-device strategy), one_device, mirrored (all local GPUs), multi_worker (MultiWorkerMirroredStrategy over the "
-                  "machines of TF_CONFIG), tpu.")
+                  "one-device strategy), one_device, mirrored (all local GPUs), multi_worker "
+                  "(MultiWorkerMirroredStrategy over the machines of TF_CONFIG), tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu (default: the one the environment gives).")
 flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(PRECISIONS),
                   "Keras dtype policy of the network; losses, embeddings and logits stay float32.")

@@ -349,7 +349,8 @@ def _train_and_evaluate(config, callbacks, held):
     # First: MultiWorkerMirroredStrategy must set up its collectives before any other TF op runs.
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     chief = distribute.is_chief(strategy)
-    data = data_lib.load_dataset(config.dataset, config.image_size, data_dir=config.data_dir, manual_dir=config.manual_dir,
+    data = data_lib.load_dataset(config.dataset, config.image_size, data_dir=config.data_dir,
+                                 manual_dir=config.manual_dir,
                      synthetic_per_class=config.synthetic_per_class, seed=config.seed, classes=config.classes,
                      max_pixels=config.max_image_pixels)
     train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
@@ -394,7 +395,8 @@ def _train_and_evaluate(config, callbacks, held):
             raise ValueError(f"--model_dir={config.model_dir}: cannot write there ({e.strerror}).") from None
         check_model_dir(config)
         write_json(os.path.join(config.model_dir, run_folder.CONFIG), config.run_settings())
-        atomic_write(os.path.join(config.model_dir, run_folder.FLAGS), lambda tmp: open(tmp, "w").write(config.as_flags()))
+        atomic_write(os.path.join(config.model_dir, run_folder.FLAGS),
+                     lambda tmp: open(tmp, "w").write(config.as_flags()))
         atomic_write(os.path.join(config.model_dir, run_folder.SPLIT),
                      lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
     if config.crop_scale_min == "auto":

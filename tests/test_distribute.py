@@ -74,10 +74,11 @@ def _weights(model_dir):
 def test_two_workers_train_like_one_process(tmp_path, method):
     single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
     logs = [open(tmp_path / name, "w") for name in ("single.log", "worker0.log", "worker1.log")]
-    single = _start([*RUN, f"--method={method}", "--strategy=one_device", f"--model_dir={single_dir}"], tmp_path, logs[0])
+    single = _start([*RUN, f"--method={method}", "--strategy=one_device", f"--model_dir={single_dir}"], tmp_path,
+                    logs[0])
     _wait([single], logs[:1], timeout=300)
-    workers = [_start([*RUN, f"--method={method}", "--strategy=multi_worker", f"--model_dir={multi_dir}"], tmp_path, logs[1 + i],
-                      tf_config=tf_config) for i, tf_config in enumerate(distribute.local_cluster(2))]
+    workers = [_start([*RUN, f"--method={method}", "--strategy=multi_worker", f"--model_dir={multi_dir}"], tmp_path,
+                      logs[1 + i], tf_config=tf_config) for i, tf_config in enumerate(distribute.local_cluster(2))]
     _wait(workers, logs[1:], timeout=300)
 
     one = json.loads((single_dir / "metrics.json").read_text())

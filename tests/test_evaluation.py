@@ -79,7 +79,7 @@ def test_reference_predictions_are_the_mean_cosine_of_section_iv_a():
     def cos(a, b):
         return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
 
-    expected = np.array([[np.mean([cos(q, r) for r, l in zip(refs, ref_labels) if l == c]) for c in range(3)]
+    expected = np.array([[np.mean([cos(q, r) for r, label in zip(refs, ref_labels) if label == c]) for c in range(3)]
                          for q in queries])
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     np.testing.assert_array_equal(predictions, expected.argmax(1))

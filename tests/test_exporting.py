@@ -37,7 +37,8 @@ def _write_class_folders(root, names, per_class, seed):
         index = synthetic_wafers.CLASS_NAMES.index(name)
         for k, m in enumerate(maps[labels == index]):
             # 60x60 files: the model's 52x52 input is reached by the same resize as in training
-            Image.fromarray(m.astype(np.uint8) * data_lib.WAFER_SCALE).resize((60, 60), Image.NEAREST).save(folder / f"{k:03d}.png")
+            image = Image.fromarray(m.astype(np.uint8) * data_lib.WAFER_SCALE)
+            image.resize((60, 60), Image.NEAREST).save(folder / f"{k:03d}.png")
     return root
 
 
@@ -173,7 +174,8 @@ def test_bad_requests_get_an_error_message(exported):
         "three channels": {"signature_name": "serving_default",
                            "inputs": {"images": np.repeat(good, 3, axis=-1).tolist()}},
         "empty batch": {"signature_name": "serving_default", "inputs": {"images": []}},
-        "undecodable bytes": {"signature_name": "classify_bytes", "inputs": {"image_bytes": [{"b64": "bm90IGFuIGltYWdl"}]}},
+        "undecodable bytes": {"signature_name": "classify_bytes",
+                              "inputs": {"image_bytes": [{"b64": "bm90IGFuIGltYWdl"}]}},
         "empty bytes batch": {"signature_name": "classify_bytes", "inputs": {"image_bytes": []}},
         "unknown signature": {"signature_name": "predict", "inputs": {"images": good.tolist()}},
         "no inputs": {"signature_name": "serving_default"},
@@ -386,7 +388,8 @@ def test_enrolment_says_when_its_own_images_predict_as_another_class(tmp_path):
     database = ReferenceDatabase(np.concatenate([eye[:2], prototype]), np.array([2, 2, 5]), ["a", "b", "new"])
     checked = enrolment.enrolment_check(database, "new", embeddings)
     # An independent NumPy count: nearest prototype by cosine similarity.
-    nearest = np.argmax((embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)) @ database.prototypes.T, axis=1)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    nearest = np.argmax(unit @ database.prototypes.T, axis=1)
     assert checked == {"class_name": "new", "images": 5, "predicted_as_it": int(np.sum(nearest == 2)),
                          "closer_to": {"a": int(np.sum(nearest == 0))}}
     assert checked["predicted_as_it"] == 2

@@ -40,8 +40,9 @@ def test_bad_backbone_weights_say_what_to_do():
 
 def test_bn_momentum_reaches_every_batch_norm_layer():
     features = models.build_features((32, 32, 1), "resnet50", bn_momentum=0.9)
-    bns = [l for l in features._flatten_layers(recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
-    assert len(bns) == 53 and all(l.momentum == 0.9 for l in bns)
+    bns = [layer for layer in features._flatten_layers(recursive=True)
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 53 and all(layer.momentum == 0.9 for layer in bns)
 
 
 def test_encoder_round_trips_through_a_keras_file(tmp_path):

@@ -34,9 +34,9 @@ def test_folding_batch_norm_keeps_the_function_and_removes_the_layers(backbone):
     x = _images(4, 1).astype(np.float32) / 255.0
     np.testing.assert_allclose(folded(x).numpy(), encoder(x).numpy(), rtol=1e-4, atol=1e-4)
     layers = quantization.all_layers(folded).values()
-    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in layers)
-    assert sum(isinstance(l, keras.layers.Conv2D) for l in layers) == sum(
-        isinstance(l, keras.layers.Conv2D) for l in quantization.all_layers(encoder).values())
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in layers) == sum(
+        isinstance(layer, keras.layers.Conv2D) for layer in quantization.all_layers(encoder).values())
 
 
 def test_kernel_rounding_is_per_channel_symmetric_int8():
@@ -136,8 +136,8 @@ def test_int8_edge_model_is_the_encoder_reading_pixels_directly(backbone, channe
     assert cosine.min() > 0.9999
     layers = quantization.all_layers(edge).values()
     # ResNet-50's ImageNet-mean preprocessing shifts by up to 24 grey levels: its border is corrected exactly.
-    assert any(isinstance(l, quantization.AddConstant) for l in layers) == (backbone == "resnet50")
-    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in layers)
+    assert any(isinstance(layer, quantization.AddConstant) for layer in layers) == (backbone == "resnet50")
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ def _mean_cosine_loop(queries, refs, labels, num_classes):
     out = np.zeros((len(queries), num_classes))
     for q_i, q in enumerate(queries):
         for c in range(num_classes):
-            sims = [np.dot(q, r) / (np.linalg.norm(q) * np.linalg.norm(r)) for r, l in zip(refs, labels) if l == c]
+            sims = [np.dot(q, r) / (np.linalg.norm(q) * np.linalg.norm(r))
+                    for r, label in zip(refs, labels) if label == c]
             out[q_i, c] = np.mean(sims)
     return out
 

@@ -67,7 +67,7 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     assert sum("training" in line for line in log) == 3
     # a second call finds every run finished and trains nothing
     _, again = _run(3, tmp_path, cells=["10shot"], neu=neu_like)
-    assert sum("finished earlier" in line for line in again) == 3 and not any("training" in l for l in again)
+    assert sum("finished earlier" in line for line in again) == 3 and not any("training" in line for line in again)
     assert open(path).read().split("## Conditions")[0] == text.split("## Conditions")[0]
     # a finished run made with other settings (here: the recipe changed since) is an error, not kept
     recipe_config = os.path.join(next(r["model_dir"] for r in result["runs"] if r["method"] == "scl_amp_recipe"),
@@ -98,10 +98,10 @@ def test_table_4_few_shot_on_unseen_classes(neu_like, tmp_path):
 def test_table_5_has_every_class_and_the_group_averages(tmp_path):
     path, _ = _run(5, tmp_path, mixed_wm38="synthetic_wafers", synthetic_per_class=5)
     lines = open(path).read().splitlines()
-    class_rows = [l for l in lines if l.startswith("| C") and "(" in l.split("|")[1]]
+    class_rows = [line for line in lines if line.startswith("| C") and "(" in line.split("|")[1]]
     assert len(class_rows) == 38 and class_rows[0].startswith("| C1 (Normal) |")
     assert class_rows[0].rstrip().endswith("| 100.00 |") and class_rows[8].rstrip().endswith("| 96.10 |")
-    groups = [l for l in lines if l.startswith("| **average")]
+    groups = [line for line in lines if line.startswith("| **average")]
     assert [g.split("|")[-2].strip() for g in groups] == ["98.86", "98.69", "97.69", "96.88", "98.22"]
     assert "SYNTHETIC" in open(path).read()
 

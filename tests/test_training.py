@@ -60,7 +60,8 @@ def test_resume_after_interruption(tmp_path):
     # The resumed run is the uninterrupted run: the same weights, the same answers.
     whole = train_and_evaluate(dataclasses.replace(config, model_dir=str(tmp_path / "whole")))
     assert whole["epochs_run_in_this_call"] == [1, 2, 3, 4]
-    resumed_db, whole_db = (np.load(os.path.join(d, "reference_db.npz")) for d in (config.model_dir, tmp_path / "whole"))
+    resumed_db, whole_db = (np.load(os.path.join(d, "reference_db.npz"))
+                            for d in (config.model_dir, tmp_path / "whole"))
     np.testing.assert_array_equal(resumed_db["prototypes"], whole_db["prototypes"])
     assert metrics["test_accuracy"] == whole["test_accuracy"]
     again = train_and_evaluate(config)  # a finished run: nothing left to train
