@@ -23,24 +23,34 @@ def embed(model, images, batch_size=128, tta="none", average="unit"):
     ``tta="dihedral"`` (:mod:`scl_amp_tf.invariance`): the mean over the image's 8 rotations and
     flips of the L2-normalised outputs (``average="unit"``: embeddings, features) or of the raw
     outputs (``average="raw"``: a classifier's softmax)."""
-    forward = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
-    if invariance.check(tta) == "none":
-        return _outputs(forward, model, images, batch_size)
-    if average not in ("unit", "raw"):
-        raise ValueError(f"average={average!r} must be unit or raw.")
-    total = None
-    for index in range(invariance.NUM_VIEWS[tta]):
-        out = _outputs(forward, model, invariance.dihedral_view_np(images, index), batch_size)
-        out = l2_normalize(out) if average == "unit" else out
-        total = out if total is None else total + out
-    return total / invariance.NUM_VIEWS[tta]
+    return Embedder(model, batch_size)(images, tta=tta, average=average)
 
 
-def _outputs(forward, model, images, batch_size):
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(data_lib.to_float)
-    outputs = [forward(x).numpy() for x in ds]
-    return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), np.float32)
+class Embedder:
+    """:func:`embed` for one model, traced once: for callers that embed again and again (the
+    per-epoch validation of :mod:`scl_amp_tf.validation`)."""
+
+    def __init__(self, model, batch_size=128):
+        self.model = model
+        self.batch_size = batch_size
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def __call__(self, images, tta="none", average="unit"):
+        if invariance.check(tta) == "none":
+            return self._outputs(images)
+        if average not in ("unit", "raw"):
+            raise ValueError(f"average={average!r} must be unit or raw.")
+        total = None
+        for index in range(invariance.NUM_VIEWS[tta]):
+            out = self._outputs(invariance.dihedral_view_np(images, index))
+            out = l2_normalize(out) if average == "unit" else out
+            total = out if total is None else total + out
+        return total / invariance.NUM_VIEWS[tta]
+
+    def _outputs(self, images):
+        outputs = [self._forward(data_lib.to_float(images[i:i + self.batch_size])).numpy()
+                   for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, *self.model.output_shape[1:]), np.float32)
 
 
 def features_of(encoder):

@@ -18,10 +18,10 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation
+from scl_amp_tf import inference
 from scl_amp_tf.files import atomic_write
 
 VALIDATION_SEED_OFFSET = 7_919  # the carving's random stream: apart from the split's own
@@ -81,13 +81,7 @@ class ValidationAccuracy(keras.callbacks.Callback):
         self.best_dir = best_dir
         self.batch_size = batch_size
         self.best = None  # {"epoch": 1-based epoch, "val_accuracy": value}
-        shape = fit_data.images.shape[1:]
-        self._forward = tf.function(lambda x: network(x, training=False),
-                                    input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
-
-    def _outputs(self, images):
-        return np.concatenate([self._forward(data_lib.to_float(images[i:i + self.batch_size])).numpy()
-                               for i in range(0, len(images), self.batch_size)])
+        self._outputs = inference.Embedder(network, batch_size)  # traced once, called every epoch
 
     def accuracy(self):
         queries = self._outputs(self.validation_data.images)
