@@ -128,45 +128,102 @@ def load_runs(model_dirs, data_dir=None, manual_dir=None):
     return runs
 
 
+def read_own_images(path, image_size, channels, max_images):
+    """``(uint8 [N, S, S, C], file names)``: the first ``max_images`` image files of ``path`` (a file
+    or a folder, searched recursively), read, converted and resized as training reads them."""
+    files = data_lib.list_images(path)[:max_images]
+    images = [data_lib.resize_images(data_lib.to_channels(data_lib.read_image(f), channels)[None], image_size)[0]
+              for f in files]
+    return np.stack(images), [os.path.basename(f) for f in files]
+
+
+def _finished_runs(model_dirs):
+    """``[(model_dir, settings)]`` of finished runs that take the same images (size and channels)."""
+    import json
+
+    runs = []
+    for model_dir in model_dirs:
+        run_folder.check_finished(model_dir)
+        with open(os.path.join(model_dir, run_folder.CONFIG)) as f:
+            runs.append((model_dir, json.load(f)))
+    for other, settings in runs[1:]:
+        if settings["image_size"] != runs[0][1]["image_size"]:
+            raise ValueError(f"{runs[0][0]} and {other} take different images (image_size: "
+                             f"{runs[0][1]['image_size']!r} vs {settings['image_size']!r}).")
+    return runs
+
+
 def make_figure(model_dirs, output, labels=None, num_images=6, per_class=True, seed=0, data_dir=None,
-                manual_dir=None):
-    """Draws the Grad-CAM grid of ``model_dirs`` (the paper's Figs. 2-3) to the PNG ``output``."""
+                manual_dir=None, images=None):
+    """Draws the Grad-CAM grid of ``model_dirs`` (the paper's Figs. 2-3) to the PNG ``output``.
+
+    Rows are test images of the first run's split, or, with ``images`` (a file or a folder), the
+    user's own image files (at most ``num_images``), titled by file name. RGB models show their
+    images in colour; a colour bar gives the heat maps' scale."""
     if not model_dirs or num_images < 1 or (labels and len(labels) != len(model_dirs)):
         raise ValueError(f"Give one or more --model_dirs, as many --labels (or none) and --num_images >= 1, "
                          f"not {len(model_dirs or [])}, {len(labels or [])} and {num_images}.")
-    runs = load_runs(model_dirs, data_dir, manual_dir)
-    test = runs[0][3]
-    chosen = pick_images(test.labels, num_images, per_class, seed)
-    if not len(chosen):
-        raise ValueError(f"{model_dirs[0]} has no test images.")
-    images, truth, names = test.images[chosen], test.labels[chosen], test.class_names
+    if images is None:
+        loaded = load_runs(model_dirs, data_dir, manual_dir)
+        runs, test = [(model_dir, settings) for model_dir, settings, _, _ in loaded], loaded[0][3]
+        chosen = pick_images(test.labels, num_images, per_class, seed)
+        if not len(chosen):
+            raise ValueError(f"{model_dirs[0]} has no test images.")
+        pixels, truth, names = test.images[chosen], test.labels[chosen], test.class_names
+        titles = [f"image: {names[t]}" for t in truth]
+    else:
+        runs = _finished_runs(model_dirs)
+        truth, names = None, None
     columns = []
-    for i, (model_dir, settings, _, _) in enumerate(runs):
+    for i, (model_dir, settings) in enumerate(runs):
         model = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
+        run_names = ReferenceDatabase.load(os.path.join(model_dir, run_folder.REFERENCE_DB)).class_names
+        if images is not None and i == 0:
+            pixels, files = read_own_images(images, settings["image_size"], model.input_shape[-1], num_images)
+            titles, names = files, run_names
+        if list(run_names) != list(names):
+            raise ValueError(f"{model_dirs[0]} and {model_dir} have different classes; compare runs on the same "
+                             "dataset.")
         database = None if settings["method"] == "ce" else ReferenceDatabase.load(
             os.path.join(model_dir, run_folder.REFERENCE_DB))
-        maps, scores = gradcam_and_scores(model, images, reference_db=database)
+        maps, scores = gradcam_and_scores(model, pixels, reference_db=database)
         label = labels[i] if labels else METHOD_LABELS.get(settings["method"], settings["method"])
         columns.append((label, maps, np.argmax(scores, axis=1)))
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    rows, cols = len(images), 1 + len(columns)
+    rows, cols = len(pixels), 1 + len(columns)
     fig = Figure(figsize=(CELL_INCHES * cols, CELL_INCHES * rows))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.3 / rows, wspace=0.08, hspace=0.3)
-    gray = data_lib.to_float(images).numpy().mean(axis=-1)
+    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.02, top=1 - 0.3 / rows, wspace=0.08, hspace=0.3)
+    unit = data_lib.to_float(pixels).numpy()
+    colour = unit.shape[-1] == 3
+
+    def show(ax, r):
+        if colour:
+            ax.imshow(unit[r])
+        else:
+            ax.imshow(unit[r, ..., 0], cmap="gray", vmin=0, vmax=1)
+
+    heat = None
     for r in range(rows):
-        axes[r, 0].imshow(gray[r], cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_title(f"image: {names[truth[r]]}", fontsize=8)
+        show(axes[r, 0], r)
+        axes[r, 0].set_title(titles[r], fontsize=8)
         for c, (label, maps, predicted) in enumerate(columns, start=1):
-            axes[r, c].imshow(gray[r], cmap="gray", vmin=0, vmax=1)
-            axes[r, c].imshow(maps[r], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            verdict = "right" if predicted[r] == truth[r] else "wrong"
-            axes[r, c].set_title(f"{label}: {names[predicted[r]]} ({verdict})", fontsize=8)
+            show(axes[r, c], r)
+            heat = axes[r, c].imshow(maps[r], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            verdict = "" if truth is None else " (right)" if predicted[r] == truth[r] else " (wrong)"
+            axes[r, c].set_title(f"{label}: {names[predicted[r]]}{verdict}", fontsize=8)
         for ax in axes[r]:
             ax.axis("off")
+    # the heat maps' scale, opaque (the maps are drawn at half opacity over the images)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=heat.get_cmap()),
+                       cax=fig.add_axes([0.915, 0.1, 0.02, 0.8]))
+    bar.ax.set_title("Grad-CAM", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     atomic_write(output, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
     return output
@@ -175,7 +232,10 @@ def make_figure(model_dirs, output, labels=None, num_images=6, per_class=True, s
 def _define_flags():
     flags.DEFINE_list("model_dirs", None, "Finished training runs (python -m scl_amp_tf.train), one column each.")
     flags.DEFINE_list("labels", None, "Column titles, one per --model_dirs (default: CE or SCL-AMP).")
-    flags.DEFINE_integer("num_images", 6, "Rows: test images of the first run's split.")
+    flags.DEFINE_integer("num_images", 6, "Rows: test images of the first run's split (or at most this many "
+                         "--images).")
+    flags.DEFINE_string("images", None, "Your own images instead of test images: an image file or a folder "
+                        "(searched recursively), read as training reads them.")
     flags.DEFINE_bool("per_class", True, "One image per class (the first --num_images classes); "
                       "--noper_class: --num_images test images at random.")
     flags.DEFINE_integer("seed", 0, "Seed of the choice of images.")
@@ -193,7 +253,7 @@ def main(argv):
     try:
         path = make_figure(FLAGS.model_dirs, FLAGS.output, labels=FLAGS.labels, num_images=FLAGS.num_images,
                            per_class=FLAGS.per_class, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
-                           manual_dir=FLAGS.manual_dir)
+                           manual_dir=FLAGS.manual_dir, images=FLAGS.images)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

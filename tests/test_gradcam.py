@@ -173,3 +173,41 @@ def test_command_line_draws_the_grid(tmp_path):
         gradcam.make_figure([runs[0], other], str(tmp_path / "mismatch.png"), num_images=1)
     assert runs[0] in str(error.value) and other in str(error.value)
     assert not (tmp_path / "mismatch.png").exists()
+
+
+def test_own_images_in_colour_with_a_colour_bar(tmp_path):
+    """--images: the user's own files (not the run's test split), read as training reads them, one
+    row each, titled by file name; an RGB model's images are drawn in colour."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        (root / f"class{c}").mkdir(parents=True)
+        for k in range(4):
+            image = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8) + np.array(colour, np.uint8)
+            Image.fromarray(image).save(root / f"class{c}" / f"{k}.png")
+    run = str(tmp_path / "run")
+    train_and_evaluate(TrainConfig(model_dir=run, dataset=f"folder:{root}", shots_per_class=2, image_size=32,
+                                   backbone="resnet_tiny", epochs=1, batch_size=4, verbose=0))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    Image.fromarray(np.full((50, 60, 3), (220, 20, 20), np.uint8)).save(mine / "red_part.png")
+    Image.fromarray(np.full((50, 60, 3), (20, 20, 220), np.uint8)).save(mine / "blue_part.png")
+    output = tmp_path / "own.png"
+    result = _cli(f"--model_dirs={run}", f"--images={mine}", f"--output={output}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cell = gradcam.CELL_INCHES * gradcam.DPI
+    with Image.open(output) as png:  # 2 rows (the two files) x 2 columns (image, SCL-AMP)
+        assert png.size == (round(2 * cell), round(2 * cell))
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    # the first column shows the images themselves: in colour, blue on the first row (blue_part sorts
+    # first), red on the second
+    top, bottom = pixels[: round(cell)], pixels[round(cell):]
+    first_column = slice(0, round(cell))
+    assert np.sum((top[:, first_column, 2] > 150) & (top[:, first_column, 0] < 80)) > 1000
+    assert np.sum((bottom[:, first_column, 0] > 150) & (bottom[:, first_column, 2] < 80)) > 1000
+    # the colour bar at the right edge: the jet colour map from blue (0) to red (1)
+    bar = pixels[:, round(0.93 * 2 * cell)]
+    assert (bar[:, 2] > 100).any() and (bar[:, 0] > 100).any()
+    missing = _cli(f"--model_dirs={run}", f"--images={tmp_path / 'nothing_here'}", f"--output={output}.2",
+                   cwd=tmp_path)
+    assert missing.returncode == 2 and "error:" in missing.stderr
