@@ -41,8 +41,8 @@ flags.DEFINE_string("reject_threshold", "none",
                     "none | auto | a number: queries whose best mean cosine similarity is below it are "
                     "reported as unknown (reference databases only).")
 flags.DEFINE_float("reject_quantile", 0.05,
-                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out "
-                   "similarities taken as the threshold (the run needs --validation_fraction).")
+                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out best "
+                   "scores taken as the threshold (the run needs --validation_fraction).")
 flags.DEFINE_enum("tta", None, ["none", "dihedral"],
                   "Test-time augmentation of every reference and query (default: the run's --tta): dihedral "
                   "averages each image's 8 rotations and flips.")

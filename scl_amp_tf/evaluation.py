@@ -12,10 +12,11 @@ command line that feeds it a run's model and data.
   drawn per episode, every other image of those classes is a query (:func:`episode_split`
   never puts a reference among its own queries).
 * Open-set rejection (ours, beyond the paper): a query whose best mean similarity lies under a
-  threshold is reported as an unknown defect. ``auto`` calibrates the threshold on the training
-  references: each reference's similarity to its own class prototype computed *without* it
-  (leave-one-out, so it is scored like an unseen image), and the threshold is a low quantile of
-  those (default 5 %: about 95 % of known-class images accepted). :func:`open_set_auroc`
+  threshold is reported as an unknown defect. ``auto`` calibrates the threshold on references
+  the network did not fit (a run's validation images): each one's best score over the classes,
+  its own class's prototype computed *without* it (leave-one-out, so it is scored like an unseen
+  image), and the threshold is a low quantile of those (default 5 %: about 95 % of known-class
+  images accepted). :func:`open_set_auroc`
   measures known-vs-unknown separation without any threshold.
 """
 from __future__ import annotations
@@ -227,6 +228,31 @@ def leave_one_out_similarities(embeddings, labels, among=None):
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def leave_one_out_best_scores(embeddings, labels, among=None):
+    """Each reference's best score over the classes as if it had not been a reference: the mean
+    cosine similarity to every class's references, its own class's taken without it, maximised
+    over the classes. That is what the reject rule compares with the threshold for a new image
+    (:func:`decide`), so a threshold at the ``q`` quantile of these accepts about ``1 - q`` of
+    known-class images like them. Classes with a single reference are left out; ``among`` (a
+    boolean mask): only those references' scores (the others still count in the class means).
+    """
+    z = l2_normalize(embeddings).astype(np.float64)
+    labels = np.asarray(labels, np.int64)
+    among = np.ones(len(labels), bool) if among is None else np.asarray(among, bool)
+    classes = np.unique(labels)
+    counts = np.array([np.sum(labels == c) for c in classes], np.float64)
+    sums = np.stack([z[labels == c].sum(axis=0) for c in classes])
+    out = []
+    for k, label in enumerate(classes):
+        chosen = np.flatnonzero((labels == label) & among)
+        if counts[k] < 2 or not len(chosen):
+            continue
+        scores = z[chosen] @ (sums / counts[:, None]).T  # [n, classes]: every class with all its references
+        scores[:, k] = np.sum(z[chosen] * (sums[k] - z[chosen]), axis=1) / (counts[k] - 1)  # own class without it
+        out.append(scores.max(axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def parse_threshold(value):
     """``none`` -> None, ``auto`` -> "auto", a number -> float; anything else is a ValueError."""
     value = str(value).strip().lower()
@@ -242,15 +268,18 @@ def parse_threshold(value):
 
 
 def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, held_out=None):
-    """The ``quantile`` of the references' leave-one-out similarities: about ``1 - quantile`` of
-    known-class images like them are then accepted.
+    """The ``quantile`` of the references' leave-one-out best scores
+    (:func:`leave_one_out_best_scores`): about ``1 - quantile`` of known-class images like them are
+    then accepted. (The similarity to the own class alone, which this used until 2026-12-02, is
+    lower than the best score for every image that resembles another class more, so its
+    threshold accepted nearly every known image instead of ``1 - quantile``; BENCHMARKS.md.)
 
     ``held_out`` (boolean mask): calibrate on these references only, images the network did not
     fit (a run's validation split). Images it fitted score far higher than new images of their
     class, so a threshold calibrated on them rejects most known-class test images; use
     :func:`scl_amp_tf.run_folder.auto_reject_threshold` for a run.
     """
-    similarities = leave_one_out_similarities(embeddings, labels, held_out)
+    similarities = leave_one_out_best_scores(embeddings, labels, held_out)
     if len(similarities) == 0:
         raise ValueError("--reject_threshold=auto needs two references of one class at least "
                          "(it calibrates on each reference against the others of its class).")

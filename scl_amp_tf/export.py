@@ -34,8 +34,8 @@ flags.DEFINE_string("reject_threshold", "none",
                     "images (train with --validation_fraction) like python -m scl_amp_tf.evaluate "
                     "--reject_threshold=auto; enrolment keeps it.")
 flags.DEFINE_float("reject_quantile", 0.05,
-                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out "
-                   "similarities taken as the threshold (about 1 - quantile of known images accepted).")
+                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out best "
+                   "scores taken as the threshold (about 1 - quantile of known images accepted).")
 flags.DEFINE_integer("check_images", 64, "Training images every artefact is checked on before publishing.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration and check draws.")
 flags.DEFINE_string("serving_base_path", "/models",

@@ -102,7 +102,21 @@ def test_leave_one_out_threshold_by_brute_force():
             expected.append(unit[i] @ prototype)
     np.testing.assert_allclose(np.sort(evaluation.leave_one_out_similarities(z, labels)), np.sort(expected),  # float32
                                atol=1e-6)
-    assert evaluation.calibrate_threshold(z, labels, 0.05) == pytest.approx(np.quantile(expected, 0.05), abs=1e-6)
+    # the reject rule compares a query's best score over the classes with the threshold, so the
+    # calibration takes each reference's best score: its own class without it, the others whole
+    best = []
+    for i in range(15):
+        others = [j for j in range(15) if labels[j] == labels[i] and j != i]
+        if others:
+            scores = [unit[i] @ (unit[others] if c == labels[i] else unit[labels == c]).mean(0) for c in range(3)]
+            best.append(max(scores))
+    np.testing.assert_allclose(np.sort(evaluation.leave_one_out_best_scores(z, labels)), np.sort(best), atol=1e-6)
+    assert max(best) > 0 and np.any(np.array(best) > np.array(expected) + 1e-3)  # another class can score higher
+    assert evaluation.calibrate_threshold(z, labels, 0.05) == pytest.approx(np.quantile(best, 0.05), abs=1e-6)
+    held = np.arange(15) % 2 == 0  # only some references calibrate; all of them count in the class means
+    held_best = [b for i, b in zip([i for i in range(15) if labels[i] != 2], best) if held[i]]
+    assert evaluation.calibrate_threshold(z, labels, 0.2, held_out=held) == pytest.approx(
+        np.quantile(held_best, 0.2), abs=1e-6)
     with pytest.raises(ValueError, match="two references of one class"):
         evaluation.calibrate_threshold(z[:2], [0, 1])
 
