@@ -200,8 +200,9 @@ def test_evaluate_command_reproduces_training_accuracy_and_writes_files(tiny_run
 
 
 def _validation_threshold(config, split):
-    """The 5 % quantile of each validation image's cosine to the mean of the other training images
-    of its class, computed directly from the saved encoder."""
+    """The 5 % quantile of each validation image's best score over the classes (the mean cosine to
+    each class's training images, its own class's without it), computed directly from the saved
+    encoder."""
     import keras
 
     from scl_amp_tf import data as data_lib
@@ -212,8 +213,11 @@ def _validation_threshold(config, split):
     z = encoder.predict(data.images[train] / np.float32(255), verbose=0)
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     labels = data.labels[train]
-    values = [z[i] @ z[[j for j in range(len(train)) if labels[j] == labels[i] and j != i]].mean(axis=0)
-              for i in np.flatnonzero(np.isin(train, split["validation"]))]
+    values = []
+    for i in np.flatnonzero(np.isin(train, split["validation"])):
+        scores = [z[i] @ z[[j for j in range(len(train)) if labels[j] == c and j != i]].mean(axis=0)
+                  for c in np.unique(labels)]
+        values.append(max(scores))
     return float(np.quantile(values, 0.05))
 
 
