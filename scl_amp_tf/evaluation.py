@@ -268,11 +268,11 @@ def parse_threshold(value):
 
 
 def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, held_out=None):
-    """The ``quantile`` of the references' leave-one-out best scores
-    (:func:`leave_one_out_best_scores`): about ``1 - quantile`` of known-class images like them are
-    then accepted. (The similarity to the own class alone, which this used until 2026-12-02, is
-    lower than the best score for every image that resembles another class more, so its
-    threshold accepted nearly every known image instead of ``1 - quantile``; BENCHMARKS.md.)
+    """The conformal ``quantile`` (:func:`conformal_quantile`) of the references' leave-one-out best
+    scores (:func:`leave_one_out_best_scores`): at least ``1 - quantile`` of known-class images
+    like them are then accepted, on average. (The similarity to the own class alone, which this
+    used until 2026-12-02, is lower than the best score for every image that resembles another
+    class more, so its threshold accepted nearly every known image; BENCHMARKS.md.)
 
     ``held_out`` (boolean mask): calibrate on these references only, images the network did not
     fit (a run's validation split). Images it fitted score far higher than new images of their
@@ -285,7 +285,25 @@ def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, he
                          "(it calibrates on each reference against the others of its class).")
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"--reject_quantile={quantile} must lie in [0, 1).")
-    return float(np.quantile(similarities, quantile))
+    return conformal_quantile(similarities, quantile)
+
+
+def conformal_quantile(scores, quantile):
+    """The ``k``-th smallest of ``n`` scores with ``k = floor((n + 1) * quantile)`` (split conformal
+    prediction, e.g. Angelopoulos and Bates 2021): a new image exchangeable with the ``n`` scores
+    falls below it with probability at most ``quantile``, so at least ``1 - quantile`` of known
+    images are accepted on average, however few the calibration images (an interpolated quantile
+    promises that only for large ``n``). Fewer than ``1 / quantile - 1`` scores promise nothing
+    (``k = 0``): ValueError."""
+    scores = np.sort(np.asarray(scores, np.float64))
+    k = int(np.floor((len(scores) + 1) * quantile + 1e-9))
+    if k < 1:
+        needed = int(np.ceil(1 / quantile - 1 - 1e-9)) if quantile > 0 else None
+        raise ValueError(f"--reject_threshold=auto with --reject_quantile={quantile} needs "
+                         f"{needed if needed else 'infinitely many'} calibration images at least; there are "
+                         f"{len(scores)}. Hold out more training images (--validation_fraction), raise "
+                         "--reject_quantile, or give the threshold as a number.")
+    return float(scores[k - 1])
 
 
 def auroc(positive_scores, negative_scores):

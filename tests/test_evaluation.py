@@ -112,11 +112,14 @@ def test_leave_one_out_threshold_by_brute_force():
             best.append(max(scores))
     np.testing.assert_allclose(np.sort(evaluation.leave_one_out_best_scores(z, labels)), np.sort(best), atol=1e-6)
     assert max(best) > 0 and np.any(np.array(best) > np.array(expected) + 1e-3)  # another class can score higher
-    assert evaluation.calibrate_threshold(z, labels, 0.05) == pytest.approx(np.quantile(best, 0.05), abs=1e-6)
+    # the conformal quantile: the floor((n + 1) q)-th smallest (14 scores, q = 0.2: the 3rd)
+    assert evaluation.calibrate_threshold(z, labels, 0.2) == pytest.approx(np.sort(best)[2], abs=1e-6)
     held = np.arange(15) % 2 == 0  # only some references calibrate; all of them count in the class means
     held_best = [b for i, b in zip([i for i in range(15) if labels[i] != 2], best) if held[i]]
-    assert evaluation.calibrate_threshold(z, labels, 0.2, held_out=held) == pytest.approx(
-        np.quantile(held_best, 0.2), abs=1e-6)
+    assert len(held_best) == 7 and evaluation.calibrate_threshold(z, labels, 0.25, held_out=held) == pytest.approx(
+        np.sort(held_best)[1], abs=1e-6)  # floor(8 * 0.25) = 2nd smallest
+    with pytest.raises(ValueError, match="needs 19 calibration images at least; there are 14"):
+        evaluation.calibrate_threshold(z, labels, 0.05)  # 14 scores cannot promise 95 %
     with pytest.raises(ValueError, match="two references of one class"):
         evaluation.calibrate_threshold(z[:2], [0, 1])
 
@@ -200,7 +203,7 @@ def test_evaluate_command_reproduces_training_accuracy_and_writes_files(tiny_run
 
 
 def _validation_threshold(config, split):
-    """The 5 % quantile of each validation image's best score over the classes (the mean cosine to
+    """The conformal 5 % quantile of each validation image's best score over the classes (the mean cosine to
     each class's training images, its own class's without it), computed directly from the saved
     encoder."""
     import keras
@@ -218,7 +221,7 @@ def _validation_threshold(config, split):
         scores = [z[i] @ z[[j for j in range(len(train)) if labels[j] == c and j != i]].mean(axis=0)
                   for c in np.unique(labels)]
         values.append(max(scores))
-    return float(np.quantile(values, 0.05))
+    return float(np.sort(values)[int((len(values) + 1) * 0.05) - 1])  # the conformal 5 % quantile
 
 
 def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):

@@ -409,20 +409,25 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     train = np.load(os.path.join(exported["model_dir"], "split.npz"))["train"]
     data = data_lib.load(f"folder:{exported['data_root']}", image_size=SIZE)
     # auto: the evaluation's calibration, on the validation images (held out from fitting), computed
-    # here by brute force: each one's cosine to the mean of the other references of its class.
+    # here by brute force: each one's best mean cosine over the classes (its own class without it),
+    # then the conformal quantile, the floor((n + 1) q)-th smallest.
     validation = np.load(os.path.join(exported["model_dir"], "split.npz"))["validation"]
     assert len(validation) == 15  # 3 of the 12 images of each of the 5 classes
     z = exporting.keras_embeddings(encoder, data.images[train])
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    similarities = []
+    labels = data.labels[train]
+    best_scores = []
     for i in np.flatnonzero(np.isin(train, validation)):
-        others = [j for j in range(len(train)) if data.labels[train][j] == data.labels[train][i] and j != i]
-        similarities.append(z[i] @ z[others].mean(axis=0))
-    expected_threshold = float(np.quantile(similarities, 0.05))
+        best_scores.append(max(z[i] @ z[[j for j in range(len(train)) if labels[j] == c and j != i]].mean(axis=0)
+                               for c in range(len(TRAINED))))
+    expected_threshold = float(np.sort(best_scores)[int(16 * 0.2) - 1])  # 15 images, q = 0.2: the 3rd
     export_dir = tmp_path / "exported"
+    with pytest.raises(ValueError, match="needs 19 calibration images at least"):
+        exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set",
+                               formats="saved_model", reject_threshold="auto")  # 15 cannot promise 95 %
     version = exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set",
                                      formats="saved_model,tflite_fp32", check_images=16,
-                                     reject_threshold="auto")
+                                     reject_threshold="auto", reject_quantile=0.2)
     metadata = json.loads(open(os.path.join(version, "assets.extra", "scl_amp_tf.json")).read())
     assert metadata["reject_threshold"] == pytest.approx(expected_threshold, abs=1e-6)
     # A threshold that rejects some of the held-out images: the median of their best scores.
