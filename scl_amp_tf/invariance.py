@@ -12,13 +12,15 @@ the CE baseline the eight softmax outputs are averaged instead.
 It is an inference setting: it costs 8 forward passes per image and changes no weight. Every
 runtime that embeds images applies it the same way: :func:`scl_amp_tf.inference.embed` (training's
 evaluation, ``evaluate``, ``predict``), the SavedModel's signatures
-(:mod:`scl_amp_tf.serving_graph`) and the LiteRT runner (``export/edge/edge_classify.py``, which
-carries its own NumPy copy of :func:`dihedral_view_np` so that it needs nothing of this package).
+(:mod:`scl_amp_tf.serving_graph`) and the LiteRT runner (``export/edge/edge_classify.py``). The
+NumPy transform lives in the runner, which must need nothing of this package, and is used from
+there (:func:`dihedral_view_np`); :func:`dihedral_views` is the same in TensorFlow.
 """
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
+
+from scl_amp_tf.edge.edge_classify import dihedral_view as dihedral_view_np  # noqa: F401  (the one NumPy definition)
 
 TTA = ("none", "dihedral")
 NUM_VIEWS = {"none": 1, "dihedral": 8}
@@ -28,13 +30,6 @@ def check(tta):
     if tta not in TTA:
         raise ValueError(f"--tta={tta!r} must be one of {', '.join(TTA)}.")
     return tta
-
-
-def dihedral_view_np(images, index):
-    """Transform ``index`` (0..7) of a batch ``[N, H, W, C]`` of square images: ``index // 2``
-    quarter turns counter-clockwise, then, for an odd index, mirrored left-right (0 = identity)."""
-    turned = np.rot90(images, index // 2, axes=(1, 2))
-    return np.ascontiguousarray(turned[:, :, ::-1] if index % 2 else turned)
 
 
 def dihedral_views(images):
