@@ -94,19 +94,26 @@ def leave_one_class_out_auroc(reference_embeddings, reference_labels, query_embe
     cuts). Returns ``{class id: AUROC of known vs unknown}`` (scikit-learn's ``roc_auc_score``)."""
     from sklearn import metrics
 
-    classes = np.unique(reference_labels)
     out = {}
-    for c in classes:
+    for c, best in left_out_best_scores(reference_embeddings, reference_labels, query_embeddings):
+        known = query_labels != c
+        if known.all() or not known.any():
+            continue
+        out[c] = float(metrics.roc_auc_score(known.astype(int), best))
+    return out
+
+
+def left_out_best_scores(reference_embeddings, reference_labels, query_embeddings):
+    """For each class ``c`` of the references (but a last one): ``(c, best scores [N])``, every
+    query's best mean cosine similarity with ``c`` taken out of the reference database, i.e. as
+    if ``c`` were a defect type never enrolled (the score the reject threshold cuts)."""
+    for c in np.unique(reference_labels):
         keep = reference_labels != c
-        if len(np.unique(reference_labels[keep])) == 0 or not np.any(query_labels == c) \
-                or not np.any(query_labels != c):
+        if not keep.any():
             continue
         _, remaining = np.unique(reference_labels[keep], return_inverse=True)  # ids 0..K-2 for the database
         _, scores, _ = reference_predictions(reference_embeddings[keep], remaining, query_embeddings, None)
-        best = scores.max(axis=1)
-        known = query_labels != c
-        out[int(c)] = float(metrics.roc_auc_score(known.astype(int), best))
-    return out
+        yield int(c), scores.max(axis=1)
 
 
 def confusion_markdown(matrix, class_names, rejected_per_class=None):
