@@ -11,7 +11,6 @@ run's own split. Training is untouched, so one run gives both figures; runs alre
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 
@@ -24,13 +23,12 @@ def main():
 
     import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     import bench_lines
-    from scl_amp_tf import evaluating
+    from scl_amp_tf import evaluating, run_folder
 
     done = {(r["model_dir"], r["tta"]) for r in bench_lines.read(args.output, "tta_accuracy")}
     for model_dir in args.model_dirs:
         name = os.path.relpath(os.path.abspath(model_dir))
-        with open(os.path.join(model_dir, "config.json")) as f:
-            settings = json.load(f)
+        settings = run_folder.load_settings(model_dir)
         for tta in ("none", "dihedral"):
             if (name, tta) in done:
                 continue

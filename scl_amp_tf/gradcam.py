@@ -138,14 +138,8 @@ def read_own_images(path, image_size, channels, max_images):
 
 
 def _finished_runs(model_dirs):
-    """``[(model_dir, settings)]`` of finished runs that take the same images (size and channels)."""
-    import json
-
-    runs = []
-    for model_dir in model_dirs:
-        run_folder.check_finished(model_dir)
-        with open(os.path.join(model_dir, run_folder.CONFIG)) as f:
-            runs.append((model_dir, json.load(f)))
+    """``[(model_dir, settings)]`` of finished runs that take images of the same size."""
+    runs = [(model_dir, run_folder.load_settings(model_dir)) for model_dir in model_dirs]
     for other, settings in runs[1:]:
         if settings["image_size"] != runs[0][1]["image_size"]:
             raise ValueError(f"{runs[0][0]} and {other} take different images (image_size: "

@@ -54,9 +54,7 @@ class RunPredictor:
 
         paths = {name: os.path.join(model_dir, name)
                  for name in (run_folder.CONFIG, run_folder.ENCODER, run_folder.REFERENCE_DB)}
-        run_folder.check_finished(model_dir, tuple(paths))
-        with open(paths[run_folder.CONFIG]) as f:
-            self.settings = json.load(f)
+        self.settings = run_folder.load_settings(model_dir, tuple(paths))
         self.encoder = keras.models.load_model(paths[run_folder.ENCODER])
         self.method = self.settings["method"]
         self.database = ReferenceDatabase.load(paths[run_folder.REFERENCE_DB])

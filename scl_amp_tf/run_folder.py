@@ -46,15 +46,20 @@ def check_finished(model_dir, files=(CONFIG, SPLIT, ENCODER, REFERENCE_DB)):
                          "Train one with python -m scl_amp_tf.train --model_dir=... first.")
 
 
+def load_settings(model_dir, files=(CONFIG, SPLIT, ENCODER, REFERENCE_DB)):
+    """A finished run's settings (its config.json), after :func:`check_finished` on ``files``."""
+    check_finished(model_dir, files)
+    with open(os.path.join(model_dir, CONFIG)) as f:
+        return json.load(f)
+
+
 def load_run(model_dir, data_dir=None, manual_dir=None):
     """A finished run: ``(settings dict, training images, test images)``, split as in training.
 
     ``data_dir`` / ``manual_dir`` override the ones the run recorded (the data may have moved).
     Raises ValueError when ``model_dir`` is not a finished run or its data cannot be loaded.
     """
-    check_finished(model_dir)
-    with open(os.path.join(model_dir, CONFIG)) as f:
-        settings = json.load(f)
+    settings = load_settings(model_dir)
     recorded = saved_data_flags(model_dir)
     data = data_lib.load_dataset(settings["dataset"], settings["image_size"],
                                  data_dir=data_dir or recorded["data_dir"],
