@@ -80,7 +80,7 @@ def run(args, version_dir, export_seconds):
     import keras
     import tensorflow as tf
 
-    from scl_amp_tf import exporting, run_folder, tflite_models
+    from scl_amp_tf import export_parity, export_versions, run_folder, tflite_models
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
@@ -93,7 +93,7 @@ def run(args, version_dir, export_seconds):
               "backbone": settings["backbone"], "image_size": settings["image_size"], "tag": args.tag,
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
 
-    reference = exporting.keras_embeddings(encoder, images)
+    reference = export_parity.keras_embeddings(encoder, images)
     emit({**common, "figure": "export_parity", "artefact": "keras", "images": len(labels),
            "accuracy": float(np.mean(database.predict(reference) == labels)),
            "export_seconds": export_seconds}, args.out)
@@ -101,7 +101,7 @@ def run(args, version_dir, export_seconds):
     embedded = np.concatenate([serving(images=tf.constant(images[i:i + 256]))["embedding"].numpy()
                                for i in range(0, len(images), 256)])
     outputs = {"saved_model": embedded}
-    bundle = os.path.join(version_dir, exporting.EXTRA)
+    bundle = os.path.join(version_dir, export_versions.EXTRA)
     runners = {v: edge_classify.EdgeClassifier(bundle, v, num_threads=os.cpu_count())
                for v in edge_classify.load_metadata(bundle)["tflite"]}
     for variant, runner in runners.items():
@@ -110,7 +110,7 @@ def run(args, version_dir, export_seconds):
     top2 = np.sort(database.scores(reference), axis=1)[:, -2:]
     keras_margin = top2[:, 1] - top2[:, 0]  # how close each image is to a tie in the Keras model
     for name, embeddings in outputs.items():
-        figure = exporting.agreement(reference, embeddings, database)
+        figure = export_parity.agreement(reference, embeddings, database)
         differs = database.predict(reference) != database.predict(embeddings)
         emit({**common, "figure": "export_parity", "artefact": name, **figure,
                "accuracy": float(np.mean(database.predict(embeddings) == labels)),

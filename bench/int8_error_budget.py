@@ -42,7 +42,7 @@ def main():
     import keras
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log)
-    from scl_amp_tf import exporting, int8_error_budget, run_folder
+    from scl_amp_tf import export_parity, export_versions, exporting, int8_error_budget, run_folder
     from scl_amp_tf.edge import edge_classify
     from scl_amp_tf.reference import ReferenceDatabase
 
@@ -51,7 +51,7 @@ def main():
     images = test.images[order]
     encoder = keras.models.load_model(os.path.join(args.model_dir, "encoder.keras"))
     database = ReferenceDatabase.load(os.path.join(args.model_dir, "reference_db.npz"))
-    reference = exporting.keras_embeddings(encoder, images)
+    reference = export_parity.keras_embeddings(encoder, images)
     common = {"dataset": test.description, "model_dir": os.path.abspath(args.model_dir),
               "backbone": settings["backbone"], "image_size": settings["image_size"], "images": len(images),
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
@@ -61,7 +61,7 @@ def main():
         version = exporting.export_model(args.model_dir, scratch, data_dir=args.data_dir, manual_dir=args.manual_dir,
                                          formats="saved_model,tflite_int8",
                                          representative_images=args.representative_images, seed=args.seed)
-        real = edge_classify.EdgeClassifier(os.path.join(version, exporting.EXTRA), "int8").embed(images)
+        real = edge_classify.EdgeClassifier(os.path.join(version, export_versions.EXTRA), "int8").embed(images)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     decisions = database.predict(reference)

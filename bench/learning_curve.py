@@ -55,8 +55,8 @@ def main():
     import keras
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import evaluation, inference, training
-    from scl_amp_tf.training import parse_overrides
+    from scl_amp_tf import evaluation, inference, train_config, training
+    from scl_amp_tf.train_config import parse_overrides
 
     extra = parse_overrides(args.set)
     steps = sorted({int(s) for s in args.steps.split(",")})
@@ -74,7 +74,7 @@ def main():
                 print(f"{method} seed {seed}: every step already in {args.output}", flush=True)
                 continue
             run_name = "_".join(str(v) for v in (args.tag or "curve", method, f"seed{seed}"))
-            config = training.TrainConfig(
+            config = train_config.TrainConfig(
                 model_dir=os.path.join(args.work_dir, os.path.basename(args.output).replace(".jsonl", ""), run_name),
                 dataset=args.dataset, manual_dir=args.manual_dir, shots_per_class=args.shots_per_class,
                 train_fraction=args.train_fraction, test_fraction=args.test_fraction, seed=seed, method=method,

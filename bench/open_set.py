@@ -59,8 +59,9 @@ def main():
     import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     import bench_lines
     from scl_amp_tf import evaluating, recipes, run_folder
-    from scl_amp_tf.training import parse_overrides
-    from scl_amp_tf.training import TrainConfig, train_and_evaluate
+    from scl_amp_tf.train_config import parse_overrides
+    from scl_amp_tf.train_config import TrainConfig
+    from scl_amp_tf.training import train_and_evaluate
 
     settings = {**recipes.SMALL_DATA, **({"steps": args.steps} if args.steps else {}), **parse_overrides(args.set)}
     done = {(r["dataset"], r["shots_per_class"], r["seed"], r["steps"])

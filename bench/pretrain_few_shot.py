@@ -49,8 +49,9 @@ def main():
     import bench_lines
     import keras
 
-    from scl_amp_tf.training import parse_overrides
-    from scl_amp_tf.training import TrainConfig, train_and_evaluate
+    from scl_amp_tf.train_config import parse_overrides
+    from scl_amp_tf.train_config import TrainConfig
+    from scl_amp_tf.training import train_and_evaluate
 
     extra = parse_overrides(args.set)
     common = dict(dataset=args.dataset, manual_dir=args.manual_dir, shots_per_class=args.shots_per_class,

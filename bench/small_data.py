@@ -45,8 +45,9 @@ def main():
     import bench_lines
     import keras
 
-    from scl_amp_tf.training import parse_overrides
-    from scl_amp_tf.training import TrainConfig, train_and_evaluate
+    from scl_amp_tf.train_config import parse_overrides
+    from scl_amp_tf.train_config import TrainConfig
+    from scl_amp_tf.training import train_and_evaluate
 
     try:
         extra = parse_overrides(args.set)

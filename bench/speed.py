@@ -86,11 +86,11 @@ class Runner:
     def __init__(self, strategy, method, batch_size, images, backbone, source):
         import tensorflow as tf
 
-        from scl_amp_tf import data, training
+        from scl_amp_tf import data, train_config, training
 
         size, channels = images.images.shape[1], images.images.shape[-1]
-        config = training.TrainConfig(model_dir="", method=method, backbone=backbone, image_size=size,
-                                      batch_size=batch_size, shots_per_class=1)
+        config = train_config.TrainConfig(model_dir="", method=method, backbone=backbone, image_size=size,
+                                          batch_size=batch_size, shots_per_class=1)
         self.model, _, _, views = training.build_model(config, strategy, (size, size, channels), NUM_CLASSES)
         multi = strategy.num_replicas_in_sync > 1
 

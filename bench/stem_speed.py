@@ -31,14 +31,14 @@ def main():
     import tensorflow as tf
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import training
+    from scl_amp_tf import train_config, training
 
     images = data_lib.load("synthetic_wafers", image_size=args.image_size, synthetic_per_class=10, seed=0)
     strategy = tf.distribute.get_strategy()
     runs = {}
     for stem in args.stems.split(","):
-        config = training.TrainConfig(model_dir="/tmp/unused", method=args.method, backbone=args.backbone, stem=stem,
-                                      image_size=args.image_size, arc_on_views=True)
+        config = train_config.TrainConfig(model_dir="/tmp/unused", method=args.method, backbone=args.backbone,
+                                          stem=stem, image_size=args.image_size, arc_on_views=True)
         model, _, _, views = training.build_model(config, strategy, images.images.shape[1:], images.num_classes)
         dataset = data_lib.pipeline(images, batch_size=32, views=views, seed=0, shuffle=True,
                                     drop_remainder=True).repeat()

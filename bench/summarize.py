@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from scl_amp_tf.training import TrainConfig
+from scl_amp_tf.train_config import TrainConfig
 
 DEFAULTS = TrainConfig(model_dir="")
 SCL_ONLY = {"arc_on_views", "class_aware_negatives", "temperature", "margin", "arc_scale", "alpha", "beta", "symmetric"}

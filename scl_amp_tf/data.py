@@ -90,8 +90,6 @@ def load(spec: str, *, image_size: int, data_dir=None, manual_dir=None, syntheti
 def _load_tfds(name, image_size, data_dir, manual_dir) -> LabelledImages:
     import tensorflow_datasets as tfds
 
-    import scl_amp_tf  # noqa: F401  (registers the builders)
-
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)

@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from scl_amp_tf.edge import edge_classify
-from scl_amp_tf.exporting import (ENCODER_FILE, EXTRA, REFERENCE_DB_FILE, find_model_root, now,
-                                  publish_version, versions)
+from scl_amp_tf.export_versions import ENCODER_FILE, EXTRA, REFERENCE_DB_FILE, find_model_root, versions
+from scl_amp_tf.exporting import now, publish_version
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 from scl_amp_tf.serving_graph import UNKNOWN_NAME, ExportError, decode
 

@@ -25,7 +25,6 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     :func:`scl_amp_tf.inference.embed` does; a reference database is built from those embeddings."""
     import keras
 
-    import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     from scl_amp_tf import evaluation, inference, reference, run_folder
 
     if representation not in REPRESENTATIONS:

@@ -214,27 +214,6 @@ def reference_predictions(reference_embeddings, reference_labels, query_embeddin
     return decide(scores, threshold), scores, database
 
 
-def leave_one_out_similarities(embeddings, labels, among=None):
-    """Each reference's cosine similarity to the mean of the *other* references of its class.
-
-    That is its score against its own class prototype as if it had not been a reference. Classes
-    with a single reference have no such score and are left out. ``among`` (a boolean mask): only
-    those references' similarities (the others still count in the class means).
-    """
-    z = l2_normalize(embeddings).astype(np.float64)
-    labels = np.asarray(labels, np.int64)
-    among = np.ones(len(labels), bool) if among is None else np.asarray(among, bool)
-    out = []
-    for label in np.unique(labels):
-        members, chosen = z[labels == label], among[labels == label]
-        if len(members) < 2 or not chosen.any():
-            continue
-        total = members.sum(axis=0)
-        others_mean = (total[None, :] - members[chosen]) / (len(members) - 1)
-        out.append(np.sum(members[chosen] * others_mean, axis=1))
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def leave_one_out_best_scores(embeddings, labels, among=None):
     """Each reference's best score over the classes as if it had not been a reference: the mean
     cosine similarity to every class's references, its own class's taken without it, maximised

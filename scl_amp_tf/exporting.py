@@ -1,7 +1,8 @@
 """Exported versions: a SavedModel for TF Serving with the reference database inside
 (:mod:`scl_amp_tf.serving_graph`) and LiteRT models for the edge (:mod:`scl_amp_tf.tflite_models`),
-written, checked against the Keras model and published as one version folder; enrolment of new
-classes (:mod:`scl_amp_tf.enrolment`) publishes the next version the same way.
+written, checked against the Keras model (:mod:`scl_amp_tf.export_parity`) and published as one
+version folder (:mod:`scl_amp_tf.export_versions`); enrolment of new classes
+(:mod:`scl_amp_tf.enrolment`) publishes the next version the same way.
 
 One exported version is one folder, in TF Serving's layout::
 
@@ -34,140 +35,21 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from scl_amp_tf import evaluation
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
-from scl_amp_tf import inference
 from scl_amp_tf import run_folder
 from scl_amp_tf.edge import edge_classify
-from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.export_parity import check_version, keras_embeddings
+from scl_amp_tf.export_versions import (ENCODER_FILE, EXTRA, METADATA_FILE, REFERENCE_DB_FILE, TMP_PREFIX,
+                                        remove_abandoned_versions, versions)
+from scl_amp_tf.reference import ReferenceDatabase
 from scl_amp_tf.serving_graph import UNKNOWN_NAME, ExportError, build_archive
 from scl_amp_tf.tflite_models import QUANTIZED, TFLITE_DEFAULT, TFLITE_VARIANTS, tflite_op_types, write_tflite
 
 SIGNATURES = ("serving_default", "classify_bytes", "embed")
 FORMATS = ("saved_model", "tflite", *(f"tflite_{v}" for v in TFLITE_VARIANTS))
-EXTRA = "assets.extra"
-TMP_PREFIX = ".tmp-"  # a version being written: EXPORT/<model>/.tmp-<version>-<host>-<pid>-<random>
-METADATA_FILE = edge_classify.METADATA_FILE
-REFERENCE_DB_FILE = edge_classify.REFERENCE_DB_FILE
-ENCODER_FILE = "encoder.keras"
-MIN_COSINE = 0.999  # float artefacts must agree with Keras to this cosine, and on every top-1 ...
-TIE_MARGIN = 1e-3  # ... that is not a tie: where Keras's two best classes differ by less, either answer is right
-
-
-# --- checking -----------------------------------------------------------------------------------
-
-def keras_embeddings(encoder, images, tta="none"):
-    """The reference: the Keras encoder's L2-normalised embeddings of uint8 ``S x S`` images,
-    computed as the training run's own evaluation computes them (``tta``: its ``--tta``)."""
-    return l2_normalize(inference.embed(encoder, np.asarray(images), tta=tta))
-
-
-def agreement(reference, embeddings, database):
-    """Min and mean cosine to the reference embeddings, the top-1 agreement of their predictions,
-    and the number of disagreements on images that are not near-ties for the Keras model
-    (top-2 score margin above ``TIE_MARGIN``)."""
-    cosine = np.sum(l2_normalize(reference) * l2_normalize(embeddings), axis=1)
-    differs = database.predict(reference) != database.predict(embeddings)
-    top2 = np.sort(database.scores(reference), axis=1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > TIE_MARGIN
-    return {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean()),
-            "top1_agreement": float(np.mean(~differs)), "clear_disagreements": int(np.sum(differs & clear)),
-            "images": int(len(cosine))}
-
-
-def encode_png(images):
-    return [tf.io.encode_png(image).numpy() for image in np.asarray(images, np.uint8)]
-
-
-def check_version(version_dir, encoder, database, images):
-    """Runs ``images`` (uint8 ``[N, S, S, C]``) through every artefact of a written version and
-    compares with the Keras encoder. Raises :class:`ExportError` if a float artefact (SavedModel
-    signatures, fp32, fp16) disagrees (cosine < 0.999, or a top-1 differs where Keras's decision is
-    not a near-tie); the calibrated integer variants (int8, int16x8) are reported.
-    """
-    bundle = os.path.join(version_dir, EXTRA)
-    metadata = edge_classify.load_metadata(bundle)
-    reference = keras_embeddings(encoder, images, metadata.get("tta", "none"))
-    threshold = metadata.get("reject_threshold")
-    loaded = tf.saved_model.load(version_dir)
-    outputs = {
-        "saved_model/serving_default": loaded.signatures["serving_default"](images=tf.constant(images)),
-        "saved_model/classify_bytes": loaded.signatures["classify_bytes"](
-            image_bytes=tf.constant(encode_png(images))),
-        "saved_model/embed": loaded.signatures["embed"](images=tf.constant(images)),
-    }
-    figures = {}
-    for name, out in outputs.items():
-        figures[name] = agreement(reference, out["embedding"].numpy(), database)
-        if "class_id" in out:  # the graph's own decision must be the database's decision
-            decided = out["class_id"].numpy()
-            names = [n.decode() for n in out["class_name"].numpy()]
-            scores = out["scores"].numpy()
-            expected = evaluation.decide(scores, threshold)
-            if not (np.allclose(scores, database.scores(out["embedding"].numpy()), atol=1e-5)
-                    and np.array_equal(decided, expected)
-                    and names == [database.class_names[i] if i >= 0 else UNKNOWN_NAME for i in decided]):
-                raise ExportError(f"{name}: scores, class ids or names disagree with the reference database.")
-    for variant in metadata.get("tflite", {}):
-        runner = edge_classify.EdgeClassifier(bundle, variant)
-        figures[f"tflite/{variant}"] = agreement(reference, runner.embed(images), database)
-    for name, figure in figures.items():
-        enforced = name.split("/")[-1] not in QUANTIZED
-        if enforced and (figure["min_cosine"] < MIN_COSINE or figure["clear_disagreements"]):
-            raise ExportError(f"{name} does not reproduce the Keras model ({figure}); nothing was published.")
-    return figures
-
-
-# --- versions -----------------------------------------------------------------------------------
-
-def versions(model_root):
-    """The published versions under ``EXPORT/<model_name>``, oldest first."""
-    if not os.path.isdir(model_root):
-        return []
-    return sorted(int(name) for name in os.listdir(model_root)
-                  if name.isdigit() and os.path.isdir(os.path.join(model_root, name)))
-
-
-def find_model_root(export_dir, model_name=None):
-    """``EXPORT/<model_name>``; without a name, the only model under ``export_dir``."""
-    if model_name:
-        root = os.path.join(export_dir, model_name)
-        if not versions(root):
-            raise ExportError(f"{root} holds no exported version. Export one with python -m scl_amp_tf.export.")
-        return root
-    names = sorted(n for n in os.listdir(export_dir) if versions(os.path.join(export_dir, n))) \
-        if os.path.isdir(export_dir) else []
-    if len(names) != 1:
-        raise ExportError(f"--export_dir={export_dir} holds {len(names)} exported models "
-                          f"({', '.join(names) or 'none'}); name one with --model_name.")
-    return os.path.join(export_dir, names[0])
-
-
-def remove_abandoned_versions(model_root):
-    """Deletes the temporary version folders that a killed export or enrolment left behind: those
-    written on this host by a process that no longer runs. Returns their names.
-
-    An interrupted run (Ctrl-C, an error) removes its own folder; only a hard kill (SIGKILL, power
-    loss) leaves one. Folders of other hosts (shared storage) or of running processes are kept.
-    """
-    removed = []
-    for name in sorted(os.listdir(model_root)):
-        parts = name[len(TMP_PREFIX):].split("-")
-        if not name.startswith(TMP_PREFIX) or len(parts) < 4 or "-".join(parts[1:-2]) != socket.gethostname():
-            continue
-        try:
-            os.kill(int(parts[-2]), 0)  # signal 0: only asks whether the process exists
-            continue
-        except ProcessLookupError:
-            pass
-        except (PermissionError, ValueError):  # another user's live process, or not our name
-            continue
-        files.remove_dir(os.path.join(model_root, name))
-        removed.append(name)
-    return removed
 
 
 def publish_version(model_root, version, encoder, database, metadata, *, check_images, tflite_variants=(),
@@ -207,9 +89,9 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
             tflite[variant]["float_ops"] = sorted(op for op, types in ops.items() if "float32" in types)
         metadata = {**metadata, "version": int(version), "tflite": tflite, "class_names": list(database.class_names),
                     "reference_counts": [int(c) for c in database.counts]}
-        _write_json(os.path.join(bundle, METADATA_FILE), metadata)
+        files.write_json(os.path.join(bundle, METADATA_FILE), metadata)
         metadata["parity"] = check_version(tmp, encoder, database, check_images)
-        _write_json(os.path.join(bundle, METADATA_FILE), metadata)
+        files.write_json(os.path.join(bundle, METADATA_FILE), metadata)
         try:
             files.publish_dir(tmp, final)
         except OSError as e:
@@ -219,12 +101,6 @@ def publish_version(model_root, version, encoder, database, metadata, *, check_i
         files.remove_dir(tmp)
         raise
     return final
-
-
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
 
 
 def now():

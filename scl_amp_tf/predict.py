@@ -43,7 +43,6 @@ def main(argv):
     if FLAGS.batch_size < 1:
         print(f"error: --batch_size={FLAGS.batch_size} must be at least 1.", file=sys.stderr)
         return 2
-    import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     import keras
 
     from scl_amp_tf import data as data_lib

@@ -49,7 +49,6 @@ class RunPredictor:
     def __init__(self, model_dir, reject_threshold=None):
         import keras
 
-        import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
         from scl_amp_tf import inference, run_folder
 
         paths = {name: os.path.join(model_dir, name)
@@ -100,17 +99,17 @@ class ExportPredictor:
     def __init__(self, export_dir, model_name=None, version=None):
         import tensorflow as tf
 
-        from scl_amp_tf import exporting
+        from scl_amp_tf import export_versions
 
-        root = exporting.find_model_root(export_dir, model_name)
-        version = version if version is not None else exporting.versions(root)[-1]
+        root = export_versions.find_model_root(export_dir, model_name)
+        version = version if version is not None else export_versions.versions(root)[-1]
         path = os.path.join(root, str(version))
         if not os.path.isdir(path):
-            published = ", ".join(map(str, exporting.versions(root)))
+            published = ", ".join(map(str, export_versions.versions(root)))
             raise ValueError(f"{root} has no version {version} (it has {published}).")
         self.version_dir = path
         self._classify_bytes = tf.saved_model.load(path).signatures["classify_bytes"]
-        with open(os.path.join(path, exporting.EXTRA, exporting.METADATA_FILE)) as f:
+        with open(os.path.join(path, export_versions.EXTRA, export_versions.METADATA_FILE)) as f:
             self.metadata = json.load(f)
         self.class_names = list(self.metadata["class_names"])
         self._tf = tf

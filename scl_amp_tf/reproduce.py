@@ -74,7 +74,7 @@ def main(argv):
         print(f"error: --seeds={FLAGS.seeds!r} must be comma-separated integers.", file=sys.stderr)
         return 2
     from scl_amp_tf.reproducing import run_table  # TensorFlow loads here, after the flags
-    from scl_amp_tf.training import parse_overrides
+    from scl_amp_tf.train_config import parse_overrides
 
     try:
         path = run_table(int(FLAGS.table), seeds, FLAGS.budget, FLAGS.output,

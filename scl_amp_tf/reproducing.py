@@ -27,7 +27,7 @@ def run_config(cell, row, seed, budget, overrides, options):
     Settings, later ones winning: the budget's, the cell's split, the row's (:data:`ROWS`), the
     budget's step count (``--set=epochs=N`` without ``steps`` turns it off), ``--set``.
     """
-    from scl_amp_tf.training import TrainConfig
+    from scl_amp_tf.train_config import TrainConfig
 
     kind = cell.dataset
     settings = {**BUDGETS[budget][kind], **cell.split, **ROWS[row].settings}
@@ -109,6 +109,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
 
     from scl_amp_tf import training
     from scl_amp_tf.files import write_json
+    from scl_amp_tf.train_config import check_model_dir
 
     if table not in TABLES:
         raise ValueError(f"--table={table}: one of {', '.join(map(str, TABLES))}.")
@@ -137,7 +138,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                 config.validate()
                 metrics_path = os.path.join(config.model_dir, "metrics.json")
                 if os.path.exists(metrics_path):
-                    training.check_model_dir(config)  # finished with these settings, or an error
+                    check_model_dir(config)  # finished with these settings, or an error
                     with open(metrics_path) as f:
                         config = dataclasses.replace(config, epochs=json.load(f).get("epochs", config.epochs))
                     log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")

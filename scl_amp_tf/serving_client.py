@@ -1,4 +1,4 @@
-"""Client of an exported model behind TF Serving: REST and gRPC ``Predict`` requests.
+"""Command line: send images to an exported model behind TF Serving (REST or gRPC) and print its answers.
 
     python -m scl_amp_tf.serving_client --server=localhost:8501 --model_name=neu --images=DIR
     python -m scl_amp_tf.serving_client --protocol=grpc --server=localhost:8500 --model_name=neu --images=DIR
@@ -7,313 +7,70 @@
 By default the image files are sent as they are (``classify_bytes``: any size and format);
 ``--signature=serving_default`` sends decoded uint8 pixels instead and ``embed`` asks for the
 embeddings only. ``--saved_model=VERSION_DIR`` answers the very same request with the SavedModel
-loaded in this process, the way TF Serving would (a dry run before deploying).
-
-REST bodies use TF Serving's columnar ``inputs`` format; binary strings travel as ``{"b64": ...}``.
+loaded in this process, the way TF Serving would (a dry run before deploying). One line per image:
+``file<TAB>class<TAB>score`` (or the embedding). The work is in :mod:`scl_amp_tf.serving_requests`;
 gRPC needs ``pip install -e ".[serving]"`` (tensorflow-serving-api).
 """
 from __future__ import annotations
 
-import base64
-import http.client
-import json
-import socket
 import sys
-import threading
-import urllib.parse
 
-import numpy as np
+from absl import app, flags
 
-SIGNATURE_INPUTS = {"serving_default": "images", "embed": "images", "classify_bytes": "image_bytes"}
-SIGNATURE_OUTPUTS = {"serving_default": ("class_id", "class_name", "scores", "embedding"),
-                     "classify_bytes": ("class_id", "class_name", "scores", "embedding"),
-                     "embed": ("embedding",)}
+from scl_amp_tf import serving_requests
 
+flags.DEFINE_string("images", None, "An image file or a folder of images (searched recursively).")
+flags.DEFINE_string("server", "localhost:8501", "host:port of TF Serving (REST 8501, gRPC 8500), or an "
+                    "http(s) URL for REST.")
+flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "How to reach the server.")
+flags.DEFINE_string("model_name", None, "TF Serving's model name (the folder under the export root).")
+flags.DEFINE_integer("version", None, "A specific version (default: the newest).")
+flags.DEFINE_enum("signature", "classify_bytes", sorted(serving_requests.SIGNATURE_INPUTS), "The signature asked.")
+flags.DEFINE_float("timeout", 30.0, "Seconds the whole request may take (connection, sending, the full answer).")
+flags.DEFINE_string("saved_model", None, "Answer with this SavedModel (a version folder) in-process instead of "
+                    "a server.")
+flags.mark_flag_as_required("images")
 
-class ServingError(RuntimeError):
-    """The server (or the in-process SavedModel) refused a request; the message is its answer."""
-
-
-def _check(signature, inputs):
-    if signature not in SIGNATURE_INPUTS:
-        raise ValueError(f"Unknown signature {signature!r}; use one of {', '.join(SIGNATURE_INPUTS)}.")
-    if len(inputs) == 0:
-        raise ValueError("Empty request: give at least one image.")
-    if signature == "classify_bytes":
-        if not all(isinstance(x, bytes) for x in inputs):
-            raise ValueError("classify_bytes takes encoded image files (bytes).")
-        return list(inputs)
-    images = np.asarray(inputs)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{signature} takes uint8 images [N, H, W, C]; got {images.dtype} {images.shape}.")
-    return images
+FLAGS = flags.FLAGS
 
 
-def rest_body(signature, inputs):
-    """The JSON body of ``POST /v1/models/<name>[/versions/<v>]:predict``."""
-    inputs = _check(signature, inputs)
-    if signature == "classify_bytes":
-        value = [{"b64": base64.b64encode(x).decode("ascii")} for x in inputs]
-    else:
-        value = inputs.tolist()
-    return {"signature_name": signature, "inputs": {SIGNATURE_INPUTS[signature]: value}}
+def _outputs(paths):
+    inputs = serving_requests.read_inputs(paths, FLAGS.signature)
+    if FLAGS.saved_model:
+        local = serving_requests.LocalModel(FLAGS.saved_model)
+        if FLAGS.protocol == "rest":
+            answer = local.predict_rest(serving_requests.rest_body(FLAGS.signature, inputs))
+            return serving_requests.outputs_from_rest(answer, FLAGS.signature)
+        request = serving_requests.grpc_request(FLAGS.model_name or "local", FLAGS.signature, inputs)
+        return serving_requests.outputs_from_grpc(local.predict_grpc(request))
+    send = serving_requests.send_rest if FLAGS.protocol == "rest" else serving_requests.send_grpc
+    return send(FLAGS.server, FLAGS.model_name, FLAGS.signature, inputs, FLAGS.version, timeout=FLAGS.timeout)
 
 
-def rest_url(server, model_name, version=None):
-    server = server if "://" in server else f"http://{server}"
-    path = f"/v1/models/{model_name}" + (f"/versions/{version}" if version else "")
-    return f"{server.rstrip('/')}{path}:predict"
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.saved_model and not FLAGS.model_name:
+        raise app.UsageError("--model_name is needed to reach a server.")
+    if FLAGS.timeout <= 0:
+        raise app.UsageError(f"--timeout={FLAGS.timeout} must be positive.")
+    from scl_amp_tf.edge.edge_classify import image_files  # the TensorFlow-free lister
 
-
-def outputs_from_rest(answer, signature):
-    """TF Serving's JSON answer -> ``{output name: numpy array}``; raises ServingError on an error answer.
-
-    In the columnar format TF Serving names the outputs, except for a signature with a single
-    output (``embed``), whose answer is the value itself.
-    """
-    if "error" in answer:
-        raise ServingError(answer["error"])
-    outputs = answer["outputs"]
-    if not isinstance(outputs, dict):
-        outputs = {SIGNATURE_OUTPUTS[signature][0]: outputs}
-    return {name: np.asarray(value) for name, value in outputs.items()}
-
-
-def _post(url, body, timeout):
-    """``(status, body bytes)`` of a JSON POST that must finish within ``timeout`` seconds in all.
-
-    urllib's timeout bounds each socket operation, so a server that trickles a byte every few
-    seconds could hold a request for hours; here the whole exchange runs in a helper thread and
-    its socket is shut down at the deadline."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"--server={url}: give host:port or an http:// or https:// URL.")
     try:
-        connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
-            parts.hostname, parts.port, timeout=timeout)
-    except (ValueError, http.client.InvalidURL) as e:  # e.g. a port out of range
-        raise ValueError(f"--server={url}: {e}") from None
-    result = {}
-
-    def exchange():
-        try:
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            connection.request("POST", path, body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            result["answer"] = (response.status, response.read())
-        except Exception as e:  # noqa: BLE001 (handed to the caller's thread)
-            result["error"] = e
-
-    worker = threading.Thread(target=exchange, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        if connection.sock is not None:
-            try:
-                connection.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        connection.close()
-        raise ServingError(f"No complete answer from {url} within {timeout:g} s (--timeout).")
-    connection.close()
-    if "error" in result:
-        e = result["error"]
-        if isinstance(e, (OSError, http.client.HTTPException, OverflowError)):
-            raise ServingError(f"Cannot reach {url}: {e}") from None
-        raise e
-    return result["answer"]
-
-
-def send_rest(server, model_name, signature, inputs, version=None, timeout=30.0):
-    """Outputs of a REST ``Predict`` that finishes within ``timeout`` seconds in all."""
-    url = rest_url(server, model_name, version)
-    status, body = _post(url, json.dumps(rest_body(signature, inputs)).encode(), timeout)
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise ServingError(f"HTTP {status}: the answer is not JSON: {body[:200]!r}") from None
-    if not isinstance(answer, dict) or ("outputs" not in answer and "error" not in answer):
-        raise ServingError(f"HTTP {status}: the answer has neither outputs nor error: {str(answer)[:200]}")
-    return outputs_from_rest(answer, signature)
-
-
-def grpc_request(model_name, signature, inputs, version=None):
-    """A ``tensorflow.serving.PredictRequest`` for the signature."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    inputs = _check(signature, inputs)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = int(version)
-    tensor = tf.make_tensor_proto(inputs, dtype=tf.string if signature == "classify_bytes" else tf.uint8)
-    request.inputs[SIGNATURE_INPUTS[signature]].CopyFrom(tensor)
-    return request
-
-
-def outputs_from_grpc(response):
-    import tensorflow as tf
-
-    return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-
-
-def send_grpc(server, model_name, signature, inputs, version=None, timeout=30.0):
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    request = grpc_request(model_name, signature, inputs, version)
-    with grpc.insecure_channel(server) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        try:
-            return outputs_from_grpc(stub.Predict(request, timeout=timeout))
-        except grpc.RpcError as e:
-            raise ServingError(f"{e.code().name}: {e.details()}") from None
-
-
-class LocalModel:
-    """Answers REST bodies and gRPC requests with a SavedModel loaded in this process, as TF Serving
-    would: the request's inputs become the signature's tensors and any TensorFlow error becomes
-    the error answer (REST ``{"error": ...}``, gRPC :class:`ServingError`)."""
-
-    def __init__(self, saved_model_dir):
-        import tensorflow as tf
-
-        self._tf = tf
-        self.saved_model_dir = saved_model_dir
-        self._loaded = tf.saved_model.load(saved_model_dir)
-
-    def _run(self, signature, name, value, json_numbers=False):
-        tf = self._tf
-        if signature not in self._loaded.signatures:
-            raise ServingError(f"Serving signature name: \"{signature}\" not found in signature def")
-        function = self._loaded.signatures[signature]
-        spec = function.structured_input_signature[1]
-        if set(spec) != {name}:
-            raise ServingError(f"Signature {signature} takes input(s) {', '.join(spec)}, not {name}.")
-        try:
-            tensor = tf.convert_to_tensor(value)
-            if tensor.dtype != spec[name].dtype:
-                # JSON numbers carry no dtype: TF Serving casts them (range checked by the caller);
-                # a gRPC tensor must come with the signature's dtype.
-                if not (json_numbers and tensor.dtype.is_integer and spec[name].dtype.is_integer):
-                    raise ServingError(f"Expects arg {name} to be {spec[name].dtype.name} but "
-                                       f"{tensor.dtype.name} is provided")
-                tensor = tf.cast(tensor, spec[name].dtype)
-            if not spec[name].shape.is_compatible_with(tensor.shape):
-                raise ServingError(f"Input {name} must have shape {spec[name].shape}, got {tensor.shape}.")
-            return {k: v.numpy() for k, v in function(**{name: tensor}).items()}
-        except (tf.errors.OpError, ValueError, TypeError) as e:
-            raise ServingError(getattr(e, "message", str(e)).strip()) from None
-
-    def predict_rest(self, body):
-        """A JSON body (columnar ``inputs``) -> TF Serving's JSON answer (``outputs`` or ``error``)."""
-        try:
-            signature = body.get("signature_name", "serving_default")
-            (name, value), = body["inputs"].items()
-            if isinstance(value, list) and value and isinstance(value[0], dict):
-                value = [base64.b64decode(v["b64"]) for v in value]
-            elif signature == "classify_bytes" or value == []:
-                value = np.asarray(value, dtype=object if signature == "classify_bytes" else np.uint8)
-            else:
-                value = np.asarray(value)
-                if value.dtype.kind == "i" and value.size and (value.min() < 0 or value.max() > 255):
-                    raise ServingError(f"Input {name}: values outside 0..255 for a uint8 tensor.")
-            outputs = self._run(signature, name, value, json_numbers=True)
-        except ServingError as e:
-            return {"error": str(e)}
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            return {"error": f"Malformed request body: {e}"}
-        answer = {k: [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] for k, v in outputs.items()}
-        return {"outputs": answer if len(answer) > 1 else next(iter(answer.values()))}
-
-    def predict_grpc(self, request):
-        """A ``PredictRequest`` -> a ``PredictResponse``; raises ServingError like the server's error status."""
-        from tensorflow_serving.apis import predict_pb2
-
-        tf = self._tf
-        signature = request.model_spec.signature_name or "serving_default"
-        if len(request.inputs) != 1:
-            raise ServingError(f"Expected one input, got {len(request.inputs)}.")
-        (name, proto), = request.inputs.items()
-        outputs = self._run(signature, name, tf.make_ndarray(proto))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.CopyFrom(request.model_spec)
-        for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
-        return response
-
-
-def read_inputs(paths, signature):
-    """Image files -> bytes (classify_bytes) or one uint8 batch (serving_default, embed)."""
-    import tensorflow as tf
-
-    encoded = []
-    for path in paths:
-        with open(path, "rb") as f:
-            encoded.append(f.read())
-    if signature == "classify_bytes":
-        return encoded
-    images = []
-    for path, data in zip(paths, encoded):
-        try:
-            images.append(tf.io.decode_image(data, expand_animations=False).numpy())
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-            raise ValueError(f"Cannot decode image {path}: {e.message.strip()}") from None
-    if len({im.shape for im in images}) > 1:
-        raise ValueError(f"{signature} sends one uint8 batch, so the images must share one size and channel "
-                         "count; these differ. Use --signature=classify_bytes (the default) for mixed files.")
-    return np.stack(images)
-
-
-def main(argv=None):
-    import argparse
-
-    from scl_amp_tf.edge.edge_classify import image_files
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", required=True, help="An image file or a folder of images.")
-    parser.add_argument("--server", default="localhost:8501", help="host:port of TF Serving (REST 8501, gRPC 8500).")
-    parser.add_argument("--protocol", default="rest", choices=("rest", "grpc"))
-    parser.add_argument("--model_name", default=None,
-                        help="TF Serving's model name (the folder under the export root).")
-    parser.add_argument("--version", type=int, default=None, help="A specific version (default: the newest).")
-    parser.add_argument("--signature", default="classify_bytes", choices=sorted(SIGNATURE_INPUTS))
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="Seconds the whole request may take (connection, sending, the full answer).")
-    parser.add_argument("--saved_model", default=None,
-                        help="Answer with this SavedModel (a version folder) in-process instead of a server.")
-    args = parser.parse_args(argv)
-    try:
-        paths = image_files(args.images)
-        inputs = read_inputs(paths, args.signature)
-        if args.saved_model:
-            local = LocalModel(args.saved_model)
-            if args.protocol == "rest":
-                outputs = outputs_from_rest(local.predict_rest(rest_body(args.signature, inputs)), args.signature)
-            else:
-                model = args.model_name or "local"
-                outputs = outputs_from_grpc(local.predict_grpc(grpc_request(model, args.signature, inputs)))
-        else:
-            if not args.model_name:
-                parser.error("--model_name is needed to reach a server.")
-            send = send_rest if args.protocol == "rest" else send_grpc
-            if args.timeout <= 0:
-                parser.error(f"--timeout={args.timeout} must be positive.")
-            outputs = send(args.server, args.model_name, args.signature, inputs, args.version, timeout=args.timeout)
-    except (OSError, ValueError, ServingError) as e:
+        paths = image_files(FLAGS.images)
+        outputs = _outputs(paths)
+    except (OSError, ValueError, serving_requests.ServingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for i, path in enumerate(paths):
         if "class_name" in outputs:
             name = outputs["class_name"][i]
             name = name.decode() if isinstance(name, bytes) else name
-            print(f"{path}\t{name}\t{float(np.max(outputs['scores'][i])):.4f}")
+            print(f"{path}\t{name}\t{float(outputs['scores'][i].max()):.4f}")
         else:
             print(f"{path}\t" + " ".join(f"{v:.4f}" for v in outputs["embedding"][i]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

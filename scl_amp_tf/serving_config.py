@@ -34,9 +34,9 @@ def models_config(model_names, base_path=DEFAULT_BASE_PATH):
 
 def write(export_dir, base_path=DEFAULT_BASE_PATH):
     """Writes ``export_dir/models.config`` naming every model with a published version; returns its path."""
-    from scl_amp_tf import exporting
+    from scl_amp_tf import export_versions
 
-    names = [n for n in sorted(os.listdir(export_dir)) if exporting.versions(os.path.join(export_dir, n))]
+    names = [n for n in sorted(os.listdir(export_dir)) if export_versions.versions(os.path.join(export_dir, n))]
     path = os.path.join(export_dir, CONFIG_FILE)
     text = models_config(names, base_path)
     atomic_write(path, lambda tmp: open(tmp, "w").write(text))

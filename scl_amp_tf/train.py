@@ -16,7 +16,7 @@ from absl import app, flags
 
 from scl_amp_tf.distribute import PRECISIONS, STRATEGIES
 from scl_amp_tf.invariance import TTA
-from scl_amp_tf.training import TrainConfig
+from scl_amp_tf.train_config import TrainConfig
 
 _DEFAULTS = TrainConfig(model_dir="")
 

@@ -13,6 +13,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+import scl_amp_tf  # noqa: E402,F401  (first: its import hook holds back TensorFlow's C++ INFO lines)
 import tensorflow as tf  # noqa: E402
 
 NUM_LOGICAL_CPUS = 2

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from scl_amp_tf import distribute, models
-from scl_amp_tf.training import TrainConfig, train_and_evaluate
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
 
 # 38 classes x 2 images = 76 training images = 2 global batches of 38 (19 per worker): no short
 # batch, so one process and two workers see exactly the same global batches.

@@ -19,10 +19,12 @@ import tensorflow as tf
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import enrolment, exporting, serving_client, serving_graph, synthetic_wafers
+from scl_amp_tf import enrolment, export_versions, exporting, serving_graph, serving_requests, synthetic_wafers
 from scl_amp_tf.edge import edge_classify
-from scl_amp_tf.reference import ReferenceDatabase
-from scl_amp_tf.training import TrainConfig, train_and_evaluate
+from scl_amp_tf.export_parity import agreement, encode_png, keras_embeddings
+from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
 
 TRAINED = ["C", "D", "EL", "L", "NF"]  # Center, Donut, Edge-Loc, Loc, Near-full  # the model learns these ...
 NEW = "R"  # Random  # ... and this one is enrolled after export
@@ -112,7 +114,7 @@ def test_layout_and_metadata(exported):
 def test_every_artefact_matches_keras_on_held_out_images(exported):
     encoder, database = _keras(exported)
     images, labels = exported["images"], exported["labels"]
-    reference = exporting.keras_embeddings(encoder, images)
+    reference = keras_embeddings(encoder, images)
     keras_predictions = database.predict(reference)
     # The reloaded graph reproduces the accuracy the training run reported.
     assert np.mean(keras_predictions == labels) == pytest.approx(exported["metrics"]["test_accuracy"], abs=1e-6)
@@ -121,18 +123,18 @@ def test_every_artefact_matches_keras_on_held_out_images(exported):
     assert np.array_equal(served["class_id"].numpy(), keras_predictions)
     assert [n.decode() for n in served["class_name"].numpy()] == [TRAINED[i] for i in keras_predictions]
     np.testing.assert_allclose(served["scores"].numpy(), database.scores(reference), atol=1e-5)
-    by_bytes = loaded.signatures["classify_bytes"](image_bytes=tf.constant(exporting.encode_png(images)))
+    by_bytes = loaded.signatures["classify_bytes"](image_bytes=tf.constant(encode_png(images)))
     assert np.array_equal(by_bytes["class_id"].numpy(), keras_predictions)
     embedded = loaded.signatures["embed"](images=tf.constant(images))["embedding"].numpy()
-    assert exporting.agreement(reference, embedded, database)["min_cosine"] >= 0.999
+    assert agreement(reference, embedded, database)["min_cosine"] >= 0.999
     bundle = str(exported["version"] / "assets.extra")
     for variant in ("fp32", "fp16"):
-        figure = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, variant).embed(images), database)
+        figure = agreement(reference, edge_classify.EdgeClassifier(bundle, variant).embed(images), database)
         assert figure["min_cosine"] >= 0.999 and figure["clear_disagreements"] == 0, (variant, figure)
-    int8 = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, "int8").embed(images), database)
+    int8 = agreement(reference, edge_classify.EdgeClassifier(bundle, "int8").embed(images), database)
     assert int8["min_cosine"] > 0.95 and int8["top1_agreement"] >= 0.9, int8
     # 16-bit activations: closer to the float model than int8, image by image.
-    int16x8 = exporting.agreement(reference, edge_classify.EdgeClassifier(bundle, "int16x8").embed(images), database)
+    int16x8 = agreement(reference, edge_classify.EdgeClassifier(bundle, "int16x8").embed(images), database)
     assert int16x8["min_cosine"] > max(0.99, int8["min_cosine"]), (int16x8, int8)
     assert int16x8["mean_cosine"] > int8["mean_cosine"], (int16x8, int8)
 
@@ -142,7 +144,7 @@ def test_signatures_resize_and_convert_like_training(exported):
     encoder, _ = _keras(exported)
     rng = np.random.default_rng(0)
     large = rng.integers(0, 256, (3, 75, 90, 1), dtype=np.uint8)
-    expected = exporting.keras_embeddings(encoder, data_lib.resize_images(large, SIZE))
+    expected = keras_embeddings(encoder, data_lib.resize_images(large, SIZE))
     loaded = tf.saved_model.load(str(exported["version"]))
     got = loaded.signatures["embed"](images=tf.constant(large))["embedding"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -157,16 +159,16 @@ def test_signatures_resize_and_convert_like_training(exported):
         Image.fromarray(image[..., 0]).convert(mode).save(buffer, format=fmt)
         files.append((buffer.getvalue(), image))
     out = loaded.signatures["classify_bytes"](image_bytes=tf.constant([f for f, _ in files]))["embedding"].numpy()
-    np.testing.assert_allclose(out, exporting.keras_embeddings(
+    np.testing.assert_allclose(out, keras_embeddings(
         encoder, data_lib.resize_images(np.stack([im for _, im in files]), SIZE)), atol=1e-5)
     jpeg = tf.io.encode_jpeg(large[0], quality=95).numpy()  # lossy: the decoded pixels are the reference
     decoded = tf.io.decode_jpeg(jpeg).numpy()[None]
     np.testing.assert_allclose(loaded.signatures["classify_bytes"](image_bytes=tf.constant([jpeg]))["embedding"],
-                               exporting.keras_embeddings(encoder, data_lib.resize_images(decoded, SIZE)), atol=1e-5)
+                               keras_embeddings(encoder, data_lib.resize_images(decoded, SIZE)), atol=1e-5)
 
 
 def test_bad_requests_get_an_error_message(exported):
-    local = serving_client.LocalModel(str(exported["version"]))
+    local = serving_requests.LocalModel(str(exported["version"]))
     good = exported["images"][:2]
     bad_bodies = {
         "float pixels": {"signature_name": "serving_default", "inputs": {"images": (good / 255.0).tolist()}},
@@ -188,40 +190,40 @@ def test_bad_requests_get_an_error_message(exported):
     # one bad string of a batch is named by its index; a decompression bomb is refused before decoding
     huge = io.BytesIO()
     Image.new("L", (8000, 8000)).save(huge, "PNG")  # 64 megapixels in a few tens of kilobytes
-    small = exporting.encode_png(good[:1])[0]
+    small = encode_png(good[:1])[0]
     for batch, message in (([small, b"junk", small], "image_bytes[1] is not a PNG"),
                            ([small, small, huge.getvalue()], "image_bytes[2] has 64000000 pixels, above the limit")):
         error = local.predict_rest({"signature_name": "classify_bytes", "inputs": {"image_bytes": [
             {"b64": base64.b64encode(b).decode()} for b in batch]}})["error"]
         assert message in error, error
-    request = serving_client.grpc_request("wafers", "serving_default", good)
+    request = serving_requests.grpc_request("wafers", "serving_default", good)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(good.astype(np.float32)))
-    with pytest.raises(serving_client.ServingError, match="uint8"):
+    with pytest.raises(serving_requests.ServingError, match="uint8"):
         local.predict_grpc(request)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((0, SIZE, SIZE, 1), np.uint8)))
-    with pytest.raises(serving_client.ServingError, match="Empty request"):  # the graph's own check
+    with pytest.raises(serving_requests.ServingError, match="Empty request"):  # the graph's own check
         local.predict_grpc(request)
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(good.astype(np.int32)))
-    with pytest.raises(serving_client.ServingError, match="uint8"):  # gRPC carries a dtype: no silent cast
+    with pytest.raises(serving_requests.ServingError, match="uint8"):  # gRPC carries a dtype: no silent cast
         local.predict_grpc(request)
     # A single-output signature answers its value unnamed, as TF Serving's columnar format does.
-    answer = local.predict_rest(serving_client.rest_body("embed", good))
+    answer = local.predict_rest(serving_requests.rest_body("embed", good))
     assert isinstance(answer["outputs"], list)
-    assert serving_client.outputs_from_rest(answer, "embed")["embedding"].shape == (2, 128)
-    assert serving_client.outputs_from_rest({"outputs": [[0.6, 0.8]]}, "embed")["embedding"].shape == (1, 2)
+    assert serving_requests.outputs_from_rest(answer, "embed")["embedding"].shape == (2, 128)
+    assert serving_requests.outputs_from_rest({"outputs": [[0.6, 0.8]]}, "embed")["embedding"].shape == (1, 2)
     with pytest.raises(ValueError, match="uint8 images"):  # the client refuses before sending
-        serving_client.rest_body("serving_default", good.astype(np.float32))
+        serving_requests.rest_body("serving_default", good.astype(np.float32))
     with pytest.raises(ValueError, match="Empty request"):
-        serving_client.grpc_request("wafers", "classify_bytes", [])
+        serving_requests.grpc_request("wafers", "classify_bytes", [])
 
 
-def test_client_rest_and_grpc_round_trip_through_local_servers(exported):
+def test_client_rest_and_grpc_round_trip_through_local_servers(exported, tmp_path):
     """The client's real HTTP and gRPC requests, answered by stand-in servers backed by the SavedModel
     (TF Serving itself cannot run here); both answer what the Keras model predicts."""
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    local = serving_client.LocalModel(str(exported["version"]))
+    local = serving_requests.LocalModel(str(exported["version"]))
 
     class Rest(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
@@ -238,7 +240,7 @@ def test_client_rest_and_grpc_round_trip_through_local_servers(exported):
         def Predict(self, request, context):
             try:
                 return local.predict_grpc(request)
-            except serving_client.ServingError as e:
+            except serving_requests.ServingError as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
     rest_server = http.server.HTTPServer(("127.0.0.1", 0), Rest)  # port 0: a free one
@@ -250,19 +252,30 @@ def test_client_rest_and_grpc_round_trip_through_local_servers(exported):
     try:
         encoder, database = _keras(exported)
         images = exported["images"][:6]
-        expected = [TRAINED[i] for i in database.predict(exporting.keras_embeddings(encoder, images))]
+        expected = [TRAINED[i] for i in database.predict(keras_embeddings(encoder, images))]
         rest_address = f"127.0.0.1:{rest_server.server_address[1]}"
-        for send, server in ((serving_client.send_rest, rest_address),
-                             (serving_client.send_grpc, f"127.0.0.1:{grpc_port}")):
-            for signature, inputs in (("serving_default", images), ("classify_bytes", exporting.encode_png(images))):
+        for send, server in ((serving_requests.send_rest, rest_address),
+                             (serving_requests.send_grpc, f"127.0.0.1:{grpc_port}")):
+            for signature, inputs in (("serving_default", images), ("classify_bytes", encode_png(images))):
                 outputs = send(server, "wafers", signature, inputs)
                 names = [n.decode() if isinstance(n, bytes) else n for n in outputs["class_name"]]
                 assert names == expected, (send.__name__, signature)
                 assert outputs["scores"].shape == (6, len(TRAINED))
             embedding = send(server, "wafers", "embed", images)["embedding"]
-            np.testing.assert_allclose(embedding, exporting.keras_embeddings(encoder, images), atol=1e-5)
-            with pytest.raises(serving_client.ServingError, match="[Ii]mage"):
+            np.testing.assert_allclose(embedding, keras_embeddings(encoder, images), atol=1e-5)
+            with pytest.raises(serving_requests.ServingError, match="[Ii]mage"):
                 send(server, "wafers", "classify_bytes", [b"not an image"])
+        # the command line, against the REST server: one line per file, the class the Keras model predicts
+        for k, png in enumerate(encode_png(images)):
+            (tmp_path / f"q{k}.png").write_bytes(png)
+        result = _cli("scl_amp_tf.serving_client", f"--server={rest_address}", "--model_name=wafers",
+                      f"--images={tmp_path}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = [line.split("\t") for line in result.stdout.splitlines()]
+        assert [os.path.basename(r[0]) for r in rows] == [f"q{k}.png" for k in range(6)]
+        assert [r[1] for r in rows] == expected
+        result = _cli("scl_amp_tf.serving_client", f"--server={rest_address}", f"--images={tmp_path}", cwd=tmp_path)
+        assert result.returncode != 0 and "--model_name is needed" in result.stderr
     finally:
         rest_server.shutdown()
         grpc_server.stop(None)
@@ -287,7 +300,7 @@ def test_edge_runner_classifies_a_folder_without_tensorflow(exported, tmp_path):
         assert rows[0] == "file,class,score" and len(rows) == 11
         if variant == "fp32":
             encoder, database = _keras(exported)
-            expected = [TRAINED[i] for i in database.predict(exporting.keras_embeddings(encoder, images))]
+            expected = [TRAINED[i] for i in database.predict(keras_embeddings(encoder, images))]
             assert [r.split(",")[1] for r in rows[1:]] == expected
     missing = subprocess.run([sys.executable, str(script), f"--images={tmp_path / 'nowhere'}"],
                              capture_output=True, text=True, timeout=300)
@@ -384,7 +397,7 @@ def test_enrolment_says_when_its_own_images_predict_as_another_class(tmp_path):
     counted, and the version's description warns with the classes they are closer to."""
     eye = np.eye(4, dtype=np.float32)
     embeddings = np.stack([eye[0] + 0.05 * eye[3]] * 3 + [eye[2], eye[2] + 0.1 * eye[1]])
-    prototype = exporting.l2_normalize(embeddings).mean(axis=0, keepdims=True)
+    prototype = l2_normalize(embeddings).mean(axis=0, keepdims=True)
     database = ReferenceDatabase(np.concatenate([eye[:2], prototype]), np.array([2, 2, 5]), ["a", "b", "new"])
     checked = enrolment.enrolment_check(database, "new", embeddings)
     # An independent NumPy count: nearest prototype by cosine similarity.
@@ -394,8 +407,8 @@ def test_enrolment_says_when_its_own_images_predict_as_another_class(tmp_path):
                          "closer_to": {"a": int(np.sum(nearest == 0))}}
     assert checked["predicted_as_it"] == 2
     version = tmp_path / "1"
-    (version / exporting.EXTRA).mkdir(parents=True)
-    (version / exporting.EXTRA / exporting.METADATA_FILE).write_text(json.dumps(
+    (version / export_versions.EXTRA).mkdir(parents=True)
+    (version / export_versions.EXTRA / export_versions.METADATA_FILE).write_text(json.dumps(
         {"class_names": ["a", "b", "new"], "image_size": 8, "channels": 1, "parity": {}, "tflite": {},
          "enrolment": checked}))
     assert "warning: 3 of the 5 images enrolled as 'new' predict as another class: a (3)." in \
@@ -413,7 +426,7 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     # then the conformal quantile, the floor((n + 1) q)-th smallest.
     validation = np.load(os.path.join(exported["model_dir"], "split.npz"))["validation"]
     assert len(validation) == 15  # 3 of the 12 images of each of the 5 classes
-    z = exporting.keras_embeddings(encoder, data.images[train])
+    z = keras_embeddings(encoder, data.images[train])
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     labels = data.labels[train]
     best_scores = []
@@ -432,7 +445,7 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     assert metadata["reject_threshold"] == pytest.approx(expected_threshold, abs=1e-6)
     # A threshold that rejects some of the held-out images: the median of their best scores.
     images = exported["images"]
-    best = database.scores(exporting.keras_embeddings(encoder, images)).max(axis=1)
+    best = database.scores(keras_embeddings(encoder, images)).max(axis=1)
     threshold = float(np.median(best))
     version = exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set",
                                      formats="saved_model,tflite_fp32", check_images=16, reject_threshold=threshold)
@@ -440,7 +453,7 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     ids, names = served["class_id"].numpy(), [n.decode() for n in served["class_name"].numpy()]
     rejected = best < threshold
     assert 0 < rejected.sum() < len(images)
-    keras_ids = np.argmax(database.scores(exporting.keras_embeddings(encoder, images)), axis=1)
+    keras_ids = np.argmax(database.scores(keras_embeddings(encoder, images)), axis=1)
     np.testing.assert_array_equal(ids, np.where(rejected, -1, keras_ids))
     assert names == [exporting.UNKNOWN_NAME if r else TRAINED[i] for r, i in zip(rejected, keras_ids)]
     assert f"reject threshold {threshold:.4f}" in exporting.describe_version(version)
@@ -608,18 +621,18 @@ def test_the_rest_timeout_bounds_the_whole_request_and_bad_answers_are_one_line_
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     address = f"127.0.0.1:{server.server_address[1]}"
-    png = [exporting.encode_png(np.zeros((1, 8, 8, 1), np.uint8))[0]]
+    png = [encode_png(np.zeros((1, 8, 8, 1), np.uint8))[0]]
     try:
         start = time.monotonic()
-        with pytest.raises(serving_client.ServingError, match=r"No complete answer .* within 1\.5 s"):
-            serving_client.send_rest(address, "slow", "classify_bytes", png, timeout=1.5)
+        with pytest.raises(serving_requests.ServingError, match=r"No complete answer .* within 1\.5 s"):
+            serving_requests.send_rest(address, "slow", "classify_bytes", png, timeout=1.5)
         assert time.monotonic() - start < 4  # a byte every 0.3 s would have taken 300 s
-        with pytest.raises(serving_client.ServingError, match="neither outputs nor error"):
-            serving_client.send_rest(address, "odd", "classify_bytes", png)
+        with pytest.raises(serving_requests.ServingError, match="neither outputs nor error"):
+            serving_requests.send_rest(address, "odd", "classify_bytes", png)
         with pytest.raises(ValueError, match="http:// or https://"):
-            serving_client.send_rest("ftp://127.0.0.1:21", "odd", "classify_bytes", png)
-        with pytest.raises((ValueError, serving_client.ServingError), match="127.0.0.1:99999"):
-            serving_client.send_rest("127.0.0.1:99999", "odd", "classify_bytes", png)
+            serving_requests.send_rest("ftp://127.0.0.1:21", "odd", "classify_bytes", png)
+        with pytest.raises((ValueError, serving_requests.ServingError), match="127.0.0.1:99999"):
+            serving_requests.send_rest("127.0.0.1:99999", "odd", "classify_bytes", png)
     finally:
         server.shutdown()
 
@@ -682,7 +695,7 @@ def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
     export_dir = tmp_path / "exported"
     version = exporting.export_model(config.model_dir, str(export_dir), formats="saved_model,tflite_fp32",
                                      check_images=16, representative_images=16)
-    bundle = os.path.join(version, exporting.EXTRA)
+    bundle = os.path.join(version, export_versions.EXTRA)
     assert edge_classify.load_metadata(bundle)["tta"] == "dihedral"
     loaded = tf.saved_model.load(version)
     sample = test_images[:6]

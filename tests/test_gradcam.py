@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from scl_amp_tf import gradcam, models
+from scl_amp_tf import models, saliency
 from scl_amp_tf.reference import ReferenceDatabase
-from scl_amp_tf.training import TrainConfig, train_and_evaluate
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
 
 S, SQUARE = 48, 10  # resnet_tiny's last block is 2x2 at 48x48: one cell per image quadrant
 CELL = S // 2
@@ -85,11 +86,11 @@ def test_map_follows_the_object(square_detector, kind):
     for name, where in {"left": (middle, near), "right": (middle, far), "top": (near, middle),
                         "bottom": (far, middle)}.items():
         images = _squares(4, np.random.default_rng(1), where)
-        cams, scores = gradcam.gradcam_and_scores(model, images, reference_db=database)
+        cams, scores = saliency.gradcam_and_scores(model, images, reference_db=database)
         assert cams.shape == (4, S, S) and cams.dtype == np.float32
         assert cams.min() >= 0 and np.allclose(cams.max(axis=(1, 2)), 1)
         assert np.all(np.argmax(scores, 1) == 1), (name, scores)  # the square is found ...
-        np.testing.assert_array_equal(gradcam.gradcam(model, images, 1, database), cams)  # ... and explained
+        np.testing.assert_array_equal(saliency.gradcam(model, images, 1, database), cams)  # ... and explained
         centres[name] = _centre_of_mass(cams)
     # The mass moves the way the square moves, clearly more than across it (a transposed or
     # flipped map fails this).
@@ -126,15 +127,15 @@ def test_matches_a_direct_computation(kind):
         peak = cam.max(axis=(1, 2), keepdims=True)
         cam = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)  # an all-zero map stays zero
         assert np.sum(peak > 0) >= 4  # the comparison is not between zero maps
-        cams, got_scores = gradcam.gradcam_and_scores(model, images, class_ids, database)
+        cams, got_scores = saliency.gradcam_and_scores(model, images, class_ids, database)
         np.testing.assert_allclose(got_scores, scores.numpy(), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(cams, cam, atol=1e-4)
     uint8 = np.round(images * 255).astype(np.uint8)  # uint8 images are scaled as in training
-    np.testing.assert_allclose(gradcam.gradcam(model, uint8, 0, database),
-                               gradcam.gradcam(model, uint8 / np.float32(255), 0, database), atol=1e-5)
+    np.testing.assert_allclose(saliency.gradcam(model, uint8, 0, database),
+                               saliency.gradcam(model, uint8 / np.float32(255), 0, database), atol=1e-5)
     if kind == "scl_amp":
         with pytest.raises(ValueError, match="reference_db"):
-            gradcam.gradcam(model, images)
+            saliency.gradcam(model, images)
 
 
 def _cli(*args, cwd):
@@ -155,7 +156,7 @@ def test_command_line_draws_the_grid(tmp_path):
                   f"--output={output}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(output)
-    cell = gradcam.CELL_INCHES * gradcam.DPI
+    cell = saliency.CELL_INCHES * saliency.DPI
     with Image.open(output) as png:  # 3 rows (images) x 3 columns (image, SCL-AMP, CE)
         assert png.size == (round(3 * cell), round(3 * cell))
     assert os.listdir(output.parent) == ["gradcam.png"]
@@ -170,7 +171,7 @@ def test_command_line_draws_the_grid(tmp_path):
     settings = json.load(open(os.path.join(other, "config.json")))
     json.dump({**settings, "image_size": 40}, open(os.path.join(other, "config.json"), "w"))
     with pytest.raises(ValueError, match="image_size") as error:
-        gradcam.make_figure([runs[0], other], str(tmp_path / "mismatch.png"), num_images=1)
+        saliency.make_figure([runs[0], other], str(tmp_path / "mismatch.png"), num_images=1)
     assert runs[0] in str(error.value) and other in str(error.value)
     assert not (tmp_path / "mismatch.png").exists()
 
@@ -195,7 +196,7 @@ def test_own_images_in_colour_with_a_colour_bar(tmp_path):
     output = tmp_path / "own.png"
     result = _cli(f"--model_dirs={run}", f"--images={mine}", f"--output={output}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    cell = gradcam.CELL_INCHES * gradcam.DPI
+    cell = saliency.CELL_INCHES * saliency.DPI
     with Image.open(output) as png:  # 2 rows (the two files) x 2 columns (image, SCL-AMP)
         assert png.size == (round(2 * cell), round(2 * cell))
         pixels = np.asarray(png.convert("RGB")).astype(int)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from scl_amp_tf import exporting, int8_error_budget, models, quantization, tflite_models
+from scl_amp_tf import export_parity, exporting, int8_error_budget, models, quantization, tflite_models
 
 SIZE = 32
 
@@ -81,7 +81,7 @@ def test_simulation_matches_the_converter_and_the_budget_switches_rounding(tmp_p
         np.testing.assert_allclose((chosen[name][1] - chosen[name][0]) / 255.0,
                                    tensor["quantization_parameters"]["scales"][0], rtol=1e-3)
 
-    reference = exporting.keras_embeddings(encoder, test)
+    reference = export_parity.keras_embeddings(encoder, test)
     rows = int8_error_budget.error_budget(simulated, x, reference, lambda e: np.argmax(e[:, :3], axis=1))
     by_name = {row["exact"]: row for row in rows}
     assert by_name["nothing"]["error"] > 1e-6
@@ -132,7 +132,7 @@ def test_int8_edge_model_is_the_encoder_reading_pixels_directly(backbone, channe
     encoder = _encoder(backbone, channels=channels)
     edge = quantization.int8_edge_model(encoder)
     pixels = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, channels)).astype(np.uint8)
-    cosine = np.sum(edge(pixels.astype(np.float32)).numpy() * exporting.keras_embeddings(encoder, pixels), axis=1)
+    cosine = np.sum(edge(pixels.astype(np.float32)).numpy() * export_parity.keras_embeddings(encoder, pixels), axis=1)
     assert cosine.min() > 0.9999
     layers = quantization.all_layers(edge).values()
     # ResNet-50's ImageNet-mean preprocessing shifts by up to 24 grey levels: its border is corrected exactly.

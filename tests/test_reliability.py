@@ -10,7 +10,8 @@ from PIL import Image
 
 from scl_amp_tf import checkpoints, files
 from scl_amp_tf.run_folder import LOCK
-from scl_amp_tf.training import TrainConfig, train_and_evaluate
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
 
 
 def _config(tmp_path, **kwargs):

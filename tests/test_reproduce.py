@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_amp_tf import recipes, reproducing, tables, training
+from scl_amp_tf import recipes, reproducing, tables, train_config
 
 TINY = {"epochs": 1, "image_size": 32, "batch_size": 16}
 
@@ -114,10 +114,10 @@ def test_report_only_and_bad_arguments(tmp_path, neu_like):
     with pytest.raises(ValueError, match="--methods"):
         reproducing.run_table(3, [0], "cpu", str(tmp_path), methods=["svm"], log=lambda _: None)
     with pytest.raises(ValueError, match="key=value"):
-        training.parse_overrides(["epochs"])
+        train_config.parse_overrides(["epochs"])
     with pytest.raises(ValueError, match="not model_dir, seed or method"):
-        training.parse_overrides(["seed=3"])
-    assert training.parse_overrides(["epochs=3", "symmetric=True", "backbone=resnet18"]) == {
+        train_config.parse_overrides(["seed=3"])
+    assert train_config.parse_overrides(["epochs=3", "symmetric=True", "backbone=resnet18"]) == {
         "epochs": 3, "symmetric": True, "backbone": "resnet18"}
 
 

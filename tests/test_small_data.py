@@ -10,7 +10,8 @@ import pytest
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import schedules, validation
-from scl_amp_tf.training import TrainConfig, train_and_evaluate
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
 
 CHANCE = 1 / 38
 
@@ -114,7 +115,7 @@ def test_restore_best_needs_a_validation_split(tmp_path):
 
 
 def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tmp_path):
-    from scl_amp_tf import training
+    from scl_amp_tf import run_folder, training
 
     pretrain = _config(tmp_path, model_dir=str(tmp_path / "pretrain"), method="contrastive", steps=40,
                        shots_per_class=5, test_fraction=0.5, unlabeled_data="rest", verbose=0)
@@ -126,7 +127,7 @@ def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tm
     history = metrics["final_train_metrics"]
     assert history["arc_loss"] == 0.0
     assert metrics["test_accuracy"] > 3 * CHANCE, metrics["test_accuracy"]
-    weights = os.path.join(pretrain.model_dir, training.BACKBONE_WEIGHTS)
+    weights = os.path.join(pretrain.model_dir, run_folder.BACKBONE_WEIGHTS)
     assert os.path.exists(weights)
     saved = keras.models.load_model(os.path.join(pretrain.model_dir, "encoder.keras"))
     expected = [w.copy() for w in saved.get_layer("resnet_tiny").get_weights()]

@@ -13,7 +13,8 @@ import tensorflow as tf
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import models
 from scl_amp_tf.reference import ReferenceDatabase
-from scl_amp_tf.training import TrainConfig, train_and_evaluate
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
 
 CHANCE = 1 / 38
 

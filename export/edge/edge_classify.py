@@ -21,6 +21,9 @@ training (the two agree to one gray level). An image that cannot be read, or has
 ``MAX_IMAGE_PIXELS`` pixels (checked from its header, before decoding), is named on stderr and
 skipped; the others are classified, and the exit code is 1. The .tflite file must be the one the
 bundle's JSON describes (its SHA-256): a model file of another export is refused.
+
+Its flags are argparse's, not absl's like every ``python -m scl_amp_tf.*`` command: this file is
+copied alone onto a device that installs only the three packages above (same flag names).
 """
 from __future__ import annotations
 
