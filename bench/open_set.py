@@ -32,10 +32,10 @@ import numpy as np
 def unseen_rejected(reference, reference_labels, queries, query_labels, threshold):
     """Mean over classes c of the fraction of c's queries whose best mean cosine similarity to the
     other classes' prototypes is below ``threshold`` (c left out of the database)."""
-    from scl_amp_tf import evaluation
+    from scl_amp_tf import open_set
 
     rates = [float(np.mean(best[query_labels == c] < threshold))
-             for c, best in evaluation.left_out_best_scores(reference, reference_labels, queries)
+             for c, best in open_set.left_out_best_scores(reference, reference_labels, queries)
              if np.any(query_labels == c)]
     return float(np.mean(rates))
 

@@ -1,6 +1,6 @@
 """Benchmark: training speed of SCL-AMP and the cross-entropy baseline, the input pipeline,
 strategies and memory, all through the training code path (``training.build_model`` and
-``data.pipeline``, the same as ``python -m scl_amp_tf.train``).
+``input_pipeline.pipeline``, the same as ``python -m scl_amp_tf.train``).
 
 Parts (``--parts``), one ``BENCH {json}`` line per figure:
 
@@ -86,7 +86,7 @@ class Runner:
     def __init__(self, strategy, method, batch_size, images, backbone, source):
         import tensorflow as tf
 
-        from scl_amp_tf import data, train_config, training
+        from scl_amp_tf import input_pipeline, train_config, training
 
         size, channels = images.images.shape[1], images.images.shape[-1]
         config = train_config.TrainConfig(model_dir="", method=method, backbone=backbone, image_size=size,
@@ -95,7 +95,7 @@ class Runner:
         multi = strategy.num_replicas_in_sync > 1
 
         def make_input(context=None):
-            return data.pipeline(images, batch_size=batch_size, views=views, seed=0, shuffle=True,
+            return input_pipeline.pipeline(images, batch_size=batch_size, views=views, seed=0, shuffle=True,
                                  input_context=context, drop_remainder=multi).repeat()
 
         if source == "pipeline":
@@ -130,8 +130,8 @@ def _rounds(runners, rounds, round_seconds, fixed_steps=None):
 
 
 def _pipeline_rate(images, batch_size, views, batches=50):
-    from scl_amp_tf import data
-    ds = data.pipeline(images, batch_size=batch_size, views=views, seed=0, shuffle=True).repeat()
+    from scl_amp_tf import input_pipeline
+    ds = input_pipeline.pipeline(images, batch_size=batch_size, views=views, seed=0, shuffle=True).repeat()
     it = iter(ds)
     next(it)
     start = time.perf_counter()

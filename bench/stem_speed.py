@@ -31,7 +31,7 @@ def main():
     import tensorflow as tf
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import train_config, training
+    from scl_amp_tf import input_pipeline, train_config, training
 
     images = data_lib.load("synthetic_wafers", image_size=args.image_size, synthetic_per_class=10, seed=0)
     strategy = tf.distribute.get_strategy()
@@ -40,7 +40,7 @@ def main():
         config = train_config.TrainConfig(model_dir="/tmp/unused", method=args.method, backbone=args.backbone,
                                           stem=stem, image_size=args.image_size, arc_on_views=True)
         model, _, _, views = training.build_model(config, strategy, images.images.shape[1:], images.num_classes)
-        dataset = data_lib.pipeline(images, batch_size=32, views=views, seed=0, shuffle=True,
+        dataset = input_pipeline.pipeline(images, batch_size=32, views=views, seed=0, shuffle=True,
                                     drop_remainder=True).repeat()
         model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing, first steps
         runs[stem] = (model, dataset)

@@ -15,7 +15,7 @@ while it wrote left a truncated file that no rerun could get past.
 A checkpoint is never written after a step whose loss is not finite (:class:`StopOnDivergence`
 stops such a run), so the last checkpoint is the last good state.
 
-The run's input pipeline is a function of (seed, epoch) (:func:`scl_amp_tf.data.pipeline`), and
+The run's input pipeline is a function of (seed, epoch) (:func:`scl_amp_tf.input_pipeline.pipeline`), and
 :func:`restore` tells the caller the epoch to start from *before* it builds that pipeline: a
 resumed run computes what the uninterrupted run would have.
 """

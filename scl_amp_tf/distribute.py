@@ -13,7 +13,7 @@
 Whatever the strategy, a global batch gives the same loss and update (see ``models`` and
 ``losses``: losses averaged over the global batch, negatives gathered across replicas, batch norm
 synchronised), and the input pipeline splits each global batch between the workers
-(``data.pipeline`` with the input context). In a multi-worker run only the chief writes the
+(``input_pipeline.pipeline`` with the input context). In a multi-worker run only the chief writes the
 model directory; every worker restores from it.
 """
 from __future__ import annotations

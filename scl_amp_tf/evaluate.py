@@ -63,11 +63,11 @@ def main(argv):
     if not FLAGS.model_dir:
         print("error: --model_dir is required (a finished run of python -m scl_amp_tf.train).", file=sys.stderr)
         return 2
-    from scl_amp_tf import evaluation
+    from scl_amp_tf import open_set
     from scl_amp_tf.evaluating import evaluate_run, short_table, write_projector, write_results
 
     try:
-        threshold = evaluation.parse_threshold(FLAGS.reject_threshold)
+        threshold = open_set.parse_threshold(FLAGS.reject_threshold)
         result, _, _, embeddings = evaluate_run(
             FLAGS.model_dir, reference_shots=FLAGS.reference_shots, seed=FLAGS.seed,
             representation=FLAGS.representation, reject_threshold=threshold,

@@ -25,7 +25,7 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     :func:`scl_amp_tf.inference.embed` does; a reference database is built from those embeddings."""
     import keras
 
-    from scl_amp_tf import evaluation, inference, reference, run_folder
+    from scl_amp_tf import evaluation, inference, open_set, reference, run_folder
 
     if representation not in REPRESENTATIONS:
         raise ValueError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
@@ -81,7 +81,7 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
         "open_set_auroc": None,
     }
     if threshold is not None:  # how well the score that the threshold cuts tells unknown defects apart
-        per_class = evaluation.leave_one_class_out_auroc(ref_embeddings, train_data.labels[refs], test_embeddings,
+        per_class = open_set.leave_one_class_out_auroc(ref_embeddings, train_data.labels[refs], test_embeddings,
                                                          test_data.labels)
         result["open_set_auroc"] = {
             "per_left_out_class": {test_data.class_names[c]: v for c, v in per_class.items()},

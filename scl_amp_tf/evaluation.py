@@ -1,5 +1,5 @@
 """Evaluation of a trained run: accuracy, per-class accuracy, confusion matrix, the k-shot
-reference database of section IV.A, few-shot episodes (Table IV) and open-set rejection.
+reference database of section IV.A, few-shot episodes (Table IV) and the open-set decision.
 
 Everything here works on NumPy arrays of labels, predictions, scores and embeddings, so each
 function can be checked against a direct computation; :mod:`scl_amp_tf.evaluate` is the
@@ -11,13 +11,9 @@ command line that feeds it a run's model and data.
 * Few-shot (section IV.B.2, Table IV): classes never seen in training, k references per class
   drawn per episode, every other image of those classes is a query (:func:`episode_split`
   never puts a reference among its own queries).
-* Open-set rejection (ours, beyond the paper): a query whose best mean similarity lies under a
-  threshold is reported as an unknown defect. ``auto`` calibrates the threshold on references
-  the network did not fit (a run's validation images): each one's best score over the classes,
-  its own class's prototype computed *without* it (leave-one-out, so it is scored like an unseen
-  image), and the threshold is a low quantile of those (default 5 %: about 95 % of known-class
-  images accepted). :func:`open_set_auroc`
-  measures known-vs-unknown separation without any threshold.
+* Open-set rejection (ours, beyond the paper): :func:`decide` reports a query whose best mean
+  similarity lies under a threshold as an unknown defect (``UNKNOWN``); the threshold's
+  calibration and the known-vs-unknown measures are in :mod:`scl_amp_tf.open_set`.
 """
 from __future__ import annotations
 
@@ -25,10 +21,9 @@ import textwrap
 
 import numpy as np
 
-from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.reference import ReferenceDatabase
 
 UNKNOWN = -1  # the prediction of a rejected query
-DEFAULT_REJECT_QUANTILE = 0.05
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -85,35 +80,6 @@ def summarize(labels, predictions, class_names):
             out[key] = float(np.mean(values[present]))
         out["balanced_accuracy"] = out["macro_recall"]
     return out
-
-
-def leave_one_class_out_auroc(reference_embeddings, reference_labels, query_embeddings, query_labels):
-    """Open-set rejection on a closed test set: each class in turn is taken out of the reference
-    database, its test images become queries of an unknown defect, the other classes' test images
-    stay known queries; the score is the best mean cosine similarity (what the reject threshold
-    cuts). Returns ``{class id: AUROC of known vs unknown}`` (scikit-learn's ``roc_auc_score``)."""
-    from sklearn import metrics
-
-    out = {}
-    for c, best in left_out_best_scores(reference_embeddings, reference_labels, query_embeddings):
-        known = query_labels != c
-        if known.all() or not known.any():
-            continue
-        out[c] = float(metrics.roc_auc_score(known.astype(int), best))
-    return out
-
-
-def left_out_best_scores(reference_embeddings, reference_labels, query_embeddings):
-    """For each class ``c`` of the references (but a last one): ``(c, best scores [N])``, every
-    query's best mean cosine similarity with ``c`` taken out of the reference database, i.e. as
-    if ``c`` were a defect type never enrolled (the score the reject threshold cuts)."""
-    for c in np.unique(reference_labels):
-        keep = reference_labels != c
-        if not keep.any():
-            continue
-        _, remaining = np.unique(reference_labels[keep], return_inverse=True)  # ids 0..K-2 for the database
-        _, scores, _ = reference_predictions(reference_embeddings[keep], remaining, query_embeddings, None)
-        yield int(c), scores.max(axis=1)
 
 
 def confusion_markdown(matrix, class_names, rejected_per_class=None):
@@ -214,106 +180,6 @@ def reference_predictions(reference_embeddings, reference_labels, query_embeddin
     return decide(scores, threshold), scores, database
 
 
-def leave_one_out_best_scores(embeddings, labels, among=None):
-    """Each reference's best score over the classes as if it had not been a reference: the mean
-    cosine similarity to every class's references, its own class's taken without it, maximised
-    over the classes. That is what the reject rule compares with the threshold for a new image
-    (:func:`decide`), so a threshold at the ``q`` quantile of these accepts about ``1 - q`` of
-    known-class images like them. Classes with a single reference are left out; ``among`` (a
-    boolean mask): only those references' scores (the others still count in the class means).
-    """
-    z = l2_normalize(embeddings).astype(np.float64)
-    labels = np.asarray(labels, np.int64)
-    among = np.ones(len(labels), bool) if among is None else np.asarray(among, bool)
-    classes = np.unique(labels)
-    counts = np.array([np.sum(labels == c) for c in classes], np.float64)
-    sums = np.stack([z[labels == c].sum(axis=0) for c in classes])
-    out = []
-    for k, label in enumerate(classes):
-        chosen = np.flatnonzero((labels == label) & among)
-        if counts[k] < 2 or not len(chosen):
-            continue
-        scores = z[chosen] @ (sums / counts[:, None]).T  # [n, classes]: every class with all its references
-        scores[:, k] = np.sum(z[chosen] * (sums[k] - z[chosen]), axis=1) / (counts[k] - 1)  # own class without it
-        out.append(scores.max(axis=1))
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def parse_threshold(value):
-    """``none`` -> None, ``auto`` -> "auto", a number -> float; anything else is a ValueError."""
-    value = str(value).strip().lower()
-    if value in ("none", ""):
-        return None
-    if value == "auto":
-        return "auto"
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"--reject_threshold={value!r} must be none, auto or a number (a cosine "
-                         "similarity in [-1, 1]).") from None
-
-
-def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, held_out=None):
-    """The conformal ``quantile`` (:func:`conformal_quantile`) of the references' leave-one-out best
-    scores (:func:`leave_one_out_best_scores`): at least ``1 - quantile`` of known-class images
-    like them are then accepted, on average. (The similarity to the own class alone, which this
-    used until 2026-12-02, is lower than the best score for every image that resembles another
-    class more, so its threshold accepted nearly every known image; BENCHMARKS.md.)
-
-    ``held_out`` (boolean mask): calibrate on these references only, images the network did not
-    fit (a run's validation split). Images it fitted score far higher than new images of their
-    class, so a threshold calibrated on them rejects most known-class test images; use
-    :func:`scl_amp_tf.run_folder.auto_reject_threshold` for a run.
-    """
-    similarities = leave_one_out_best_scores(embeddings, labels, held_out)
-    if len(similarities) == 0:
-        raise ValueError("--reject_threshold=auto needs two references of one class at least "
-                         "(it calibrates on each reference against the others of its class).")
-    if not 0.0 <= quantile < 1.0:
-        raise ValueError(f"--reject_quantile={quantile} must lie in [0, 1).")
-    return conformal_quantile(similarities, quantile)
-
-
-def conformal_quantile(scores, quantile):
-    """The ``k``-th smallest of ``n`` scores with ``k = floor((n + 1) * quantile)`` (split conformal
-    prediction, e.g. Angelopoulos and Bates 2021): a new image exchangeable with the ``n`` scores
-    falls below it with probability at most ``quantile``, so at least ``1 - quantile`` of known
-    images are accepted on average, however few the calibration images (an interpolated quantile
-    promises that only for large ``n``). Fewer than ``1 / quantile - 1`` scores promise nothing
-    (``k = 0``): ValueError."""
-    scores = np.sort(np.asarray(scores, np.float64))
-    k = int(np.floor((len(scores) + 1) * quantile + 1e-9))
-    if k < 1:
-        needed = int(np.ceil(1 / quantile - 1 - 1e-9)) if quantile > 0 else None
-        raise ValueError(f"--reject_threshold=auto with --reject_quantile={quantile} needs "
-                         f"{needed if needed else 'infinitely many'} calibration images at least; there are "
-                         f"{len(scores)}. Hold out more training images (--validation_fraction), raise "
-                         "--reject_quantile, or give the threshold as a number.")
-    return float(scores[k - 1])
-
-
-def auroc(positive_scores, negative_scores):
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2.
-
-    Computed from ranks (the Mann-Whitney U statistic), O(n log n).
-    """
-    pos = np.asarray(positive_scores, np.float64).reshape(-1)
-    neg = np.asarray(negative_scores, np.float64).reshape(-1)
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("AUROC needs positive and negative scores.")
-    both = np.concatenate([pos, neg])
-    order = np.argsort(both, kind="mergesort")
-    ranks = np.empty(len(both), np.float64)
-    sorted_scores = both[order]
-    # average ranks of tied scores (1-based)
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(both)]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = (s + e + 1) / 2.0
-    u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
-    return float(u / (len(pos) * len(neg)))
-
-
 def episode_split(labels, shots, rng):
     """One few-shot episode: ``shots`` references per class at random, every other image a query.
 
@@ -343,37 +209,3 @@ def few_shot_accuracies(embeddings, labels, shots, episodes, seed):
                                                   embeddings[queries], None)
         accuracies.append(float(np.mean(predictions == labels[queries])))
     return np.asarray(accuracies)
-
-
-def open_set_auroc(embeddings, labels, shots, episodes, seed, threshold=None):
-    """Known vs unknown defect types in the few-shot setting (ours, beyond the paper).
-
-    Each episode leaves every class out in turn: the database holds ``shots`` references of each
-    other class, its queries are the other images of those classes (known) and every image of
-    the left-out class (unknown, a defect type neither trained on nor enrolled). The score of a
-    query is its best mean cosine similarity. Returns the AUROC of each (episode, left-out class)
-    and, with ``threshold``, the fractions of known queries accepted and unknown ones rejected.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
-    if len(classes) < 3:
-        raise ValueError("Open-set episodes need three classes at least (two known, one unknown).")
-    aurocs, accepted, rejected = [], [], []
-    for _ in range(episodes):
-        for unknown in classes:
-            known_idx = np.flatnonzero(labels != unknown)
-            refs, queries = episode_split(labels[known_idx], shots, rng)
-            refs, queries = known_idx[refs], known_idx[queries]
-            remap = np.searchsorted(np.setdiff1d(classes, [unknown]), labels[refs])
-            database = ReferenceDatabase.from_embeddings(embeddings[refs], remap)
-            known_scores = database.scores(embeddings[queries]).max(axis=1)
-            unknown_scores = database.scores(embeddings[labels == unknown]).max(axis=1)
-            aurocs.append(auroc(known_scores, unknown_scores))
-            if threshold is not None:
-                accepted.append(float(np.mean(known_scores >= threshold)))
-                rejected.append(float(np.mean(unknown_scores < threshold)))
-    result = {"auroc": np.asarray(aurocs)}
-    if threshold is not None:
-        result.update(known_accepted=np.asarray(accepted), unknown_rejected=np.asarray(rejected))
-    return result

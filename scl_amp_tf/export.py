@@ -53,14 +53,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines about saving say nothing useful here
         logging.set_verbosity(logging.WARNING)
-    from scl_amp_tf import evaluation, exporting
+    from scl_amp_tf import exporting, open_set
 
     try:
         path = exporting.export_model(
             FLAGS.model_dir, FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
             formats=FLAGS.formats, representative_images=FLAGS.representative_images,
             check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed,
-            reject_threshold=evaluation.parse_threshold(FLAGS.reject_threshold), reject_quantile=FLAGS.reject_quantile)
+            reject_threshold=open_set.parse_threshold(FLAGS.reject_threshold), reject_quantile=FLAGS.reject_quantile)
     except (ValueError, OSError) as e:  # ExportError, DataError, bad settings, unwritable folders
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ import tempfile
 import keras
 import numpy as np
 
-from scl_amp_tf import evaluation
+from scl_amp_tf import evaluation, open_set
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
 from scl_amp_tf import run_folder
@@ -129,7 +129,7 @@ def calibration_and_check_images(train_images, representative_images, check_imag
 
 def export_model(model_dir, export_dir, *, model_name=None, version=None, formats="saved_model,tflite",
                  representative_images=200, check_images=64, data_dir=None, manual_dir=None, seed=0,
-                 reject_threshold=None, reject_quantile=evaluation.DEFAULT_REJECT_QUANTILE):
+                 reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE):
     """Exports a finished SCL-AMP training run; returns the published version's path.
 
     ``representative_images`` training images (drawn with ``seed``) calibrate int8, and

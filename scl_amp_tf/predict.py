@@ -46,12 +46,12 @@ def main(argv):
     import keras
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import evaluation, predicting
+    from scl_amp_tf import open_set, predicting
 
     try:
         paths = data_lib.list_images(FLAGS.images)
         if FLAGS.model_dir:
-            predictor = predicting.RunPredictor(FLAGS.model_dir, evaluation.parse_threshold(FLAGS.reject_threshold))
+            predictor = predicting.RunPredictor(FLAGS.model_dir, open_set.parse_threshold(FLAGS.reject_threshold))
         else:
             if FLAGS.reject_threshold != "none":
                 raise ValueError("--reject_threshold goes with --model_dir; an export applies the threshold it "

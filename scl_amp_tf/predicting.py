@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import evaluation
+from scl_amp_tf import evaluation, open_set
 from scl_amp_tf.reference import ReferenceDatabase
 
 UNKNOWN_NAME = "unknown"  # the class of a rejected image, as the export names it
@@ -66,7 +66,7 @@ class RunPredictor:
         if reject_threshold == "auto":
             _, train_data, _ = run_folder.load_run(model_dir)
             reject_threshold = run_folder.auto_reject_threshold(model_dir, self._outputs(train_data.images),
-                                                              train_data.labels, evaluation.DEFAULT_REJECT_QUANTILE)
+                                                              train_data.labels, open_set.DEFAULT_REJECT_QUANTILE)
         self.reject_threshold = reject_threshold
 
     def _outputs(self, images):

@@ -37,6 +37,11 @@ Where the difference is too large to leave at the border that the first convolut
 (ResNet-50's ImageNet mean), a constant correction is added after that convolution, whose output
 is then rounded on the stem's own grid (:func:`_border_ranges`), so that the stem is still
 rounded once inside the image.
+
+Why one file of about 490 lines: the export builds its int8 model from the simulator's own parts
+(the folded network, the ``"mse"`` ranges, the fixed input grid), so the two are one model of
+LiteRT's int8 arithmetic, changed and tested together; what only research uses is in
+:mod:`scl_amp_tf.int8_error_budget`.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def few_shot(config, episodes):
     import keras
 
     from scl_amp_tf import data as data_lib
-    from scl_amp_tf import evaluation, inference, run_folder
+    from scl_amp_tf import evaluation, inference, open_set, run_folder
 
     data = data_lib.load_dataset(config.dataset, config.image_size, data_dir=config.data_dir,
                               manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
@@ -68,13 +68,13 @@ def few_shot(config, episodes):
     out = {"novel_classes": [data.class_names[i] for i in novel_ids], "episodes": episodes, "representations": {}}
     for name, model in representations.items():
         z = inference.embed(model, data.images[novel], tta=tta)
-        threshold = evaluation.calibrate_threshold(inference.embed(model, train_data.images, tta=tta),
+        threshold = open_set.calibrate_threshold(inference.embed(model, train_data.images, tta=tta),
                                                    train_data.labels)
         entry = {"threshold": threshold}
         for k in FEW_SHOT_KS:
             entry[f"accuracy_k{k}"] = evaluation.few_shot_accuracies(z, data.labels[novel], k, episodes,
                                                                      config.seed).tolist()
-            rejection = evaluation.open_set_auroc(z, data.labels[novel], k, max(1, episodes // 10), config.seed,
+            rejection = open_set.open_set_auroc(z, data.labels[novel], k, max(1, episodes // 10), config.seed,
                                                   threshold=threshold)
             entry[f"open_set_k{k}"] = {key: value.tolist() for key, value in rejection.items()}
         out["representations"][name] = entry

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import evaluation
+from scl_amp_tf import open_set
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
 
 CONFIG = "config.json"  # the run's settings
@@ -99,4 +99,4 @@ def auto_reject_threshold(model_dir, train_embeddings, train_labels, quantile):
         raise ValueError(f"--reject_threshold=auto calibrates on training images the network did not fit, and "
                          f"{model_dir} has none: train it with --validation_fraction (e.g. 0.2), or give the "
                          "threshold as a number.")
-    return evaluation.calibrate_threshold(train_embeddings, train_labels, quantile, held_out=held_out)
+    return open_set.calibrate_threshold(train_embeddings, train_labels, quantile, held_out=held_out)

@@ -34,6 +34,7 @@ from scl_amp_tf import checkpoints
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
+from scl_amp_tf import input_pipeline
 from scl_amp_tf import models
 from scl_amp_tf import run_folder
 from scl_amp_tf import schedules
@@ -74,7 +75,7 @@ def _unlabeled_images(config, data, train_idx, test_idx):
 
 def steps_per_epoch(num_images, batch_size, num_replicas=1):
     """Optimizer steps in one pass over ``num_images`` (the last, short batch is dropped when
-    several replicas share a step, see :func:`data.pipeline`)."""
+    several replicas share a step, see :func:`input_pipeline.pipeline`)."""
     return num_images // batch_size if num_replicas > 1 else math.ceil(num_images / batch_size)
 
 
@@ -224,7 +225,7 @@ def _train_and_evaluate(config, callbacks, held):
                          "(or the same steps), or a new --model_dir.")
 
     def make_input(context):
-        labelled = data_lib.pipeline(
+        labelled = input_pipeline.pipeline(
             fit_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True,
             crop_scale=crop_scale, input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1,
             epochs=(initial_epoch, epochs))
@@ -233,7 +234,7 @@ def _train_and_evaluate(config, callbacks, held):
         # Each step: the labelled batch and a batch of unlabeled images (class id -1, L_con only),
         # walking through the pool in their own seeded stream; an epoch is one pass over the labelled images.
         unlabeled_batch = config.unlabeled_batch_size or config.batch_size
-        extra = data_lib.pipeline(
+        extra = input_pipeline.pipeline(
             data_lib.LabelledImages(unlabeled, np.full(len(unlabeled), -1, np.int64), data.class_names, "unlabeled"),
             batch_size=unlabeled_batch, views="three", seed=config.seed + UNLABELED_SEED_OFFSET, shuffle=True,
             crop_scale=crop_scale, input_context=context, drop_remainder=True, epochs=(initial_epoch, epochs),

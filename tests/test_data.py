@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
+from scl_amp_tf import input_pipeline
 
 
 def _dataset(per_class=(10, 12, 8), size=8, duplicate=True):
@@ -161,7 +162,7 @@ def test_pipeline_three_views_seeded_and_fresh_each_epoch():
 
     def batches(**kwargs):
         return [((a.numpy(), b.numpy(), c.numpy()), y.numpy()) for (a, b, c), y in
-                data_lib.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True, **kwargs)]
+                input_pipeline.pipeline(data, batch_size=8, views="three", seed=3, shuffle=True, **kwargs)]
 
     both = batches(epochs=(0, 2))
     per_epoch = len(both) // 2
@@ -189,7 +190,7 @@ def test_pipeline_walks_an_endless_pool_in_seeded_passes():
     pool = data_lib.LabelledImages(np.zeros((n, 4, 4, 1), np.uint8), np.arange(n), tuple(map(str, range(n))), "pool")
 
     def ids(epochs):
-        return np.concatenate([y.numpy() for _, y in data_lib.pipeline(
+        return np.concatenate([y.numpy() for _, y in input_pipeline.pipeline(
             pool, batch_size=8, views="one", seed=5, shuffle=True, drop_remainder=True, epochs=epochs,
             samples_per_epoch=16)])
 

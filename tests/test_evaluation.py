@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from scl_amp_tf import evaluation
+from scl_amp_tf import evaluation, open_set
 from scl_amp_tf.train_config import TrainConfig
 from scl_amp_tf.training import train_and_evaluate
 
@@ -62,7 +62,7 @@ def test_leave_one_class_out_auroc_by_hand():
     rng = np.random.default_rng(6)
     refs, ref_labels = rng.normal(size=(12, 4)), np.repeat([0, 1, 2], 4)
     queries, query_labels = rng.normal(size=(15, 4)), np.repeat([0, 1, 2], 5)
-    got = evaluation.leave_one_class_out_auroc(refs, ref_labels, queries, query_labels)
+    got = open_set.leave_one_class_out_auroc(refs, ref_labels, queries, query_labels)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     for c in range(3):
         others = [k for k in range(3) if k != c]
@@ -104,26 +104,26 @@ def test_leave_one_out_threshold_by_brute_force():
             scores = [unit[i] @ (unit[others] if c == labels[i] else unit[labels == c]).mean(0) for c in range(3)]
             best.append(max(scores))
             own.append(scores[labels[i]])
-    np.testing.assert_allclose(np.sort(evaluation.leave_one_out_best_scores(z, labels)), np.sort(best), atol=1e-6)
+    np.testing.assert_allclose(np.sort(open_set.leave_one_out_best_scores(z, labels)), np.sort(best), atol=1e-6)
     assert max(best) > 0 and np.any(np.array(best) > np.array(own) + 1e-3)  # another class can score higher
     # the conformal quantile: the floor((n + 1) q)-th smallest (14 scores, q = 0.2: the 3rd)
-    assert evaluation.calibrate_threshold(z, labels, 0.2) == pytest.approx(np.sort(best)[2], abs=1e-6)
+    assert open_set.calibrate_threshold(z, labels, 0.2) == pytest.approx(np.sort(best)[2], abs=1e-6)
     held = np.arange(15) % 2 == 0  # only some references calibrate; all of them count in the class means
     held_best = [b for i, b in zip([i for i in range(15) if labels[i] != 2], best) if held[i]]
-    assert len(held_best) == 7 and evaluation.calibrate_threshold(z, labels, 0.25, held_out=held) == pytest.approx(
+    assert len(held_best) == 7 and open_set.calibrate_threshold(z, labels, 0.25, held_out=held) == pytest.approx(
         np.sort(held_best)[1], abs=1e-6)  # floor(8 * 0.25) = 2nd smallest
     with pytest.raises(ValueError, match="needs 19 calibration images at least; there are 14"):
-        evaluation.calibrate_threshold(z, labels, 0.05)  # 14 scores cannot promise 95 %
+        open_set.calibrate_threshold(z, labels, 0.05)  # 14 scores cannot promise 95 %
     with pytest.raises(ValueError, match="two references of one class"):
-        evaluation.calibrate_threshold(z[:2], [0, 1])
+        open_set.calibrate_threshold(z[:2], [0, 1])
 
 
 def test_auroc_against_all_pairs():
     rng = np.random.default_rng(3)
     pos, neg = np.round(rng.normal(1, 1, 40), 1), np.round(rng.normal(0, 1, 30), 1)  # rounded: ties
     pairs = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg])
-    assert evaluation.auroc(pos, neg) == pytest.approx(pairs)
-    assert evaluation.auroc([2, 3], [0, 1]) == 1.0 and evaluation.auroc([0, 1], [2, 3]) == 0.0
+    assert open_set.auroc(pos, neg) == pytest.approx(pairs)
+    assert open_set.auroc([2, 3], [0, 1]) == 1.0 and open_set.auroc([0, 1], [2, 3]) == 0.0
 
 
 @pytest.mark.parametrize("shots", [1, 3, 5])
@@ -146,7 +146,7 @@ def test_few_shot_and_open_set_on_separable_clusters():
     z = centres[np.searchsorted([2, 3, 5, 6], labels)] + rng.normal(size=(40, 8))
     accuracies = evaluation.few_shot_accuracies(z, labels, 1, 5, seed=0)
     assert accuracies.shape == (5,) and np.all(accuracies == 1.0)
-    result = evaluation.open_set_auroc(z, labels, 3, 2, seed=0, threshold=0.5)
+    result = open_set.open_set_auroc(z, labels, 3, 2, seed=0, threshold=0.5)
     assert result["auroc"].shape == (8,) and np.all(result["auroc"] > 0.95)
     assert np.all(result["known_accepted"] > 0.9) and np.all(result["unknown_rejected"] > 0.9)
     # the same seed draws the same episodes
