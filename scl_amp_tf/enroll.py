@@ -17,14 +17,17 @@ import sys
 
 from absl import app, flags, logging
 
+from scl_amp_tf import command_flags
+
 flags.DEFINE_string("export_dir", None, "Root of the exported models (as given to python -m scl_amp_tf.export).")
 flags.DEFINE_string("model_name", None, "Model under --export_dir (needed only when it holds several).")
 flags.DEFINE_string("class_name", None, "The class to add, replace or remove.")
-flags.DEFINE_string("images", None, "Folder of images of that class (searched recursively).")
+command_flags.define_images("Images of that class: an image file or a folder (searched recursively).")
 flags.DEFINE_bool("replace", False, "Replace the references of an enrolled class with --images.")
 flags.DEFINE_bool("remove", False, "Remove the class.")
 flags.mark_flags_as_required(["export_dir", "class_name"])
 
+flags.adopt_module_key_flags(command_flags)  # --help lists the shared flags too
 FLAGS = flags.FLAGS
 
 

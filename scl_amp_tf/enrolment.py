@@ -21,9 +21,10 @@ from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 from scl_amp_tf.serving_graph import UNKNOWN_NAME, ExportError, decode
 
 
-def read_images(folder):
-    """Encoded bytes of every image file under ``folder``; raises naming a file that cannot be decoded."""
-    paths = edge_classify.image_files(folder)
+def read_images(path):
+    """Encoded bytes of the image file ``path`` or of every image file under the folder ``path``;
+    raises naming a file that cannot be decoded."""
+    paths = edge_classify.image_files(path)
     encoded = []
     for path in paths:
         data = tf.io.read_file(path)

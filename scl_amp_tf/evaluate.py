@@ -28,6 +28,7 @@ import sys
 
 from absl import app, flags, logging
 
+from scl_amp_tf import command_flags
 from scl_amp_tf.evaluating import REPRESENTATIONS  # NumPy only: TensorFlow loads in main
 
 flags.DEFINE_string("model_dir", None, "A finished training run (python -m scl_amp_tf.train).")
@@ -37,21 +38,16 @@ flags.DEFINE_integer("seed", 0, "Seed of the reference draw.")
 flags.DEFINE_enum("representation", "embedding", list(REPRESENTATIONS),
                   "embedding: the run's output (SCL-AMP embedding, CE softmax); backbone: a reference "
                   "database on the pooled backbone features (either method).")
-flags.DEFINE_string("reject_threshold", "none",
-                    "none | auto | a number: queries whose best mean cosine similarity is below it are "
-                    "reported as unknown (reference databases only).")
-flags.DEFINE_float("reject_quantile", 0.05,
-                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out best "
-                   "scores taken as the threshold (the run needs --validation_fraction).")
+command_flags.define_reject_threshold("are reported as unknown (reference databases only).")
 flags.DEFINE_enum("tta", None, ["none", "dihedral"],
                   "Test-time augmentation of every reference and query (default: the run's --tta): dihedral "
                   "averages each image's 8 rotations and flips.")
 flags.DEFINE_bool("projector", True, "Write the embeddings to TensorBoard's projector.")
 flags.DEFINE_integer("projector_max_images", 2000, "At most this many test images in the projector (seeded draw).")
 flags.DEFINE_string("output_dir", None, "Where the results go (default MODEL_DIR/evaluation).")
-flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the run recorded.")
-flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, if not the one the run recorded.")
+command_flags.define_recorded_data_location()
 
+flags.adopt_module_key_flags(command_flags)  # --help lists the shared flags too
 FLAGS = flags.FLAGS
 
 

@@ -17,6 +17,8 @@ import sys
 
 from absl import app, flags, logging
 
+from scl_amp_tf import command_flags
+
 flags.DEFINE_string("model_dir", None, "A finished SCL-AMP training run (python -m scl_amp_tf.train).")
 flags.DEFINE_string("export_dir", None, "Root of the exported models: EXPORT/<model_name>/<version>/.")
 flags.DEFINE_string("model_name", None, "Name under --export_dir (TF Serving's model name); "
@@ -28,23 +30,17 @@ flags.DEFINE_string("formats", "saved_model,tflite",
                     "slower on CPU).")
 flags.DEFINE_integer("representative_images", 200,
                      "Training images (drawn with --seed) that calibrate the int8 and int16x8 quantisation.")
-flags.DEFINE_string("reject_threshold", "none",
-                    "none | auto | a number: images whose best mean cosine similarity is below it are classified "
-                    "as unknown (class id -1) by every artefact. auto calibrates it on the run's validation "
-                    "images (train with --validation_fraction) like python -m scl_amp_tf.evaluate "
-                    "--reject_threshold=auto; enrolment keeps it.")
-flags.DEFINE_float("reject_quantile", 0.05,
-                   "For --reject_threshold=auto: the quantile of the validation images' leave-one-out best "
-                   "scores taken as the threshold (about 1 - quantile of known images accepted).")
+command_flags.define_reject_threshold("are classified as unknown (class id -1) by every artefact; enrolment "
+                                      "keeps it.")
 flags.DEFINE_integer("check_images", 64, "Training images every artefact is checked on before publishing.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration and check draws.")
 flags.DEFINE_string("serving_base_path", "/models",
                     "Where TF Serving sees --export_dir (the container's mount point): the base_path of each "
                     "model in EXPORT/models.config, which every export rewrites.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the run recorded.")
-flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, if not the one the run recorded.")
+command_flags.define_recorded_data_location()
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
+flags.adopt_module_key_flags(command_flags)  # --help lists the shared flags too
 FLAGS = flags.FLAGS
 
 

@@ -13,20 +13,22 @@ import sys
 
 from absl import app, flags, logging
 
+from scl_amp_tf import command_flags
+
 flags.DEFINE_list("model_dirs", None, "Finished training runs (python -m scl_amp_tf.train), one column each.")
 flags.DEFINE_list("labels", None, "Column titles, one per --model_dirs (default: CE or SCL-AMP).")
 flags.DEFINE_integer("num_images", 6, "Rows: test images of the first run's split (or at most this many "
                      "--images).")
-flags.DEFINE_string("images", None, "Your own images instead of test images: an image file or a folder "
-                    "(searched recursively), read as training reads them.")
+command_flags.define_images("Your own images instead of test images: an image file or a folder (searched "
+                             "recursively), read as training reads them.")
 flags.DEFINE_bool("per_class", True, "One image per class (the first --num_images classes); "
                   "--noper_class: --num_images test images at random.")
 flags.DEFINE_integer("seed", 0, "Seed of the choice of images.")
 flags.DEFINE_string("output", "gradcam.png", "The PNG written.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory, if not the one the runs recorded.")
-flags.DEFINE_string("manual_dir", None, "Manual-download folder of the dataset, if not the one the runs recorded.")
+command_flags.define_recorded_data_location("the runs")
 flags.mark_flag_as_required("model_dirs")
 
+flags.adopt_module_key_flags(command_flags)  # --help lists the shared flags too
 FLAGS = flags.FLAGS
 
 

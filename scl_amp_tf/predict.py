@@ -18,19 +18,21 @@ import sys
 
 from absl import app, flags
 
+from scl_amp_tf import command_flags
+
 flags.DEFINE_string("model_dir", None, "A finished training run (python -m scl_amp_tf.train).")
 flags.DEFINE_string("export_dir", None, "Root of exported models (python -m scl_amp_tf.export); the newest "
                     "version unless --version.")
 flags.DEFINE_string("model_name", None, "Model under --export_dir (needed only when it holds several).")
 flags.DEFINE_integer("version", None, "Exported version to use (default the newest).")
-flags.DEFINE_string("images", None, "An image file or a folder of images (searched recursively).")
+command_flags.define_images()
 flags.DEFINE_string("output", "predictions.csv", "The CSV file to write; - for standard output.")
-flags.DEFINE_string("reject_threshold", "none",
-                    "With --model_dir of an SCL-AMP run: none | auto | a number; images whose best mean cosine "
-                    "similarity is below it are 'unknown'.")
+command_flags.define_reject_threshold("are 'unknown' (with --model_dir of an SCL-AMP run; an export applies "
+                                      "the threshold it was exported with).")
 flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
 flags.mark_flag_as_required("images")
 
+flags.adopt_module_key_flags(command_flags)  # --help lists the shared flags too
 FLAGS = flags.FLAGS
 
 
@@ -51,7 +53,8 @@ def main(argv):
     try:
         paths = data_lib.list_images(FLAGS.images)
         if FLAGS.model_dir:
-            predictor = predicting.RunPredictor(FLAGS.model_dir, open_set.parse_threshold(FLAGS.reject_threshold))
+            predictor = predicting.RunPredictor(FLAGS.model_dir, open_set.parse_threshold(FLAGS.reject_threshold),
+                                               FLAGS.reject_quantile)
         else:
             if FLAGS.reject_threshold != "none":
                 raise ValueError("--reject_threshold goes with --model_dir; an export applies the threshold it "

@@ -17,9 +17,9 @@ import sys
 
 from absl import app, flags
 
-from scl_amp_tf import serving_requests
+from scl_amp_tf import command_flags, serving_requests
 
-flags.DEFINE_string("images", None, "An image file or a folder of images (searched recursively).")
+command_flags.define_images()
 flags.DEFINE_string("server", "localhost:8501", "host:port of TF Serving (REST 8501, gRPC 8500), or an "
                     "http(s) URL for REST.")
 flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "How to reach the server.")
@@ -31,6 +31,7 @@ flags.DEFINE_string("saved_model", None, "Answer with this SavedModel (a version
                     "a server.")
 flags.mark_flag_as_required("images")
 
+flags.adopt_module_key_flags(command_flags)  # --help lists the shared flags too
 FLAGS = flags.FLAGS
 
 
