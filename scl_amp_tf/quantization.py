@@ -1,7 +1,7 @@
 """An int8 simulator: where LiteRT's int8 model loses the Keras model's answers (beyond the paper).
 
-Post-training int8 (the converter's calibration on training images) flips 1-2 % of the Keras
-model's decisions on our trained models (BENCHMARKS.md). To see why, and to try remedies in
+Post-training int8 (the converter's calibration on training images) flips some of the Keras
+model's decisions on our trained models (measured in BENCHMARKS.md). To see why, and to try remedies in
 seconds instead of a conversion each, this module rebuilds an encoder as LiteRT's int8 kernels
 compute it, in Keras, with every rounding point switchable:
 
@@ -18,7 +18,7 @@ compute it, in Keras, with every rounding point switchable:
    their min / max (``ranges="minmax"``, what the converter's representative dataset alone
    gives) or, by default and in the export, the part of that range whose int8 rounding has the
    least squared error over the values seen (``"mse"``: a histogram per tensor; a few outliers
-   clipped, a finer step for all the rest; 17-33 % less embedding error on our trained models, BENCHMARKS.md).
+   clipped, a finer step for all the rest; less embedding error on our trained models, BENCHMARKS.md).
 4. :mod:`scl_amp_tf.int8_error_budget` (research, used by ``bench/`` and the tests; the export
    does not import it) measures the embedding error with everything rounded, with each tensor
    (or all weights, or all activations) exact: what each rounding point costs.
@@ -27,7 +27,7 @@ compute it, in Keras, with every rounding point switchable:
 norm folded, and an input path that keeps every pixel level. The training preprocessing maps the
 256 grey levels to [-1, 1] (or subtracts the ImageNet mean), and no int8 grid holds those levels
 exactly, since an int8 grid always holds zero; the converter also gave the separate ``/ 255``,
-channel copy and affine ops ranges that rounded pixels to 1.5-2 grey levels (BENCHMARKS.md). Here
+channel copy and affine ops ranges that rounded pixels to more than one grey level (BENCHMARKS.md). Here
 one 1 x 1 convolution maps the pixels to ``s * (p - 128)``, which an int8 grid of step ``s``
 holds exactly, the first convolution's bias absorbs the constant difference to the training
 preprocessing, and both tensors' ranges are fixed for the converter (TF's fake-quant op with

@@ -1,8 +1,8 @@
 """A validation split carved from the training images, and its accuracy after every epoch.
 
 With a few images per class the training signals say little about the test set: L_arc's
-accuracy on the original training images reaches 90-100 % while the test accuracy stays far
-below (the memorisation that ``--arc_on_views`` cures). ``--validation_fraction=f`` holds out a
+accuracy on the original training images climbs to nearly all of them while the test accuracy
+stays far below (the memorisation that ``--arc_on_views`` cures). ``--validation_fraction=f`` holds out a
 stratified fraction f of each class's training images; the network never trains on them. After
 every epoch :class:`ValidationAccuracy` classifies them the way the run is evaluated (SCL-AMP:
 the reference database of the remaining training images, section IV.A; CE: its softmax), so
