@@ -12,12 +12,12 @@ Example (NEU, 20 per class, the setting of the paper's Table III):
     python bench/small_data.py --dataset=folder:../shared/data/neu --shots_per_class=20 \
         --seeds=0,1,2 --backbone=resnet50 --image_size=64 --epochs=30
 
-Any other training flag can be passed after ``--set``: ``--set bn_momentum=0.99 margin=0.3``.
+Any other training flag can be passed after ``--set``: ``--set bn_momentum=0.99 margin=0.3``;
+``--output=bench/results/NAME.jsonl`` appends every line to that file as soon as its run ends.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -39,6 +39,7 @@ def main():
     parser.add_argument("--tag", default="", help="free text copied into every line")
     parser.add_argument("--set", nargs="*", default=[], help="extra TrainConfig fields, key=value")
     parser.add_argument("--keep_dirs", default=None, help="keep model dirs under this folder")
+    parser.add_argument("--output", default=None, help="append each BENCH line to this .jsonl as its run ends")
     args = parser.parse_args()
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
@@ -75,15 +76,15 @@ def main():
             for key in ("reference_db_accuracy_on_features",):
                 if key in metrics:
                     line[key] = round(metrics[key], 4)
-            print("BENCH " + json.dumps(line), flush=True)
+            bench_lines.emit(line, args.output)
             results.setdefault(method, []).append(metrics["test_accuracy"])
     for method, accs in results.items():
-        print("BENCH " + json.dumps({
+        bench_lines.emit({
             "figure": "accuracy_summary", "method": method, "tag": args.tag, "dataset": args.dataset,
             "shots_per_class": args.shots_per_class, "backbone": args.backbone,
             "image_size": args.image_size, "epochs": args.epochs, "extra": extra,
-            "mean": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4), "n": len(accs)}),
-            flush=True)
+            "mean": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4), "n": len(accs)},
+            args.output)
     if not args.keep_dirs:
         shutil.rmtree(root, ignore_errors=True)
 
