@@ -36,22 +36,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# The 8 defect types, in the column order of the multi-hot labels, and the 38 class names in
+# label order (index = label): MixedWM38's own, from its TFDS builder (one spelling of them).
+from scl_amp_tf.tfds_datasets.mixed_wm38.mixed_wm38_dataset_builder import CLASS_NAMES, COMPONENTS
+
 __all__ = ["COMPONENTS", "COMPONENT_NAMES", "CLASS_NAMES", "NUM_CLASSES", "OUTSIDE", "PASS", "FAIL",
            "multi_hot", "wafer_mask", "generate"]
 
-#: The 8 defect types, in the column order of the multi-hot labels (as in MixedWM38).
-COMPONENTS = ("C", "D", "EL", "ER", "L", "NF", "S", "R")
 #: Long names of :data:`COMPONENTS`, same order.
 COMPONENT_NAMES = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-Full", "Scratch", "Random")
 
-#: The 38 class names, in label order (index = label).
-CLASS_NAMES = (
-    "Normal", "C", "D", "EL", "ER", "L", "NF", "S", "R",
-    "C+EL", "C+ER", "C+L", "C+S", "D+EL", "D+ER", "D+L", "D+S", "EL+L", "EL+S", "ER+L", "ER+S", "L+S",
-    "C+EL+L", "C+EL+S", "C+ER+L", "C+ER+S", "C+L+S", "D+EL+L", "D+EL+S", "D+ER+L", "D+ER+S", "D+L+S",
-    "EL+L+S", "ER+L+S",
-    "C+L+EL+S", "C+L+ER+S", "D+L+EL+S", "D+L+ER+S",
-)
 NUM_CLASSES = len(CLASS_NAMES)
 
 OUTSIDE, PASS, FAIL = 0, 1, 2

@@ -12,22 +12,17 @@ Seeded, compressed (a few KB). Run: `python datasets/mixed_wm38/dummy_data/make_
 """
 
 import pathlib
+import sys
 
 import numpy as np
 
 OUT = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(OUT.parent))
+# The builder's own names: the order of `class_names` in the recovered copy (= C1..C38 of the paper).
+from mixed_wm38_dataset_builder import CLASS_NAMES, COMPONENTS  # noqa: E402
+
 SEED = 38
 SIZE = 52
-COMPONENTS = ('C', 'D', 'EL', 'ER', 'L', 'NF', 'S', 'R')
-# Order of `class_names` in the recovered copy (= C1..C38 of the paper).
-CLASS_NAMES = (
-    'Normal', 'C', 'D', 'EL', 'ER', 'L', 'NF', 'S', 'R',
-    'C+EL', 'C+ER', 'C+L', 'C+S', 'D+EL', 'D+ER', 'D+L', 'D+S', 'EL+L', 'EL+S',
-    'ER+L', 'ER+S', 'L+S',
-    'C+EL+L', 'C+EL+S', 'C+ER+L', 'C+ER+S', 'C+L+S', 'D+EL+L', 'D+EL+S',
-    'D+ER+L', 'D+ER+S', 'D+L+S', 'EL+L+S', 'ER+L+S',
-    'C+L+EL+S', 'C+L+ER+S', 'D+L+EL+S', 'D+L+ER+S',
-)
 CLASSES = ['Normal', 'C', 'NF', 'C+EL', 'D+EL+S', 'D+L+ER+S']
 MAPS_PER_CLASS = 2
 
