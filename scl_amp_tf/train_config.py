@@ -179,6 +179,16 @@ class TrainConfig:
         """``--stem``, with ``auto`` resolved for this image size (:func:`models.auto_stem`)."""
         return models.auto_stem(image_size, self.backbone) if self.stem == "auto" else self.stem
 
+    def loss_settings(self):
+        """The keyword arguments of :class:`scl_amp_tf.models.SclAmpModel`: tau (Eq. 1-2), m and s
+        (Eq. 4), alpha and beta (Eq. 5) and the variants; ``--method=contrastive`` has no labels,
+        so L_con alone (alpha 1, beta 0)."""
+        contrastive_only = self.method == "contrastive"
+        return dict(temperature=self.temperature, margin=self.margin, scale=self.arc_scale,
+                    alpha=1.0 if contrastive_only else self.alpha, beta=0.0 if contrastive_only else self.beta,
+                    symmetric=self.symmetric, arc_on_views=self.arc_on_views,
+                    class_aware_negatives=self.class_aware_negatives)
+
     def run_settings(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_KEYS}
 

@@ -116,13 +116,7 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
             config.lr_schedule, config.learning_rate, total_steps, config.warmup_fraction))
         if config.method in ("scl_amp", "contrastive"):
             encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
-            contrastive_only = config.method == "contrastive"  # no labels: L_con alone
-            model = models.SclAmpModel(encoder, num_classes, temperature=config.temperature,
-                                       margin=config.margin, scale=config.arc_scale,
-                                       alpha=1.0 if contrastive_only else config.alpha,
-                                       beta=0.0 if contrastive_only else config.beta, symmetric=config.symmetric,
-                                       arc_on_views=config.arc_on_views,
-                                       class_aware_negatives=config.class_aware_negatives)
+            model = models.SclAmpModel(encoder, num_classes, **config.loss_settings())
             model.build()
             model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
             views = "three"

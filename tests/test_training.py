@@ -240,3 +240,18 @@ def test_unlabeled_data_errors_leave_nothing(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_and_evaluate(config)
     assert not os.path.exists(config.model_dir)
+
+
+def test_loss_settings_are_the_models_keywords_and_contrastive_drops_l_arc():
+    import inspect
+
+    config = TrainConfig(model_dir="unused", temperature=0.2, margin=0.3, arc_scale=16.0, alpha=0.6, beta=0.4,
+                         arc_on_views=True)
+    settings = config.loss_settings()
+    keywords = {name for name, p in inspect.signature(models.SclAmpModel.__init__).parameters.items()
+                if p.kind == p.KEYWORD_ONLY}
+    assert set(settings) == keywords
+    assert settings == dict(temperature=0.2, margin=0.3, scale=16.0, alpha=0.6, beta=0.4, symmetric=False,
+                            arc_on_views=True, class_aware_negatives=False)
+    contrastive = TrainConfig(model_dir="unused", method="contrastive", alpha=0.6, beta=0.4).loss_settings()
+    assert (contrastive["alpha"], contrastive["beta"]) == (1.0, 0.0)
