@@ -35,3 +35,16 @@ def define_reject_threshold(applies):
     flags.DEFINE_float("reject_quantile", DEFAULT_REJECT_QUANTILE,
                        "For --reject_threshold=auto: the quantile of the validation images' leave-one-out best "
                        "scores taken as the threshold (at least about 1 - quantile of known images accepted).")
+
+
+def begin(argv, quiet_logging=True):
+    """The start of every command's ``main``: refuses positional arguments (every input is a flag)
+    and, with ``quiet_logging`` and unless ``--verbosity`` was given, keeps absl's log to warnings
+    (TFDS and TensorFlow log INFO lines on every dataset load and save that say nothing useful to
+    the user of a command; progress has its own bar)."""
+    from absl import app, logging
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if quiet_logging and not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)

@@ -32,8 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    command_flags.begin(argv, quiet_logging=False)
     if FLAGS.replace and FLAGS.remove:
         raise app.UsageError("Give at most one of --replace and --remove.")
     if FLAGS.remove and FLAGS.images:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from scl_amp_tf import command_flags
 from scl_amp_tf.evaluating import REPRESENTATIONS  # NumPy only: TensorFlow loads in main
@@ -52,10 +52,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:  # TFDS's INFO lines on every dataset load say nothing useful here
-        logging.set_verbosity(logging.WARNING)
+    command_flags.begin(argv)
     if not FLAGS.model_dir:
         print("error: --model_dir is required (a finished run of python -m scl_amp_tf.train).", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from scl_amp_tf import command_flags
 
@@ -45,10 +45,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines about saving say nothing useful here
-        logging.set_verbosity(logging.WARNING)
+    command_flags.begin(argv)
     from scl_amp_tf import exporting, open_set
 
     try:

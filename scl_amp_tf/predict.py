@@ -37,8 +37,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    command_flags.begin(argv, quiet_logging=False)
     if (FLAGS.model_dir is None) == (FLAGS.export_dir is None):
         print("error: give one of --model_dir (a training run) and --export_dir (an exported model).", file=sys.stderr)
         return 2

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from scl_amp_tf import command_flags
 from scl_amp_tf.tables import BUDGETS, ROWS, TABLES
 
 flags.DEFINE_enum("table", None, [str(t) for t in TABLES], "Which table of section IV to reproduce.")
@@ -61,10 +62,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:  # TFDS's INFO lines on every dataset load say nothing useful here
-        logging.set_verbosity(logging.WARNING)
+    command_flags.begin(argv)
     if FLAGS.table is None:
         print("error: --table is required (2, 3, 4, 5 or 6).", file=sys.stderr)
         return 2

@@ -49,8 +49,7 @@ def _outputs(paths):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    command_flags.begin(argv, quiet_logging=False)
     if not FLAGS.saved_model and not FLAGS.model_name:
         raise app.UsageError("--model_name is needed to reach a server.")
     if FLAGS.timeout <= 0:

@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from scl_amp_tf import command_flags
 from scl_amp_tf.distribute import PRECISIONS, STRATEGIES
 from scl_amp_tf.invariance import TTA
 from scl_amp_tf.train_config import TrainConfig
@@ -137,8 +138,7 @@ def config_from_flags() -> TrainConfig:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    command_flags.begin(argv, quiet_logging=False)
     from scl_amp_tf import training  # after flag parsing: TensorFlow loads here
 
     try:
