@@ -46,7 +46,7 @@ class Prediction:
 class RunPredictor:
     """A finished training run's encoder and its reference database (or softmax, for CE)."""
 
-    def __init__(self, model_dir, reject_threshold=None, reject_quantile=None):
+    def __init__(self, model_dir, reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE):
         import keras
 
         from scl_amp_tf import inference, run_folder
@@ -66,8 +66,7 @@ class RunPredictor:
         if reject_threshold == "auto":
             _, train_data, _ = run_folder.load_run(model_dir)
             reject_threshold = run_folder.auto_reject_threshold(model_dir, self._outputs(train_data.images),
-                                                              train_data.labels,
-                                                              reject_quantile or open_set.DEFAULT_REJECT_QUANTILE)
+                                                              train_data.labels, reject_quantile)
         self.reject_threshold = reject_threshold
 
     def _outputs(self, images):
