@@ -8,7 +8,6 @@ Table IV's episodes on the classes a run never saw.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -139,8 +138,6 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                 metrics_path = os.path.join(config.model_dir, "metrics.json")
                 if os.path.exists(metrics_path):
                     check_model_dir(config)  # finished with these settings, or an error
-                    with open(metrics_path) as f:
-                        config = dataclasses.replace(config, epochs=json.load(f).get("epochs", config.epochs))
                     log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
                 elif report_only:
                     log(f"table {table} {cell.key} {method} seed {seed}: not finished, left out")
@@ -155,7 +152,9 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                     log(f"  done in {time.time() - start:.0f} s")
                 with open(metrics_path) as f:
                     metrics = json.load(f)
-                run = {"cell": cell.key, "method": method, "seed": seed, "epochs": config.epochs,
+                # the epochs the run made (a step budget sets them from the training set's size)
+                run = {"cell": cell.key, "method": method, "seed": seed,
+                       "epochs": metrics.get("epochs", config.epochs),
                        "steps": metrics.get("steps"),
                        "test_accuracy": metrics["test_accuracy"], "num_train": metrics["num_train"],
                        "num_test": metrics["num_test"], "per_class_accuracy": metrics["per_class_accuracy"],
