@@ -1,0 +1,43 @@
+"""bench/targets.py reads the reproduced tables right: the recipe's mean over the seeds CE also has,
+the paired wins, the gap to the target, and the cells not run yet."""
+import importlib.util
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _targets_module():
+    spec = importlib.util.spec_from_file_location("targets", os.path.join(ROOT, "bench", "targets.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(cell, method, seed, accuracy):
+    return {"cell": cell, "method": method, "seed": seed, "test_accuracy": accuracy}
+
+
+def test_targets_table_from_reproduced_runs(tmp_path, capsys):
+    runs = [_run("20shot", "ce", 0, 0.90), _run("20shot", "ce", 1, 0.94),
+            _run("20shot", "scl_amp_recipe", 0, 0.92), _run("20shot", "scl_amp_recipe", 1, 0.93),
+            _run("20shot", "scl_amp_recipe", 2, 0.99),  # no CE for seed 2: not paired, left out
+            _run("20shot", "scl_amp", 0, 0.50)]
+    (tmp_path / "table_3.json").write_text(json.dumps({"conditions": {}, "runs": runs}))
+    demo = tmp_path / "demo.jsonl"
+    demo.write_text("\n".join("BENCH " + json.dumps(r) for r in [
+        {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 0, "test_accuracy": 0.80},
+        {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 1, "test_accuracy": 0.70},
+        {"figure": "accuracy", "tag": "t", "method": "ce", "seed": 0, "test_accuracy": 0.60},
+        {"figure": "accuracy", "tag": "t", "method": "ce", "seed": 1, "test_accuracy": 0.75},
+        {"figure": "accuracy", "tag": "other", "method": "scl_amp", "seed": 2, "test_accuracy": 0.99}]) + "\n")
+
+    _targets_module().main(["--results", str(tmp_path), "--demo_lines", str(demo), "--demo_tag", "t"])
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()}
+
+    # recipe seeds 0, 1: mean 92.5, sample std 0.707; CE 92.0 ± 2.83; 1 of 2 better; 95 - 92.5 = -2.5
+    assert lines["NEU, 20 / class"] == "| NEU, 20 / class | 95.0 | 92.50 ± 0.71 | -2.50 | 92.00 ± 2.83 | 1 of 2 | 0,1 |"
+    assert "not run yet" in lines["NEU, 10 / class"]
+    assert "not run yet" in lines["MixedWM38 (89 % copy), 20 / class"]  # no table_6.json at all
+    assert lines["demo (`configs/demo.cfg`)"] == (
+        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
