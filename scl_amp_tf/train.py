@@ -5,7 +5,7 @@
     python -m scl_amp_tf.train --dataset=folder:/data/my_defects --shots_per_class=20 \
         --model_dir=runs/mine
 
-Rerunning the same command resumes an interrupted run (Keras BackupAndRestore). Every
+Rerunning the same command resumes an interrupted run (``scl_amp_tf.checkpoints``). Every
 hyper-parameter of the paper's Table I is a flag; see ``--helpfull``.
 """
 from __future__ import annotations
@@ -116,6 +116,11 @@ flags.DEFINE_string("profile_batches", None,
 flags.DEFINE_integer("max_image_pixels", _DEFAULTS.max_image_pixels,
                      "Image files with more pixels (width x height, read from the header) are refused before "
                      "decoding, naming the file: a guard against decompression bombs.")
+flags.DEFINE_float("checkpoint_seconds", _DEFAULTS.checkpoint_seconds,
+                   "Write the checkpoint that resumes a killed run at the end of an epoch once this many seconds "
+                   "have passed since the last one (and always after the last epoch): a kill loses at most this "
+                   "much training, and many short epochs (few images, a step budget) do not wait on the disk. "
+                   "0: after every epoch. The resumed run computes the same as an uninterrupted one.")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose,
                      "0 silent, 1 progress bar (one line per epoch when the output is not a terminal, e.g. a "
                      "log file), 2 one line per epoch.")

@@ -32,7 +32,7 @@ OPTIMIZERS = ("adam", "sgd")
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
 # update), so a run may be resumed on other hardware.
 RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "steps", "strategy", "tpu", "jit_compile",
-                  "profile_batches", "max_image_pixels")
+                  "profile_batches", "max_image_pixels", "checkpoint_seconds")
 
 
 @dataclasses.dataclass
@@ -87,6 +87,8 @@ class TrainConfig:
     jit_compile: bool = False
     profile_batches: str | None = None
     verbose: int = 1
+    # How often the resume checkpoint is written (at an epoch's end; always after the last epoch).
+    checkpoint_seconds: float = 60.0
 
     def validate(self):
         """Raises ValueError naming the flag for any value outside its range."""
@@ -99,6 +101,7 @@ class TrainConfig:
             (self.stem in ("imagenet", "auto") or self.backbone != "resnet50",
              f"--stem={self.stem}: resnet50 has the ImageNet stem only; use resnet18 or resnet_tiny"),
             (self.max_image_pixels >= 1, f"--max_image_pixels={self.max_image_pixels} must be at least 1"),
+            (self.checkpoint_seconds >= 0, f"--checkpoint_seconds={self.checkpoint_seconds} must be at least 0"),
             (self.image_size >= 32, f"--image_size={self.image_size} must be at least 32"),
             (self.batch_size >= 2, f"--batch_size={self.batch_size} must be at least 2"),
             (self.epochs >= 1, f"--epochs={self.epochs} must be at least 1"),

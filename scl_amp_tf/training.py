@@ -244,7 +244,8 @@ def _train_and_evaluate(config, callbacks, held):
         ] if len(val_pos) else []
         # Validation first: the progress bar, TensorBoard and the history then see val_accuracy.
         divergence = checkpoints.StopOnDivergence()
-        callbacks = [divergence, *validating, checkpoints.EpochCheckpoint(backup_dir, chief=chief),
+        callbacks = [divergence, *validating, checkpoints.EpochCheckpoint(backup_dir, chief=chief,
+                                                                       every_seconds=config.checkpoint_seconds),
                      keras.callbacks.TensorBoard(log_dir, profile_batch=config.profiled_steps()
                                                  if config.profile_batches and chief else 0), *callbacks]
         start = time.time()

@@ -32,7 +32,7 @@ class _KillAfter(keras.callbacks.Callback):
 
 
 def test_a_truncated_checkpoint_and_an_empty_record_do_not_stop_a_resume(tmp_path):
-    config = _config(tmp_path)
+    config = _config(tmp_path, checkpoint_seconds=0)  # a checkpoint after every epoch
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(config, callbacks=[_KillAfter(1)])
     backup = os.path.join(config.model_dir, "backup")
@@ -47,6 +47,19 @@ def test_a_truncated_checkpoint_and_an_empty_record_do_not_stop_a_resume(tmp_pat
     assert sorted(os.listdir(backup)) == ["checkpoint.json", "epoch-00003.weights.h5"]
     assert json.load(open(os.path.join(backup, checkpoints.RECORD))) == {
         "epoch": 3, "weights": "epoch-00003.weights.h5"}
+
+
+def test_checkpoints_wait_checkpoint_seconds_and_the_last_epoch_always_has_one(tmp_path):
+    config = _config(tmp_path, epochs=4, checkpoint_seconds=3600)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, callbacks=[_KillAfter(3)])
+    assert not os.path.exists(os.path.join(config.model_dir, "backup"))  # an hour has not passed
+    metrics = train_and_evaluate(config)  # so the rerun trains from the start
+    assert metrics["epochs_run_in_this_call"] == [1, 2, 3, 4]
+    assert json.load(open(os.path.join(config.model_dir, "backup", checkpoints.RECORD))) == {
+        "epoch": 4, "weights": "epoch-00004.weights.h5"}  # the finished run's checkpoint
+    with pytest.raises(ValueError, match="--checkpoint_seconds=-1 must be at least 0"):
+        _config(tmp_path, checkpoint_seconds=-1).validate()
 
 
 def test_a_second_run_into_a_locked_model_dir_is_refused(tmp_path):

@@ -52,7 +52,7 @@ def test_resume_after_interruption(tmp_path):
             if epoch == 1:
                 raise KeyboardInterrupt("simulated kill after epoch 2")
 
-    config = _config(tmp_path, epochs=4, synthetic_per_class=6, shots_per_class=3)
+    config = _config(tmp_path, epochs=4, synthetic_per_class=6, shots_per_class=3, checkpoint_seconds=0)
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(config, callbacks=[Interrupt()])
     assert not os.path.exists(os.path.join(config.model_dir, "metrics.json"))
