@@ -15,8 +15,8 @@ points before the last are not what a shorter run would give; the paper's consta
 default) gives a curve whose every point is a shorter run.
 
 Resumable: runs live in ``--work_dir`` (default ``/tmp/learning_curves``); rerunning the command
-skips the steps already in ``--output`` and resumes an unfinished run from its last epoch's
-checkpoint (the evaluation points passed before that epoch are not measured again).
+skips the steps already in ``--output`` and resumes an unfinished run from its last
+checkpoint (``--checkpoint_seconds``; the evaluation points already written are not measured again).
 
     python bench/learning_curve.py --dataset=mixed_wm38 --manual_dir=../shared/data/mixedwm38 \\
         --shots_per_class=20 --test_fraction=0.2 --image_size=52 --seeds=0,1 \\
