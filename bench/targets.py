@@ -13,7 +13,8 @@ import argparse
 import json
 import os
 
-from scl_amp_tf.tables import stats
+import bench_lines
+from scl_amp_tf.tables import cell_text, stats
 
 # (table, cell, target in %) from issue #15: the paper's SCL-AMP on MixedWM38, round figures on NEU.
 TARGETS = [
@@ -33,46 +34,34 @@ def _runs(results_dir, table):
         return json.load(f)["runs"]
 
 
-def _accuracy(runs, cell, method):
-    return {r["seed"]: r["test_accuracy"] for r in runs if r["cell"] == cell and r["method"] == method}
+def _by_seed(rows, method, **match):
+    """``{seed: test accuracy}`` of one method's rows that match every ``key=value``."""
+    return {r["seed"]: r["test_accuracy"] for r in rows
+            if r["method"] == method and all(r.get(k) == v for k, v in match.items())}
+
+
+def paired_row(label, target, target_text, ours, ce):
+    """One Markdown row: ours and CE over the seeds both have, the paired wins, the gap to ``target``."""
+    seeds = sorted(set(ours) & set(ce))
+    if not seeds:
+        return f"| {label} | {target_text} | not run yet | | | | |"
+    mean, _, n = stats([ours[s] for s in seeds])
+    wins = sum(ours[s] > ce[s] for s in seeds)
+    return (f"| {label} | {target_text} | {cell_text([ours[s] for s in seeds])} | {mean - target:+.2f} | "
+            f"{cell_text([ce[s] for s in seeds])} | {wins} of {n} | {','.join(str(s) for s in seeds)} |")
 
 
 def cell_row(runs, table, cell, target):
-    """One Markdown row: the recipe and CE over the seeds both have, and the gap to the target."""
-    recipe, ce = _accuracy(runs, cell, "scl_amp_recipe"), _accuracy(runs, cell, "ce")
-    seeds = sorted(set(recipe) & set(ce))
-    label = f"{DATASETS[table]}, {cell[:-4]} / class"
-    if not seeds:
-        return f"| {label} | {target:.1f} | not run yet | | | | |"
-    r_mean, r_std, n = stats([recipe[s] for s in seeds])
-    c_mean, c_std, _ = stats([ce[s] for s in seeds])
-    wins = sum(recipe[s] > ce[s] for s in seeds)
-    spread = lambda m, s: f"{m:.2f}" if n == 1 else f"{m:.2f} ± {s:.2f}"
-    return (f"| {label} | {target:.1f} | {spread(r_mean, r_std)} | {r_mean - target:+.2f} | "
-            f"{spread(c_mean, c_std)} | {wins} of {n} | {','.join(str(s) for s in seeds)} |")
+    """A reproduced cell's row: the recommended recipe against CE."""
+    return paired_row(f"{DATASETS[table]}, {cell[:-4]} / class", target, f"{target:.1f}",
+                      _by_seed(runs, "scl_amp_recipe", cell=cell), _by_seed(runs, "ce", cell=cell))
 
 
 def demo_row(path, tag):
-    """The demo's row from bench/small_data.py lines: SCL-AMP's mean over seeds and its longest run."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("BENCH "):
-                row = json.loads(line[len("BENCH "):])
-                if row.get("tag") == tag and row.get("figure") == "accuracy":
-                    rows.append(row)
-    scl = {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == "scl_amp"}
-    ce = {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == "ce"}
-    seeds = sorted(set(scl) & set(ce))
-    if not seeds:
-        return f"| demo (`configs/demo.cfg`) | {DEMO_TARGET:.1f} in {DEMO_SECONDS:.0f} s | not run yet | | | | |"
-    s_mean, s_std, n = stats([scl[s] for s in seeds])
-    c_mean, c_std, _ = stats([ce[s] for s in seeds])
-    wins = sum(scl[s] > ce[s] for s in seeds)
-    return (f"| demo (`configs/demo.cfg`) | {DEMO_TARGET:.1f} in {DEMO_SECONDS:.0f} s | {s_mean:.2f} ± {s_std:.2f} | "
-            f"{s_mean - DEMO_TARGET:+.2f} | {c_mean:.2f} ± {c_std:.2f} | {wins} of {n} | "
-            f"{','.join(str(s) for s in seeds)} |")
+    """The demo's row from bench/small_data.py lines of ``tag``: SCL-AMP (the demo's settings) against CE."""
+    rows = bench_lines.read(path, "accuracy")
+    return paired_row("demo (`configs/demo.cfg`)", DEMO_TARGET, f"{DEMO_TARGET:.1f} in {DEMO_SECONDS:.0f} s",
+                      _by_seed(rows, "scl_amp", tag=tag), _by_seed(rows, "ce", tag=tag))
 
 
 def main(argv=None):
