@@ -175,6 +175,8 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
     conditions = {
         "table": table, "title": title, "budget": budget, "budget_description": BUDGETS[budget]["description"],
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
+        # the settings each row adds to the budget's, as trained: --set wins over the row's own
+        "row_settings": {m: {k: overrides.get(k, v) for k, v in ROWS[m].settings.items()} for m in methods},
         "hardware": hardware(), "date": datetime.date.today().isoformat(),
         "dataset": sorted({r["dataset_description"] or "" for r in runs}),
         "command": command,  # the command that trains the table (given by the command line)

@@ -1,12 +1,13 @@
 """The learning rate over a run: the paper's constant rate, or linear warm-up then cosine decay.
 
 Table I trains with a constant Adam rate of 5e-4, the default (``--lr_schedule=constant``). With
-few labelled images a run ends long before a constant rate has settled, so the small-data recipe
-(``configs/small_data.cfg``) warms up linearly over the first ``--warmup_fraction`` of the steps
-(from 0, so that the first updates of a fresh network and of L_arc's class centres, which start
-at random, are small) and then decays along a half cosine to 0 at the last step (Loshchilov &
-Hutter, SGDR, 2017; the schedule of SimCLR and of most contrastive training): the last epochs
-average out the noise of single small batches instead of stopping on one of them.
+few labelled images a constant rate leaves a run wherever its last small batches put it: test
+accuracy swings by several points between neighbouring step counts (BENCHMARKS.md, "Learning
+curves"). The small-data recipe (``configs/small_data.cfg``, :data:`scl_amp_tf.recipes.SCHEDULE`)
+decays the rate along a half cosine to 0 at the last step (Loshchilov & Hutter, SGDR, 2017; the
+schedule of SimCLR and of most contrastive training): the last steps average out the noise of
+single small batches instead of stopping on one of them. ``--warmup_fraction`` (0 in the recipe)
+first raises the rate linearly from 0 over that fraction of the steps.
 
 The schedule is a function of the optimizer's step count, which the checkpoint restores, so an
 interrupted run resumes on the same curve. It is computed from the run's total steps

@@ -47,7 +47,8 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     assert [rows[m][3] for m in rows] == ["93.89", "98.39", "98.39"]
     assert all(rows[m][-1] == "0" for m in rows)
     assert "## Conditions" in text and "resnet_tiny" in text and "image folder" in text
-    assert "--arc_on_views=True --crop_scale_min=auto --stem=auto" in text
+    assert "(`--method=scl_amp --arc_on_views=True --crop_scale_min=auto --stem=auto --lr_schedule=cosine`)" in text
+    assert "(`--method=scl_amp`)" in text and "(`--method=ce --crop_scale_min=auto --stem=auto --lr_schedule=cosine`)" in text
     result = json.load(open(tmp_path / "table_3.json"))
     accuracy = {r["method"]: r["test_accuracy"] for r in result["runs"]}
     # One seed: each method's accuracy in % alone, no ± spread; the paired difference to CE.
@@ -83,6 +84,19 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     json.dump(changed, open(recipe_config, "w"))
     with pytest.raises(ValueError, match="arc_on_views: False there vs True now"):
         _run(3, tmp_path, cells=["10shot"], neu=neu_like, overrides=TINY_STEPS)
+
+
+def test_set_is_what_the_conditions_say_each_row_trained_with(neu_like, tmp_path):
+    """--set wins over a row's own settings, in the runs and in the table's conditions."""
+    path, _ = _run(3, tmp_path, cells=["10shot"], neu=neu_like, methods=("ce", "scl_amp"),
+                   overrides={**TINY_STEPS, "steps": 2, "lr_schedule": "constant"})
+    text = open(path).read()
+    assert "(`--method=ce --crop_scale_min=auto --stem=auto --lr_schedule=constant`)" in text
+    assert "(`--method=scl_amp`)" in text and "cosine" not in text
+    result = json.load(open(tmp_path / "table_3.json"))
+    assert result["conditions"]["row_settings"]["ce"]["lr_schedule"] == "constant"
+    assert {json.load(open(os.path.join(r["model_dir"], "config.json")))["lr_schedule"]
+            for r in result["runs"]} == {"constant"}
 
 
 @pytest.mark.slow
@@ -139,9 +153,12 @@ def test_the_cpu_budget_gives_every_run_the_recipes_steps():
         assert config.backbone == "resnet_tiny" and config.image_size == 52
         assert f"cpu-{recipes.SMALL_DATA['steps']}steps" in config.model_dir
     recipe = reproducing.run_config(cell, "scl_amp_recipe", 0, "cpu", {}, options)
-    assert {k: getattr(recipe, k) for k in {**recipes.CURES, **recipes.FITTED}} == {**recipes.CURES, **recipes.FITTED}
+    wanted = {**recipes.CURES, **recipes.FITTED, **recipes.SCHEDULE}
+    assert {k: getattr(recipe, k) for k in wanted} == wanted
     ce = reproducing.run_config(cell, "ce", 0, "cpu", {}, options)
-    assert {k: getattr(ce, k) for k in recipes.FITTED} == recipes.FITTED and not ce.arc_on_views
+    shared = {**recipes.FITTED, **recipes.SCHEDULE}
+    assert {k: getattr(ce, k) for k in shared} == shared and not ce.arc_on_views
+    assert reproducing.run_config(cell, "scl_amp", 0, "cpu", {}, options).lr_schedule == "constant"  # Table I
     # --set=epochs=N turns the step budget off; the paper's budget counts epochs
     assert reproducing.run_config(cell, "ce", 0, "cpu", {"epochs": 3}, options).steps is None
     paper = reproducing.run_config(cell, "scl_amp", 0, "paper", {}, options)
