@@ -33,7 +33,8 @@ class Row:
 ROWS = {
     "ce": Row("CE baseline", "ce", {**recipes.FITTED, **recipes.SCHEDULE}),
     "scl_amp": Row("SCL-AMP, paper's recipe", "scl_amp", {}),
-    "scl_amp_recipe": Row("SCL-AMP, recommended recipe", "scl_amp", {**recipes.CURES, **recipes.FITTED, **recipes.SCHEDULE}),
+    "scl_amp_recipe": Row("SCL-AMP, recommended recipe", "scl_amp",
+                          {**recipes.CURES, **recipes.FITTED, **recipes.SCHEDULE}),
 }
 METHOD_NAMES = {key: row.name for key, row in ROWS.items()}
 SCL_ROWS = tuple(key for key, row in ROWS.items() if row.method == "scl_amp")
