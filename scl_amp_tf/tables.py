@@ -277,8 +277,6 @@ def render(table, cells, runs, conditions):
     else:
         lines += _accuracy_table(cells, runs, column)
     datasets = "; ".join(conditions["dataset"])
-    # (tables written before the conditions recorded each row's settings: the rows' settings)
-    row_settings = conditions.get("row_settings") or {m: ROWS[m].settings for m in conditions["methods"]}
     partial = any("partial" in d for d in conditions["dataset"])
     lines += ["", "## Conditions", "",
               f"* Budget `{conditions['budget']}`: {conditions['budget_description']}."
@@ -288,7 +286,7 @@ def render(table, cells, runs, conditions):
               f"* Seeds: {','.join(map(str, conditions['seeds']))} (each seed draws the split, the "
               "initialisation and the augmentations); methods and the settings each adds: "
               + "; ".join(f"{ROWS[m].name} (`--method={ROWS[m].method}"
-                          + "".join(f" --{k}={v}" for k, v in row_settings[m].items()) + "`)"
+                          + "".join(f" --{k}={v}" for k, v in conditions["row_settings"][m].items()) + "`)"
                           for m in conditions["methods"]) + ".",
               f"* Data: {datasets}."
               + (" **This MixedWM38 copy is partial: 33,815 of the 38,015 maps (89 %)**; every figure "
