@@ -127,6 +127,9 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                           jit_compile=config.jit_compile)
             views = "one"
+        # Its slots now, not in the first trace of the training step: a tf.function whose first
+        # trace creates variables is traced a second time, which doubles the start of every run.
+        optimizer.build(model.trainable_variables)
         distribute.fit_under_multi_worker(model, strategy)
     return model, encoder, features, views
 
