@@ -68,7 +68,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="a reproduce --output folder")
     parser.add_argument("--demo_lines", default="bench/results/demo_recipe_synthetic_wafers.jsonl")
-    parser.add_argument("--demo_tag", default="demo_stem_auto_12ep")
+    parser.add_argument("--demo_tag", default="demo_cosine_15ep")
     args = parser.parse_args(argv)
     print("| cell | target % | recommended recipe % | − target | CE % (same seeds) | recipe > CE | seeds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
