@@ -98,6 +98,23 @@ def test_both_methods_through_the_cli(tmp_path, method):
     assert json.loads((model_dir / "metrics.json").read_text())["epochs_run_in_this_call"] == []
 
 
+def test_the_training_step_is_traced_once(tmp_path, monkeypatch):
+    """A training step whose first trace creates the optimizer's slots is traced twice by
+    tf.function; building them before fit saves that second trace at the start of every run."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    traces = []
+    for cls in (models.SclAmpModel, TensorFlowTrainer):  # SCL-AMP's own step, CE's Keras step
+        def counted(self, data, _step=cls.train_step):
+            traces.append(type(self).__name__)
+            return _step(self, data)
+        monkeypatch.setattr(cls, "train_step", counted)
+    for method in ("scl_amp", "ce"):
+        train_and_evaluate(_config(tmp_path / method, synthetic_per_class=4, shots_per_class=2, image_size=32,
+                                   batch_size=16, epochs=2, method=method))
+    assert traces == ["SclAmpModel", "Functional"], traces
+
+
 def test_profile_batches_records_a_trace_of_the_training_step(tmp_path):
     config = _config(tmp_path, synthetic_per_class=4, shots_per_class=2, batch_size=16, epochs=1,
                      profile_batches="2,3")
