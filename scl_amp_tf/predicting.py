@@ -70,8 +70,17 @@ class RunPredictor:
         self.reject_threshold = reject_threshold
 
     def _outputs(self, images):
-        """The encoder's embeddings (SCL-AMP) or softmax (CE) of uint8 images, with the run's ``--tta``."""
+        """The encoder's embeddings (SCL-AMP) or logits (CE) of uint8 images, with the run's ``--tta``."""
         return self._embed(self.encoder, images, tta=self.tta, average="raw" if self.method == "ce" else "unit")
+
+    def scores(self, images):
+        """Class scores ``[N, K]`` of uint8 images at the run's size: the mean cosine similarity to
+        each class's references (SCL-AMP), or the softmax of the classifier's logits (CE)."""
+        outputs = self._outputs(images)
+        if self.method != "ce":
+            return self.database.scores(outputs)
+        shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))  # the classifier outputs logits
+        return shifted / shifted.sum(axis=1, keepdims=True)
 
     def classify(self, paths):
         """``(scores [N, K], class names [N], kept paths, failures {path: reason})`` for image files."""
@@ -86,8 +95,7 @@ class RunPredictor:
                 failures[path] = str(e)
         if not kept:
             return np.zeros((0, len(self.class_names)), np.float32), [], kept, failures
-        outputs = self._outputs(np.stack(images))
-        scores = outputs if self.method == "ce" else self.database.scores(outputs)  # CE: its softmax
+        scores = self.scores(np.stack(images))
         best = evaluation.decide(scores, self.reject_threshold)
         names = [UNKNOWN_NAME if i == evaluation.UNKNOWN else self.class_names[i] for i in best]
         return scores, names, kept, failures

@@ -20,6 +20,7 @@ SPLIT = "split.npz"  # train, test and validation indices into the dataset
 ENCODER = "encoder.keras"  # the SCL-AMP encoder or the CE classifier
 REFERENCE_DB = "reference_db.npz"  # the reference database of the training images
 METRICS = "metrics.json"
+PSEUDO_LABELS = "pseudo_labels.npz"  # --pseudo_labels_from: the pool images chosen, their classes and margins
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # the backbone alone: --init_from / --backbone_weights
 BACKUP = "backup"  # the checkpoint folder (scl_amp_tf.checkpoints)
 LOGS = "logs"  # TensorBoard

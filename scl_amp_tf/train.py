@@ -40,10 +40,18 @@ flags.DEFINE_float("test_fraction", None,
                    "first; the k training images come from the rest.")
 flags.DEFINE_string("classes", None, "Train on these classes only (comma-separated names), e.g. In,Pa,RS.")
 flags.DEFINE_string("unlabeled_data", None,
-                    "Images without labels for L_con only (SCL-AMP): rest (the dataset's images that are neither "
-                    "training nor test images; needs --test_fraction) or folder:/path (every image under it).")
+                    "Images without labels for L_con only (SCL-AMP), or for --pseudo_labels_from to label: rest "
+                    "(the dataset's images that are neither training nor test images; needs --test_fraction) or "
+                    "folder:/path (every image under it).")
 flags.DEFINE_integer("unlabeled_batch_size", None,
                      "Unlabeled images added to each batch (default --batch_size).")
+flags.DEFINE_string("pseudo_labels_from", None,
+                    "A finished scl_amp or ce run on the same data and test images (the teacher): it labels the "
+                    "images of --unlabeled_data, and its most confident ones train this run as labelled images "
+                    "(self-training) instead of feeding L_con.")
+flags.DEFINE_float("pseudo_label_ratio", _DEFAULTS.pseudo_label_ratio,
+                   "With --pseudo_labels_from: each class takes up to this many times its labelled count of "
+                   "pool images, those the teacher gives it with the largest margin over the runner-up class.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the split, the initialisation and the augmentations.")
 flags.DEFINE_enum("method", _DEFAULTS.method, ["scl_amp", "ce", "contrastive"],
                   "scl_amp: the paper's method; ce: the ResNet + softmax cross-entropy baseline; contrastive: "

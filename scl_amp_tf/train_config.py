@@ -19,6 +19,7 @@ from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import invariance
 from scl_amp_tf import models
+from scl_amp_tf import pseudo_labels
 from scl_amp_tf import run_folder
 from scl_amp_tf import schedules
 
@@ -51,6 +52,8 @@ class TrainConfig:
     classes: str | None = None
     unlabeled_data: str | None = None
     unlabeled_batch_size: int | None = None
+    pseudo_labels_from: str | None = None
+    pseudo_label_ratio: float = pseudo_labels.DEFAULT_RATIO
     max_image_pixels: int = data_lib.MAX_IMAGE_PIXELS
     seed: int = 0
     method: str = "scl_amp"
@@ -141,9 +144,18 @@ class TrainConfig:
             raise ValueError("--test_fraction goes with --shots_per_class.")
         if self.init_from is not None and self.backbone_weights not in ("none", None):
             raise ValueError("Give one of --init_from and --backbone_weights: both set the backbone's first weights.")
-        if self.unlabeled_data is not None:
+        if self.pseudo_labels_from is not None:
+            if self.unlabeled_data is None:
+                raise ValueError("--pseudo_labels_from labels the images of --unlabeled_data: give the pool "
+                                 "(rest or folder:/path).")
+            if self.method == "contrastive":
+                raise ValueError("--method=contrastive learns without labels; --pseudo_labels_from gives labels.")
+            if not self.pseudo_label_ratio > 0:
+                raise ValueError(f"--pseudo_label_ratio={self.pseudo_label_ratio} must be positive.")
+        elif self.unlabeled_data is not None:
             if self.method == "ce":
-                raise ValueError("--unlabeled_data feeds L_con, which --method=ce does not have.")
+                raise ValueError("--unlabeled_data feeds L_con, which --method=ce does not have (with "
+                                 "--pseudo_labels_from, the pool's confidently labelled images train CE too).")
             if self.class_aware_negatives:
                 raise ValueError("--class_aware_negatives needs a class for every image; it cannot be "
                                  "combined with --unlabeled_data.")

@@ -36,6 +36,7 @@ from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
 from scl_amp_tf import input_pipeline
 from scl_amp_tf import models
+from scl_amp_tf import pseudo_labels
 from scl_amp_tf import run_folder
 from scl_amp_tf import schedules
 from scl_amp_tf import validation
@@ -71,6 +72,34 @@ def _unlabeled_images(config, data, train_idx, test_idx):
         raise data_lib.DataError(f"--unlabeled_data={config.unlabeled_data}: {len(images)} images, fewer than "
                                  f"one batch of {wanted} (--unlabeled_batch_size).")
     return images
+
+
+def _pseudo_labelled(config, data, train_data, train_idx, test_idx, pool):
+    """``--pseudo_labels_from``: the pool's images that the teacher labels with confidence
+    (:func:`pseudo_labels.select`), as labelled images, and the record of the choice for
+    metrics.json. The choice is saved in the model directory on the first call and read back on a
+    resume, so a resumed run trains on the same images wherever it runs."""
+    path = os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)
+    counts = np.bincount(train_data.labels, minlength=data.num_classes)
+    if os.path.exists(path):
+        with np.load(path) as saved:
+            indices, labels, margins = saved["indices"], saved["labels"], saved["margins"]
+    else:
+        pseudo_labels.check_teacher(config.pseudo_labels_from, config.dataset, config.image_size, test_idx)
+        scores, names = pseudo_labels.teacher_scores(config.pseudo_labels_from, pool)
+        if list(names) != list(data.class_names):
+            raise ValueError(f"--pseudo_labels_from={config.pseudo_labels_from} knows the classes "
+                             f"{', '.join(names)}, not this run's {', '.join(data.class_names)}.")
+        indices, labels, margins = pseudo_labels.select(scores, counts, config.pseudo_label_ratio)
+    record = {"teacher": config.pseudo_labels_from, "ratio": config.pseudo_label_ratio, "pool": int(len(pool)),
+              "count": int(len(indices)),
+              "per_class": {n: int(c) for n, c in zip(data.class_names, np.bincount(labels, minlength=len(counts)))},
+              "smallest_margin": float(margins.min()) if len(margins) else None, "precision": None}
+    if config.unlabeled_data == "rest":  # the pool's true classes say how right the teacher was (never trained on)
+        truth = data.labels[data_lib.remaining(data, train_idx, test_idx)][indices]
+        record["precision"] = float(np.mean(truth == labels)) if len(indices) else None
+    images = data_lib.LabelledImages(pool[indices], labels, data.class_names, "pseudo-labelled")
+    return images, (indices, labels, margins), record
 
 
 def steps_per_epoch(num_images, batch_size, num_replicas=1):
@@ -160,6 +189,10 @@ def _train_and_evaluate(config, callbacks, held):
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
     unlabeled = _unlabeled_images(config, data, train_idx, test_idx)
+    pseudo = None  # --pseudo_labels_from: the teacher's confident share of the pool joins the labelled images
+    if config.pseudo_labels_from is not None:
+        pseudo = _pseudo_labelled(config, data, train_data, train_idx, test_idx, unlabeled)
+        unlabeled = None
     if config.method == "contrastive":  # pre-training: every image without its label, in one pool
         pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))
         unlabeled = None
@@ -171,12 +204,18 @@ def _train_and_evaluate(config, callbacks, held):
     labelled_fit, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
     fit_data = labelled_fit if config.method != "contrastive" else data_lib.LabelledImages(
         pool, np.full(len(pool), -1, np.int64), data.class_names, "unlabeled pool")
+    if pseudo is not None:
+        fit_data = data_lib.LabelledImages(np.concatenate([labelled_fit.images, pseudo[0].images]),
+                                           np.concatenate([labelled_fit.labels, pseudo[0].labels]),
+                                           data.class_names, "labelled and pseudo-labelled")
     check_model_dir(config)
     if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
               f"{len(test_idx)} test images at {config.image_size}x{config.image_size}"
               + (f" ({len(val_pos)} of the training images held out for validation)" if len(val_pos) else "")
-              + (f"; {len(unlabeled)} unlabeled images for L_con." if unlabeled is not None else "."))
+              + (f"; {len(unlabeled)} unlabeled images for L_con" if unlabeled is not None else "")
+              + (f"; {pseudo[2]['count']} of {pseudo[2]['pool']} unlabeled images pseudo-labelled by "
+                 f"{config.pseudo_labels_from}" if pseudo is not None else "") + ".")
 
     # The model is built before anything is written: a bad --backbone_weights (or any other
     # failure to build) leaves no model directory behind.
@@ -202,6 +241,10 @@ def _train_and_evaluate(config, callbacks, held):
                      lambda tmp: open(tmp, "w").write(config.as_flags()))
         atomic_write(os.path.join(config.model_dir, run_folder.SPLIT),
                      lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
+        if pseudo is not None:
+            indices, labels, margins = pseudo[1]
+            atomic_write(os.path.join(config.model_dir, run_folder.PSEUDO_LABELS),
+                         lambda tmp: np.savez(tmp, indices=indices, labels=labels, margins=margins))
     if config.crop_scale_min == "auto":
         scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
         if config.verbose and chief:
@@ -274,7 +317,7 @@ def _train_and_evaluate(config, callbacks, held):
     metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=epochs,
                    steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
                    stem_used=config.stem_used(config.image_size),
-                   frame_score=score,
+                   frame_score=score, pseudo_labels=None if pseudo is None else pseudo[2],
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
                    validation=None if not validating else {

@@ -1,0 +1,90 @@
+"""Pseudo-labels: a finished run (the teacher) labels an unlabeled pool; a new run (the student)
+trains on its labelled images plus the pool's most confident, class-balanced share.
+
+This is self-training (Xie et al. 2020, "Self-training with Noisy Student"; the last stage of
+SimCLR v2, Chen et al. 2020, distils into a student on the unlabeled images): the student sees
+the teacher's confident labels under the augmentations of training, with the same step budget,
+so it learns from many more images than the few labelled ones. ``--pseudo_labels_from=RUN_DIR``
+names the teacher, ``--unlabeled_data`` the pool.
+
+The choice of images (:func:`select`) is a rule for any folder of images:
+
+* each pool image gets the teacher's class and a confidence, the margin between its best and its
+  second-best class score (the mean cosine similarity to a class's references for SCL-AMP,
+  section IV.A; the softmax for a CE teacher). A map close to two classes is ambiguous however
+  close it is to the best one, and the margin says so where the best score alone does not;
+* class by class, the images the teacher gives that class are ranked by margin and the first
+  ``ratio`` times that class's labelled count are taken (fewer if the teacher gives the class
+  fewer). The student's classes keep the labelled set's proportions, and the confident share
+  of a class the teacher over-predicts cannot crowd out the others.
+
+The teacher must have been trained on the same data with the same test images: with
+``--unlabeled_data=rest`` the pool is then exactly the images it neither trained on nor is
+tested on, and no test image can come back as a pseudo-labelled training image.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from scl_amp_tf import run_folder
+
+DEFAULT_RATIO = 4.0
+
+
+def select(scores, labelled_counts, ratio):
+    """Class-balanced confident pseudo-labels from the teacher's class scores ``[N, K]``.
+
+    ``labelled_counts[k]``: the labelled images of class k; class k takes at most
+    ``round(ratio * labelled_counts[k])`` images, those of largest margin (best minus second-best
+    score) among the images whose best class is k. Returns ``(indices, labels, margins)`` into
+    ``scores``, sorted by index.
+    """
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must be [images, classes >= 2], got shape {scores.shape}.")
+    if len(labelled_counts) != scores.shape[1]:
+        raise ValueError(f"{len(labelled_counts)} labelled counts for {scores.shape[1]} classes.")
+    best = np.argmax(scores, axis=1)
+    top_two = np.sort(scores, axis=1)[:, -2:]
+    margins = top_two[:, 1] - top_two[:, 0]
+    chosen = []
+    for k, count in enumerate(labelled_counts):
+        members = np.flatnonzero(best == k)
+        # stable: equal margins keep the pool's order, so the choice is a function of the scores alone
+        ranked = members[np.argsort(-margins[members], kind="stable")]
+        chosen.append(ranked[:int(round(ratio * count))])
+    indices = np.sort(np.concatenate(chosen)).astype(np.int64)
+    return indices, best[indices].astype(np.int64), margins[indices]
+
+
+def check_teacher(teacher_dir, dataset, image_size, test_idx):
+    """Raises ValueError unless ``teacher_dir`` is a finished scl_amp or ce run on ``dataset`` at
+    ``image_size`` whose test images are ``test_idx``: so that, with ``--unlabeled_data=rest``, the
+    pool holds no test image and the teacher was never tested on a training image."""
+    settings = run_folder.load_settings(teacher_dir)
+    where = f"--pseudo_labels_from={teacher_dir}"
+    if settings.get("method") not in ("scl_amp", "ce"):
+        raise ValueError(f"{where}: a {settings.get('method')} run has no classes to give; the teacher must be "
+                         "a --method=scl_amp or --method=ce run.")
+    if settings.get("dataset") != dataset:
+        raise ValueError(f"{where} trained on --dataset={settings.get('dataset')}, not {dataset}.")
+    if settings.get("image_size") != image_size:
+        raise ValueError(f"{where} trained at --image_size={settings.get('image_size')}, not {image_size}.")
+    with np.load(os.path.join(teacher_dir, run_folder.SPLIT)) as split:
+        theirs = np.sort(split["test"])
+    if not np.array_equal(theirs, np.sort(np.asarray(test_idx))):
+        raise ValueError(f"{where} holds out other test images than this run: train the teacher with the same "
+                         "--seed, --shots_per_class, --test_fraction (or --train_fraction) and --classes, so that "
+                         "no test image is pseudo-labelled.")
+    return settings
+
+
+def teacher_scores(teacher_dir, images):
+    """The teacher's class scores ``[N, K]`` for uint8 images at its size, as it predicts
+    (its reference database, or its softmax for CE), and its class names."""
+    from scl_amp_tf.predicting import RunPredictor
+
+    teacher = RunPredictor(teacher_dir)
+    return teacher.scores(images), teacher.class_names

@@ -1,0 +1,143 @@
+"""--pseudo_labels_from: a teacher run labels the unlabeled pool; the student trains on the
+labelled images plus the teacher's confident, class-balanced share of the pool."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scl_amp_tf import data as data_lib
+from scl_amp_tf import pseudo_labels, run_folder
+from scl_amp_tf.train_config import TrainConfig
+from scl_amp_tf.training import train_and_evaluate
+
+CHANCE = 1 / 38
+
+
+def _reference_select(scores, counts, ratio):
+    """Independent: loop over the images of each class, keep the largest margins (ties: lower index)."""
+    chosen = []
+    for k, count in enumerate(counts):
+        candidates = []
+        for i, row in enumerate(scores):
+            order = sorted(range(len(row)), key=lambda j: -row[j])
+            if order[0] == k:
+                candidates.append((-(row[order[0]] - row[order[1]]), i))
+        chosen += [(i, k) for _, i in sorted(candidates)[:int(round(ratio * count))]]
+    return sorted(chosen)
+
+
+def test_select_takes_the_largest_margins_class_by_class():
+    scores = np.array([[0.9, 0.1, 0.0],    # class 0, margin 0.8
+                       [0.6, 0.5, 0.0],    # class 0, margin 0.1
+                       [0.7, 0.0, 0.2],    # class 0, margin 0.5
+                       [0.2, 0.3, 0.25],   # class 1, margin 0.05
+                       [0.0, 0.1, 0.9]])   # class 2, margin 0.8
+    indices, labels, margins = pseudo_labels.select(scores, [1, 1, 1], ratio=2)
+    # class 0 takes its two largest margins (images 0 and 2), not image 1; the others all they have
+    assert indices.tolist() == [0, 2, 3, 4] and labels.tolist() == [0, 0, 1, 2]
+    assert margins == pytest.approx([0.8, 0.5, 0.05, 0.8])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.random((60, 4)).round(2)  # rounded: equal margins occur, and break by index
+        counts = rng.integers(1, 5, size=4)
+        ratio = float(rng.choice([0.5, 1.0, 2.5]))
+        indices, labels, _ = pseudo_labels.select(scores, counts, ratio)
+        assert list(zip(indices.tolist(), labels.tolist())) == _reference_select(scores, counts, ratio)
+    with pytest.raises(ValueError, match="2 labelled counts for 3 classes"):
+        pseudo_labels.select(np.zeros((4, 3)), [1, 1], 1.0)
+
+
+def _config(tmp_path, name, **kwargs):
+    # 20 maps per class: 10 test maps, 5 training maps, 5 for the pool (rest)
+    settings = dict(model_dir=str(tmp_path / name), dataset="synthetic_wafers", synthetic_per_class=20,
+                    shots_per_class=5, test_fraction=0.5, image_size=52, backbone="resnet_tiny", epochs=12,
+                    learning_rate=2e-3, arc_on_views=True, crop_scale_min=0.8, verbose=0)
+    settings.update(kwargs)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    config = _config(tmp_path_factory.mktemp("teacher"), "teacher")
+    metrics = train_and_evaluate(config)
+    assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]
+    return config
+
+
+@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+def test_a_student_trains_on_the_teachers_confident_pool_images(tmp_path, teacher, method):
+    from scl_amp_tf.predicting import RunPredictor
+
+    config = _config(tmp_path, "student", method=method, unlabeled_data="rest", pseudo_labels_from=teacher.model_dir,
+                     pseudo_label_ratio=0.6, epochs=12 if method == "scl_amp" else 20)
+    metrics = train_and_evaluate(config)
+    record = metrics["pseudo_labels"]
+    # the pool: the 5 maps per class that are neither training nor test maps
+    data = data_lib.load_dataset("synthetic_wafers", 52, synthetic_per_class=20, seed=0)
+    train_idx, test_idx = data_lib.split(data, seed=0, shots_per_class=5, test_fraction=0.5)
+    rest = data_lib.remaining(data, train_idx, test_idx)
+    assert record["pool"] == len(rest) == 38 * 5
+    # the teacher's choice, recomputed from its own predictions: round(0.6 * 5) = 3 per class at most
+    expected, labels, _ = pseudo_labels.select(RunPredictor(teacher.model_dir).scores(data.images[rest]),
+                                               [5] * 38, 0.6)
+    with np.load(os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)) as saved:
+        assert saved["indices"].tolist() == expected.tolist() and saved["labels"].tolist() == labels.tolist()
+    assert record["count"] == len(expected) and max(record["per_class"].values()) <= 3
+    assert metrics["fit_images"] == 38 * 5 + len(expected)
+    assert record["precision"] == pytest.approx(np.mean(data.labels[rest][expected] == labels))
+    assert record["precision"] > 4 * CHANCE  # the teacher's confident labels are mostly right
+    assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]  # and the student learns
+    # The reference database holds the labelled images only (the k shots), not the pseudo-labelled ones.
+    assert metrics["num_train"] == 38 * 5
+    if method == "ce":  # a CE run (here the student) scores by the softmax of its logits
+        import keras
+
+        logits = keras.models.load_model(os.path.join(config.model_dir, run_folder.ENCODER)).predict(
+            data.images[test_idx[:50]] / np.float32(255), verbose=0)
+        probabilities = RunPredictor(config.model_dir).scores(data.images[test_idx[:50]])
+        expected_p = np.exp(logits - logits.max(1, keepdims=True))
+        assert probabilities == pytest.approx(expected_p / expected_p.sum(1, keepdims=True), abs=1e-5)
+
+    # A resumed run takes the saved choice: it no longer needs the teacher.
+    def student(**kwargs):
+        return _config(tmp_path, "student", method=method, unlabeled_data="rest", pseudo_label_ratio=0.6,
+                       **{"pseudo_labels_from": teacher.model_dir, "epochs": config.epochs + 2, **kwargs})
+
+    with pytest.raises(ValueError, match="pseudo_labels_from: .* there vs '/elsewhere' now"):
+        train_and_evaluate(student(pseudo_labels_from="/elsewhere"))  # the teacher is a setting of the run
+    hidden = teacher.model_dir + "_hidden"
+    os.rename(teacher.model_dir, hidden)
+    try:
+        again = train_and_evaluate(student())
+    finally:
+        os.rename(hidden, teacher.model_dir)
+    assert again["pseudo_labels"] == record
+    assert again["epochs_run_in_this_call"] == [config.epochs + 1, config.epochs + 2]
+
+
+def test_a_teacher_with_other_test_images_is_refused(tmp_path, teacher):
+    config = _config(tmp_path, "student", seed=1, unlabeled_data="rest", pseudo_labels_from=teacher.model_dir)
+    with pytest.raises(ValueError, match="holds out other test images than this run"):
+        train_and_evaluate(config)
+    assert not os.path.exists(config.model_dir)  # nothing written
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(pseudo_labels_from="x"), "labels the images of --unlabeled_data"),
+    (dict(pseudo_labels_from="x", unlabeled_data="rest", method="contrastive"), "gives labels"),
+    (dict(pseudo_labels_from="x", unlabeled_data="rest", pseudo_label_ratio=0), "must be positive"),
+    (dict(pseudo_labels_from="/no/such/run", unlabeled_data="rest"), "not a finished training run"),
+])
+def test_pseudo_label_flag_errors(tmp_path, kwargs, message):
+    config = _config(tmp_path, "student", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate(config)
+    assert not os.path.exists(config.model_dir)
+
+
+def test_settings_record_the_teacher(tmp_path, teacher):
+    config = _config(tmp_path, "student", unlabeled_data="rest", pseudo_labels_from=teacher.model_dir)
+    settings = config.run_settings()
+    assert settings["pseudo_labels_from"] == teacher.model_dir and settings["pseudo_label_ratio"] == 4.0
+    assert json.loads(json.dumps(settings)) == settings
