@@ -10,7 +10,11 @@ directory under ``OUTPUT/runs/`` and skipped when already finished (an interrupt
 continues where it stopped; an interrupted run resumes from its checkpoint; a finished run made
 with other settings is an error, not a silent mix). The methods are the rows of every cell
 (:data:`scl_amp_tf.tables.ROWS`): ``ce``, the CE baseline; ``scl_amp``, SCL-AMP with the paper's
-recipe; ``scl_amp_recipe``, SCL-AMP with the small-data recipe (:mod:`scl_amp_tf.recipes`). Then
+recipe; ``scl_amp_recipe``, SCL-AMP with the small-data recipe (:mod:`scl_amp_tf.recipes`);
+``scl_amp_self_training``, the same recipe again with the ``scl_amp_recipe`` run of its cell and
+seed as teacher, trained on the labelled images plus the images it labels with confidence among
+those that are neither training nor test images (:mod:`scl_amp_tf.pseudo_labels`; only in the
+cells that hold out a test set beside the k shots, Table VI's; its teacher is trained first). Then
 ``OUTPUT/table_N.md`` (mean +- std over seeds, the paper's value beside it, the conditions) and
 ``OUTPUT/table_N.json`` (every run's figures) are written.
 

@@ -40,6 +40,9 @@ def run_config(cell, row, seed, budget, overrides, options):
     tag = budget + (f"-{BUDGETS[budget]['steps']}steps" if BUDGETS[budget]["steps"] else "") + (
         "-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8] if overrides else "")
     model_dir = os.path.join(options["runs_dir"], f"table_{options['table']}", tag, cell.key, f"{row}_seed{seed}")
+    if ROWS[row].teacher is not None:  # self-training: the teacher is the same cell and seed's run of its row
+        settings["pseudo_labels_from"] = run_config(cell, ROWS[row].teacher, seed, budget, overrides,
+                                                    options).model_dir
     return TrainConfig(model_dir=model_dir, seed=seed, method=ROWS[row].method, verbose=0, **settings)
 
 
@@ -129,27 +132,41 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                "data_dir": None, "synthetic_per_class": 100, **data_options,
                "runs_dir": os.path.join(output, "runs"), "table": table}
     os.makedirs(output, exist_ok=True)
+    def finished(cell, method, seed):
+        """The run's metrics.json path once it is finished (trained now unless it was), or None
+        when ``report_only`` leaves it out. A self-training row's teacher is finished first."""
+        config = run_config(cell, method, seed, budget, overrides, options)
+        config.validate()
+        metrics_path = os.path.join(config.model_dir, "metrics.json")
+        if os.path.exists(metrics_path):
+            check_model_dir(config)  # finished with these settings, or an error
+            log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
+            return config, metrics_path
+        if report_only:
+            log(f"table {table} {cell.key} {method} seed {seed}: not finished, left out")
+            return config, None
+        if ROWS[method].teacher is not None and finished(cell, ROWS[method].teacher, seed)[1] is None:
+            return config, None
+        log(f"table {table} {cell.key} {method} seed {seed}: training ({config.backbone}, "
+            f"{config.image_size} px, " + (f"{config.steps} steps" if config.steps else
+                                           f"{config.epochs} epochs") + f") in {config.model_dir}")
+        start = time.time()
+        training.train_and_evaluate(config)
+        keras.backend.clear_session()
+        log(f"  done in {time.time() - start:.0f} s")
+        return config, metrics_path
+
     runs = []
     for cell in chosen:
         for seed in seeds:
             for method in methods:
-                config = run_config(cell, method, seed, budget, overrides, options)
-                config.validate()
-                metrics_path = os.path.join(config.model_dir, "metrics.json")
-                if os.path.exists(metrics_path):
-                    check_model_dir(config)  # finished with these settings, or an error
-                    log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
-                elif report_only:
-                    log(f"table {table} {cell.key} {method} seed {seed}: not finished, left out")
+                if not ROWS[method].applies_to(cell):
+                    log(f"table {table} {cell.key} {method}: no row here (every image beside the training "
+                        "images is a test image: no unlabeled pool)")
                     continue
-                else:
-                    log(f"table {table} {cell.key} {method} seed {seed}: training ({config.backbone}, "
-                        f"{config.image_size} px, " + (f"{config.steps} steps" if config.steps else
-                                                       f"{config.epochs} epochs") + f") in {config.model_dir}")
-                    start = time.time()
-                    training.train_and_evaluate(config)
-                    keras.backend.clear_session()
-                    log(f"  done in {time.time() - start:.0f} s")
+                config, metrics_path = finished(cell, method, seed)
+                if metrics_path is None:
+                    continue
                 with open(metrics_path) as f:
                     metrics = json.load(f)
                 # the epochs the run made (a step budget sets them from the training set's size)

@@ -24,17 +24,30 @@ class Row:
     name: str
     method: str  # TrainConfig.method
     settings: dict
+    # A row trained by self-training: this row's run of the same cell and seed is the teacher
+    # (--pseudo_labels_from) and the cell's pool of images that are neither training nor test
+    # images (--unlabeled_data=rest) the images it labels. Only cells with such a pool have it.
+    teacher: str | None = None
+
+    def applies_to(self, cell):
+        """Whether ``cell`` has this row: a self-training row needs a cell with a held-out test set
+        (``test_fraction``), so that the images left beside the k shots are not test images."""
+        return self.teacher is None or "test_fraction" in cell.split
 
 
 # The rows of every cell. CE gets the recipe's choices any method can make (recipes.FITTED, the
 # settings fitted to the images, and recipes.SCHEDULE), which make CE the strongest baseline
 # measured; the paper's recipe is SCL-AMP with Table I's settings; the recommended recipe adds
-# recipes.CURES.
+# recipes.CURES; self-training adds the recommended recipe's own run as teacher of a student with
+# the same settings, where the cell leaves unlabeled images (scl_amp_tf.pseudo_labels).
 ROWS = {
     "ce": Row("CE baseline", "ce", {**recipes.FITTED, **recipes.SCHEDULE}),
     "scl_amp": Row("SCL-AMP, paper's recipe", "scl_amp", {}),
     "scl_amp_recipe": Row("SCL-AMP, recommended recipe", "scl_amp",
                           {**recipes.CURES, **recipes.FITTED, **recipes.SCHEDULE}),
+    "scl_amp_self_training": Row("SCL-AMP, recommended recipe + self-training", "scl_amp",
+                                 {**recipes.CURES, **recipes.FITTED, **recipes.SCHEDULE, "unlabeled_data": "rest"},
+                                 teacher="scl_amp_recipe"),
 }
 METHOD_NAMES = {key: row.name for key, row in ROWS.items()}
 SCL_ROWS = tuple(key for key, row in ROWS.items() if row.method == "scl_amp")

@@ -32,8 +32,11 @@ OPTIMIZERS = ("adam", "sgd")
 # ``epochs`` (or ``steps``) may grow: rerunning a finished run with more epochs continues its training.
 # The strategy and XLA change where and how fast a run computes, not what (same global batch, same
 # update), so a run may be resumed on other hardware.
+# The teacher of --pseudo_labels_from is read once, when the run starts: its choice is saved in the
+# model directory (pseudo_labels.npz) and a resume reads that, so the teacher may have moved or gone
+# (flags.cfg and metrics.json still name it).
 RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "steps", "strategy", "tpu", "jit_compile",
-                  "profile_batches", "max_image_pixels", "checkpoint_seconds")
+                  "profile_batches", "max_image_pixels", "checkpoint_seconds", "pseudo_labels_from")
 
 
 @dataclasses.dataclass

@@ -70,13 +70,13 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
         assert settings["scl_amp_recipe"][key] == settings["ce"][key] == "auto"
     assert settings["scl_amp"]["crop_scale_min"] == 0.25 and settings["scl_amp"]["stem"] == "imagenet"
     assert settings["ce"]["method"] == "ce"
-    assert sum("training" in line for line in log) == 3
+    assert sum(": training (" in line for line in log) == 3
     # the epochs the step budget gave, whether the run was trained in this call or earlier
     assert "epochs per run: 10shot: 2." in text
     assert all(r["epochs"] == 2 and r["steps"] == 8 for r in result["runs"])
     # a second call finds every run finished and trains nothing
     _, again = _run(3, tmp_path, cells=["10shot"], neu=neu_like, overrides=TINY_STEPS)
-    assert sum("finished earlier" in line for line in again) == 3 and not any("training" in line for line in again)
+    assert sum("finished earlier" in line for line in again) == 3 and not any(": training (" in line for line in again)
     assert open(path).read() == text
     # a finished run made with other settings (here: the recipe changed since) is an error, not kept
     recipe_config = os.path.join(next(r["model_dir"] for r in result["runs"] if r["method"] == "scl_amp_recipe"),
@@ -126,6 +126,32 @@ def test_table_5_has_every_class_and_the_group_averages(tmp_path):
     groups = [line for line in lines if line.startswith("| **average")]
     assert [g.split("|")[-2].strip() for g in groups] == ["98.86", "98.69", "97.69", "96.88", "98.22"]
     assert "SYNTHETIC" in open(path).read()
+
+
+def test_self_training_row_trains_its_teacher_first_and_only_where_a_pool_is(tmp_path, neu_like):
+    """Table VI's cells hold out a test set, so the images beside the k shots are a pool: the
+    self-training row's teacher (the recommended recipe's run) is trained, then the student from it."""
+    path, log = _run(6, tmp_path, cells=["20shot"], methods=["scl_amp_self_training"], overrides=TINY_STEPS,
+                     mixed_wm38="synthetic_wafers", synthetic_per_class=30)
+    trained = [line.split(":")[0] for line in log if ": training" in line]
+    assert trained == ["table 6 20shot scl_amp_recipe seed 0", "table 6 20shot scl_amp_self_training seed 0"]
+    runs = json.load(open(tmp_path / "table_6.json"))["runs"]
+    assert [r["method"] for r in runs] == ["scl_amp_self_training"]  # the teacher trains, its row is not asked for
+    metrics = json.load(open(os.path.join(runs[0]["model_dir"], "metrics.json")))
+    teacher_dir = runs[0]["model_dir"].replace("scl_amp_self_training_seed0", "scl_amp_recipe_seed0")
+    assert metrics["pseudo_labels"]["teacher"] == teacher_dir
+    assert os.path.exists(os.path.join(teacher_dir, "encoder.keras"))
+    # 30 maps per class: 6 test maps, 20 shots, 4 in the pool; 4 x 20 allowed, so every pool map is taken
+    assert metrics["pseudo_labels"]["pool"] == 38 * 4 == metrics["pseudo_labels"]["count"]
+    assert metrics["fit_images"] == 38 * 24
+    assert "| 20 | SCL-AMP, recommended recipe + self-training |" in open(path).read()
+    # NEU's Table III leaves no pool (every image beside the shots is a test image): no such row
+    log = []
+    with pytest.raises(ValueError, match="no finished run"):
+        _run(3, tmp_path / "neu", log=log, cells=["10shot"], methods=["scl_amp_self_training"],
+             overrides=TINY_STEPS, neu=neu_like)
+    assert log == ["table 3 10shot scl_amp_self_training: no row here (every image beside the training images "
+                   "is a test image: no unlabeled pool)"]
 
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
