@@ -299,7 +299,9 @@ def render(table, cells, runs, conditions):
               f"* Seeds: {','.join(map(str, conditions['seeds']))} (each seed draws the split, the "
               "initialisation and the augmentations); methods and the settings each adds: "
               + "; ".join(f"{ROWS[m].name} (`--method={ROWS[m].method}"
-                          + "".join(f" --{k}={v}" for k, v in conditions["row_settings"][m].items()) + "`)"
+                          + "".join(f" --{k}={v}" for k, v in conditions["row_settings"][m].items()) + "`"
+                          + (f" and `--pseudo_labels_from=` the {ROWS[ROWS[m].teacher].name} run of the same cell "
+                             "and seed, in the cells that leave unlabeled images" if ROWS[m].teacher else "") + ")"
                           for m in conditions["methods"]) + ".",
               f"* Data: {datasets}."
               + (" **This MixedWM38 copy is partial: 33,815 of the 38,015 maps (89 %)**; every figure "

@@ -25,6 +25,9 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
             _run("20shot", "scl_amp_recipe", 2, 0.99),  # no CE for seed 2: not paired, left out
             _run("20shot", "scl_amp", 0, 0.50)]
     (tmp_path / "table_3.json").write_text(json.dumps({"conditions": {}, "runs": runs}))
+    wafer_runs = [_run("50shot", "ce", 0, 0.80), _run("50shot", "scl_amp_recipe", 0, 0.90),
+                  _run("50shot", "scl_amp_self_training", 0, 0.975)]
+    (tmp_path / "table_6.json").write_text(json.dumps({"conditions": {}, "runs": wafer_runs}))
     demo = tmp_path / "demo.jsonl"
     demo.write_text("\n".join("BENCH " + json.dumps(r) for r in [
         {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 0, "test_accuracy": 0.80},
@@ -39,6 +42,13 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
     # recipe seeds 0, 1: mean 92.5, sample std 0.707; CE 92.0 ± 2.83; 1 of 2 better; 95 - 92.5 = -2.5
     assert lines["NEU, 20 / class"] == "| NEU, 20 / class | 95.0 | 92.50 ± 0.71 | -2.50 | 92.00 ± 2.83 | 1 of 2 | 0,1 |"
     assert "not run yet" in lines["NEU, 10 / class"]
-    assert "not run yet" in lines["MixedWM38 (89 % copy), 20 / class"]  # no table_6.json at all
+    assert "not run yet" in lines["MixedWM38 (89 % copy), 20 / class"]  # no runs of that cell
+    assert lines["MixedWM38 (89 % copy), 50 / class"] == (
+        "| MixedWM38 (89 % copy), 50 / class | 96.9 | 90.00 | -6.90 | 80.00 | 1 of 1 | 0 |")
+    # the self-training row only where it was run
+    assert lines["MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps"] == (
+        "| MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps | 96.9 | 97.50 | +0.60 | "
+        "80.00 | 1 of 1 | 0 |")
+    assert not any("self-training" in key for key in lines if "20 / class" in key or "NEU" in key)
     assert lines["demo (`configs/demo.cfg`)"] == (
         "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
