@@ -132,6 +132,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                "data_dir": None, "synthetic_per_class": 100, **data_options,
                "runs_dir": os.path.join(output, "runs"), "table": table}
     os.makedirs(output, exist_ok=True)
+
     def finished(cell, method, seed):
         """The run's metrics.json path once it is finished (trained now unless it was), or None
         when ``report_only`` leaves it out. A self-training row's teacher is finished first."""
