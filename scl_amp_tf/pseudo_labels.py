@@ -88,3 +88,33 @@ def teacher_scores(teacher_dir, images):
 
     teacher = RunPredictor(teacher_dir)
     return teacher.scores(images), teacher.class_names
+
+
+def for_run(config, data, train_data, train_idx, test_idx, pool):
+    """``--pseudo_labels_from``: the pool's images that the teacher labels with confidence
+    (:func:`pseudo_labels.select`), as labelled images, and the record of the choice for
+    metrics.json. The choice is saved in the model directory on the first call and read back on a
+    resume, so a resumed run trains on the same images wherever it runs."""
+    from scl_amp_tf import data as data_lib  # here: train_config imports this module, and data imports TFDS
+
+    path = os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)
+    counts = np.bincount(train_data.labels, minlength=data.num_classes)
+    if os.path.exists(path):
+        with np.load(path) as saved:
+            indices, labels, margins = saved["indices"], saved["labels"], saved["margins"]
+    else:
+        check_teacher(config.pseudo_labels_from, config.dataset, config.image_size, test_idx)
+        scores, names = teacher_scores(config.pseudo_labels_from, pool)
+        if list(names) != list(data.class_names):
+            raise ValueError(f"--pseudo_labels_from={config.pseudo_labels_from} knows the classes "
+                             f"{', '.join(names)}, not this run's {', '.join(data.class_names)}.")
+        indices, labels, margins = select(scores, counts, config.pseudo_label_ratio)
+    record = {"teacher": config.pseudo_labels_from, "ratio": config.pseudo_label_ratio, "pool": int(len(pool)),
+              "count": int(len(indices)),
+              "per_class": {n: int(c) for n, c in zip(data.class_names, np.bincount(labels, minlength=len(counts)))},
+              "smallest_margin": float(margins.min()) if len(margins) else None, "precision": None}
+    if config.unlabeled_data == "rest":  # the pool's true classes say how right the teacher was (never trained on)
+        truth = data.labels[data_lib.remaining(data, train_idx, test_idx)][indices]
+        record["precision"] = float(np.mean(truth == labels)) if len(indices) else None
+    images = data_lib.LabelledImages(pool[indices], labels, data.class_names, "pseudo-labelled")
+    return images, (indices, labels, margins), record

@@ -16,6 +16,11 @@ fills one model directory::
 
 The final files are written to temporary names and renamed into place, so a model directory
 never holds a half-written artefact.
+
+Why one file of about 360 lines: the steps of one run (data, split, model, fit, evaluation,
+artefacts) share that run's state; every part that stands on its own has its module
+(:mod:`input_pipeline`, :mod:`checkpoints`, :mod:`validation`, :mod:`pseudo_labels`,
+:mod:`run_folder`, :mod:`distribute`).
 """
 from __future__ import annotations
 
@@ -72,34 +77,6 @@ def _unlabeled_images(config, data, train_idx, test_idx):
         raise data_lib.DataError(f"--unlabeled_data={config.unlabeled_data}: {len(images)} images, fewer than "
                                  f"one batch of {wanted} (--unlabeled_batch_size).")
     return images
-
-
-def _pseudo_labelled(config, data, train_data, train_idx, test_idx, pool):
-    """``--pseudo_labels_from``: the pool's images that the teacher labels with confidence
-    (:func:`pseudo_labels.select`), as labelled images, and the record of the choice for
-    metrics.json. The choice is saved in the model directory on the first call and read back on a
-    resume, so a resumed run trains on the same images wherever it runs."""
-    path = os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)
-    counts = np.bincount(train_data.labels, minlength=data.num_classes)
-    if os.path.exists(path):
-        with np.load(path) as saved:
-            indices, labels, margins = saved["indices"], saved["labels"], saved["margins"]
-    else:
-        pseudo_labels.check_teacher(config.pseudo_labels_from, config.dataset, config.image_size, test_idx)
-        scores, names = pseudo_labels.teacher_scores(config.pseudo_labels_from, pool)
-        if list(names) != list(data.class_names):
-            raise ValueError(f"--pseudo_labels_from={config.pseudo_labels_from} knows the classes "
-                             f"{', '.join(names)}, not this run's {', '.join(data.class_names)}.")
-        indices, labels, margins = pseudo_labels.select(scores, counts, config.pseudo_label_ratio)
-    record = {"teacher": config.pseudo_labels_from, "ratio": config.pseudo_label_ratio, "pool": int(len(pool)),
-              "count": int(len(indices)),
-              "per_class": {n: int(c) for n, c in zip(data.class_names, np.bincount(labels, minlength=len(counts)))},
-              "smallest_margin": float(margins.min()) if len(margins) else None, "precision": None}
-    if config.unlabeled_data == "rest":  # the pool's true classes say how right the teacher was (never trained on)
-        truth = data.labels[data_lib.remaining(data, train_idx, test_idx)][indices]
-        record["precision"] = float(np.mean(truth == labels)) if len(indices) else None
-    images = data_lib.LabelledImages(pool[indices], labels, data.class_names, "pseudo-labelled")
-    return images, (indices, labels, margins), record
 
 
 def steps_per_epoch(num_images, batch_size, num_replicas=1):
@@ -191,7 +168,7 @@ def _train_and_evaluate(config, callbacks, held):
     unlabeled = _unlabeled_images(config, data, train_idx, test_idx)
     pseudo = None  # --pseudo_labels_from: the teacher's confident share of the pool joins the labelled images
     if config.pseudo_labels_from is not None:
-        pseudo = _pseudo_labelled(config, data, train_data, train_idx, test_idx, unlabeled)
+        pseudo = pseudo_labels.for_run(config, data, train_data, train_idx, test_idx, unlabeled)
         unlabeled = None
     if config.method == "contrastive":  # pre-training: every image without its label, in one pool
         pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))

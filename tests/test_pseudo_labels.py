@@ -65,7 +65,8 @@ def teacher(tmp_path_factory):
     return config
 
 
-@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+# CE's student is the same code path with CE's training step: in the slow tests (pytest -m slow).
+@pytest.mark.parametrize("method", ["scl_amp", pytest.param("ce", marks=pytest.mark.slow)])
 def test_a_student_trains_on_the_teachers_confident_pool_images(tmp_path, teacher, method):
     from scl_amp_tf.predicting import RunPredictor
 

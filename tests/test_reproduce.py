@@ -70,6 +70,19 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
         assert settings["scl_amp_recipe"][key] == settings["ce"][key] == "auto"
     assert settings["scl_amp"]["crop_scale_min"] == 0.25 and settings["scl_amp"]["stem"] == "imagenet"
     assert settings["ce"]["method"] == "ce"
+    # predict's scores for a CE run are the softmax of its classifier's logits
+    import keras
+
+    from scl_amp_tf import run_folder
+    from scl_amp_tf.predicting import RunPredictor
+
+    ce_dir = next(r["model_dir"] for r in result["runs"] if r["method"] == "ce")
+    _, _, test_data = run_folder.load_run(ce_dir)
+    logits = keras.models.load_model(os.path.join(ce_dir, run_folder.ENCODER)).predict(
+        test_data.images / np.float32(255), verbose=0)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    assert RunPredictor(ce_dir).scores(test_data.images) == pytest.approx(
+        expected / expected.sum(1, keepdims=True), abs=1e-5)
     assert sum(": training (" in line for line in log) == 3
     # the epochs the step budget gave, whether the run was trained in this call or earlier
     assert "epochs per run: 10shot: 2." in text
