@@ -90,11 +90,12 @@ def teacher_scores(teacher_dir, images):
     return teacher.scores(images), teacher.class_names
 
 
-def for_run(config, data, train_data, train_idx, test_idx, pool):
+def for_run(config, data, train_data, test_idx, pool, pool_classes=None):
     """``--pseudo_labels_from``: the pool's images that the teacher labels with confidence
-    (:func:`pseudo_labels.select`), as labelled images, and the record of the choice for
+    (:func:`select`), as labelled images, and the record of the choice for
     metrics.json. The choice is saved in the model directory on the first call and read back on a
-    resume, so a resumed run trains on the same images wherever it runs."""
+    resume, so a resumed run trains on the same images wherever it runs. ``pool_classes``: the
+    pool's true classes where they are known (``rest``), read only to report the precision."""
     from scl_amp_tf import data as data_lib  # here: train_config imports this module, and data imports TFDS
 
     path = os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)
@@ -113,8 +114,7 @@ def for_run(config, data, train_data, train_idx, test_idx, pool):
               "count": int(len(indices)),
               "per_class": {n: int(c) for n, c in zip(data.class_names, np.bincount(labels, minlength=len(counts)))},
               "smallest_margin": float(margins.min()) if len(margins) else None, "precision": None}
-    if config.unlabeled_data == "rest":  # the pool's true classes say how right the teacher was (never trained on)
-        truth = data.labels[data_lib.remaining(data, train_idx, test_idx)][indices]
-        record["precision"] = float(np.mean(truth == labels)) if len(indices) else None
+    if pool_classes is not None and len(indices):  # how right the teacher was (never trained on)
+        record["precision"] = float(np.mean(pool_classes[indices] == labels))
     images = data_lib.LabelledImages(pool[indices], labels, data.class_names, "pseudo-labelled")
     return images, (indices, labels, margins), record

@@ -17,7 +17,7 @@ fills one model directory::
 The final files are written to temporary names and renamed into place, so a model directory
 never holds a half-written artefact.
 
-Why one file of about 360 lines: the steps of one run (data, split, model, fit, evaluation,
+Why one file of about 370 lines: the steps of one run (data, split, model, fit, evaluation,
 artefacts) share that run's state; every part that stands on its own has its module
 (:mod:`input_pipeline`, :mod:`checkpoints`, :mod:`validation`, :mod:`pseudo_labels`,
 :mod:`run_folder`, :mod:`distribute`).
@@ -57,10 +57,12 @@ UNLABELED_SEED_OFFSET = 1_000_003  # the unlabeled stream's seed: apart from any
 
 
 def _unlabeled_images(config, data, train_idx, test_idx):
-    """uint8 images for ``--unlabeled_data`` (None without it): ``rest`` takes the dataset's images
-    that are neither training nor test images (needs ``--test_fraction``), ``folder:/path`` a folder."""
+    """``(uint8 images, their classes)`` for ``--unlabeled_data`` (``(None, None)`` without it):
+    ``rest`` takes the dataset's images that are neither training nor test images (needs
+    ``--test_fraction``; their classes are known, and only ever read to report how right
+    pseudo-labels are), ``folder:/path`` a folder (classes None)."""
     if config.unlabeled_data is None:
-        return None
+        return None, None
     if config.unlabeled_data == "rest":
         rest = data_lib.remaining(data, train_idx, test_idx)
         if len(rest) == 0:
@@ -68,15 +70,16 @@ def _unlabeled_images(config, data, train_idx, test_idx):
                 "--unlabeled_data=rest: no image is left beside the training and test images. Hold out a "
                 "test set with --test_fraction (with --shots_per_class), so that the rest of the training "
                 "portion can serve unlabeled.")
-        images = data.images[rest]
+        images, classes = data.images[rest], data.labels[rest]
     else:
+        classes = None
         images = data_lib.load_unlabeled(config.unlabeled_data, config.image_size, data.images.shape[-1],
                                          config.max_image_pixels)
     wanted = config.unlabeled_batch_size or config.batch_size
     if len(images) < wanted:
         raise data_lib.DataError(f"--unlabeled_data={config.unlabeled_data}: {len(images)} images, fewer than "
                                  f"one batch of {wanted} (--unlabeled_batch_size).")
-    return images
+    return images, classes
 
 
 def steps_per_epoch(num_images, batch_size, num_replicas=1):
@@ -165,10 +168,10 @@ def _train_and_evaluate(config, callbacks, held):
     train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
-    unlabeled = _unlabeled_images(config, data, train_idx, test_idx)
+    unlabeled, unlabeled_classes = _unlabeled_images(config, data, train_idx, test_idx)
     pseudo = None  # --pseudo_labels_from: the teacher's confident share of the pool joins the labelled images
     if config.pseudo_labels_from is not None:
-        pseudo = pseudo_labels.for_run(config, data, train_data, train_idx, test_idx, unlabeled)
+        pseudo = pseudo_labels.for_run(config, data, train_data, test_idx, unlabeled, unlabeled_classes)
         unlabeled = None
     if config.method == "contrastive":  # pre-training: every image without its label, in one pool
         pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))
