@@ -7,6 +7,8 @@ normalised; a CE classifier's softmax; the pooled backbone features of :func:`fe
 """
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -26,14 +28,35 @@ def embed(model, images, batch_size=128, tta="none", average="unit"):
     return Embedder(model, batch_size)(images, tta=tta, average=average)
 
 
+# One traced forward pass per live model, shared by every embed() call on it: a training run
+# embeds its training and test images, a RunPredictor embeds batch after batch, and each new
+# tf.function would trace the network again (seconds for a small network; more than embedding a
+# few hundred images). Weak keys: the cache never keeps a model alive.
+_FORWARDS = weakref.WeakKeyDictionary()
+
+
+def forward(model):
+    """``model(x, training=False)`` as a tf.function traced once for any batch size (its input
+    signature leaves the batch dimension open), cached for as long as ``model`` lives."""
+    try:
+        return _FORWARDS[model]
+    except KeyError:
+        pass
+    ref = weakref.ref(model)  # the function must not hold the model (its key) alive
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    function = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
+    _FORWARDS[model] = function
+    return function
+
+
 class Embedder:
-    """:func:`embed` for one model, traced once: for callers that embed again and again (the
-    per-epoch validation of :mod:`scl_amp_tf.validation`)."""
+    """:func:`embed` for one model: the batching, the scaling to [0, 1] and the test-time
+    augmentation around the model's cached :func:`forward` pass."""
 
     def __init__(self, model, batch_size=128):
         self.model = model
         self.batch_size = batch_size
-        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._forward = forward(model)
 
     def __call__(self, images, tta="none", average="unit"):
         if invariance.check(tta) == "none":

@@ -51,7 +51,7 @@ def test_select_takes_the_largest_margins_class_by_class():
 def _config(tmp_path, name, **kwargs):
     # 20 maps per class: 10 test maps, 5 training maps, 5 for the pool (rest)
     settings = dict(model_dir=str(tmp_path / name), dataset="synthetic_wafers", synthetic_per_class=20,
-                    classes=CLASSES, shots_per_class=5, test_fraction=0.5, image_size=52, backbone="resnet_tiny",
+                    classes=CLASSES, shots_per_class=5, test_fraction=0.5, image_size=32, backbone="resnet_tiny",
                     steps=60, learning_rate=2e-3, arc_on_views=True, crop_scale_min=0.8, verbose=0)
     settings.update(kwargs)
     return TrainConfig(**settings)
@@ -75,7 +75,7 @@ def test_a_student_trains_on_the_teachers_confident_pool_images(tmp_path, teache
     metrics = train_and_evaluate(config)
     record = metrics["pseudo_labels"]
     # the pool: the 5 maps per class that are neither training nor test maps
-    data = data_lib.load_dataset("synthetic_wafers", 52, synthetic_per_class=20, seed=0, classes=CLASSES)
+    data = data_lib.load_dataset("synthetic_wafers", 32, synthetic_per_class=20, seed=0, classes=CLASSES)
     train_idx, test_idx = data_lib.split(data, seed=0, shots_per_class=5, test_fraction=0.5)
     rest = data_lib.remaining(data, train_idx, test_idx)
     assert record["pool"] == len(rest) == 8 * 5
