@@ -17,6 +17,9 @@ from its checkpoint in ``--work_dir``.
 
     python bench/self_training.py --table=6 --cell=20shot --seeds=0,1,2 --ratios=4 \\
         --wm38_manual_dir=../shared/data/mixedwm38 --output=bench/results/self_training_wm38_20shot.jsonl
+
+``--report`` trains nothing: it prints BENCHMARKS.md's table of the lines in ``--output`` (one
+row per seed that has CE, teacher and student, then their mean and sample standard deviation).
 """
 from __future__ import annotations
 
@@ -25,6 +28,45 @@ import dataclasses
 import json
 import os
 import time
+
+import numpy as np
+
+
+def _exact_percent(record):
+    """The accuracy in % as correct / num_test: a line holds it rounded to 4 digits, which (under
+    10,000 test images) still tells the count of correct images exactly."""
+    n = record["num_test"]
+    assert n < 10_000, "4 digits no longer give the count"
+    return 100 * round(record["test_accuracy"] * n) / n
+
+
+def report(records, ratio):
+    """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``), the
+    student's gain, the pseudo-label count and precision; then mean ± sample std over those seeds."""
+    by_seed = {}
+    for r in records:
+        if r.get("figure") == "accuracy" and (r["row"] != "self_training" or r.get("ratio") == ratio):
+            by_seed.setdefault(r["seed"], {})[r["row"]] = r
+    rows = {seed: runs for seed, runs in sorted(by_seed.items())
+            if {"ce", "scl_amp_recipe", "self_training"} <= set(runs)}
+    if not rows:
+        return "no seed has its CE, teacher and student lines yet"
+    pool = next(iter(rows.values()))["self_training"]["pool"]
+    lines = [f"| seed | CE | teacher (recommended recipe) | student (+ self-training) | student − teacher | "
+             f"pseudo-labels (of {pool:,}) | their precision |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    columns = []
+    for seed, runs in rows.items():
+        ce, teacher, student = (_exact_percent(runs[k]) for k in ("ce", "scl_amp_recipe", "self_training"))
+        columns.append((ce, teacher, student, student - teacher))
+        lines.append(f"| {seed} | {ce:.2f} | {teacher:.2f} | **{student:.2f}** | {student - teacher:+.2f} | "
+                     f"{runs['self_training']['pseudo_labels']:,} | "
+                     f"{100 * runs['self_training']['pseudo_label_precision']:.1f} % |")
+    if len(rows) > 1:
+        mean, std = np.mean(columns, axis=0), np.std(columns, axis=0, ddof=1)
+        cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean, std)]
+        cells[2], cells[3] = f"**{cells[2]}**", f"{mean[3]:+.2f} ± {std[3]:.2f}"
+        lines.append(f"| mean ± sample std (seeds {', '.join(str(s) for s in rows)}) | " + " | ".join(cells) + " | | |")
+    return "\n".join(lines)
 
 
 def main():
@@ -38,7 +80,14 @@ def main():
     parser.add_argument("--wm38_manual_dir", default=None)
     parser.add_argument("--work_dir", default="/tmp/self_training")
     parser.add_argument("--output", required=True)
+    parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
+    if args.report:
+        import bench_lines
+
+        for ratio in [float(r) for r in args.ratios.split(",")]:
+            print(report(bench_lines.read(args.output), ratio))
+        return
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import bench_lines

@@ -52,3 +52,33 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
     assert not any("self-training" in key for key in lines if "20 / class" in key or "NEU" in key)
     assert lines["demo (`configs/demo.cfg`)"] == (
         "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
+
+
+def test_self_training_report_from_bench_lines(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    spec = importlib.util.spec_from_file_location("self_training", os.path.join(ROOT, "bench", "self_training.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def line(row, seed, correct, **extra):  # accuracies as the bench writes them: rounded to 4 digits
+        return {"figure": "accuracy", "row": row, "seed": seed, "num_test": 6765,
+                "test_accuracy": round(correct / 6765, 4), **extra}
+
+    student = dict(ratio=4.0, pool=26290, pseudo_labels=3040)
+    lines = [line("ce", 0, 5775), line("scl_amp_recipe", 0, 6133),
+             line("self_training", 0, 6229, pseudo_label_precision=0.9852, **student),
+             line("self_training", 0, 6300, pseudo_label_precision=0.97, **{**student, "ratio": 8.0}),
+             line("ce", 1, 5941), line("scl_amp_recipe", 1, 6178),
+             line("self_training", 1, 6226, pseudo_label_precision=0.9799, **student),
+             line("ce", 2, 5700)]  # seed 2 has no teacher or student yet: left out
+    rows = module.report(lines, 4.0).splitlines()
+    assert rows[0].endswith("| pseudo-labels (of 26,290) | their precision |") and len(rows) == 5
+    assert rows[2] == "| 0 | 85.37 | 90.66 | **92.08** | +1.42 | 3,040 | 98.5 % |"
+    assert rows[3] == "| 1 | 87.82 | 91.32 | **92.03** | +0.71 | 3,040 | 98.0 % |"
+    # mean and sample std of the exact percentages (correct / 6765), written out by hand here
+    ce = [100 * 5775 / 6765, 100 * 5941 / 6765]
+    gain = [100 * (6229 - 6133) / 6765, 100 * (6226 - 6178) / 6765]
+    assert rows[4].startswith("| mean ± sample std (seeds 0, 1) | "
+                              f"{sum(ce) / 2:.2f} ± {abs(ce[0] - ce[1]) / 2 ** 0.5:.2f} | ")
+    assert f"| {sum(gain) / 2:+.2f} ± {abs(gain[0] - gain[1]) / 2 ** 0.5:.2f} |" in rows[4]
+    assert module.report(lines[:2], 4.0) == "no seed has its CE, teacher and student lines yet"
