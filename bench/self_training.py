@@ -32,40 +32,44 @@ import time
 import numpy as np
 
 
-def _exact_percent(record):
-    """The accuracy in % as correct / num_test: a line holds it rounded to 4 digits, which (under
+ROWS = ("ce", "scl_amp_recipe", "self_training")  # CE, the teacher, the student
+
+
+def _exact_accuracy(record):
+    """The accuracy as correct / num_test: a line holds it rounded to 4 digits, which (under
     10,000 test images) still tells the count of correct images exactly."""
     n = record["num_test"]
-    assert n < 10_000, "4 digits no longer give the count"
-    return 100 * round(record["test_accuracy"] * n) / n
+    if n >= 10_000:
+        raise ValueError(f"{n} test images: 4 digits of accuracy no longer give the count of correct ones")
+    return round(record["test_accuracy"] * n) / n
 
 
 def report(records, ratio):
     """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``), the
-    student's gain, the pseudo-label count and precision; then mean ± sample std over those seeds."""
+    student's gain, the pseudo-label count and precision; then mean ± sample std over those seeds
+    (:func:`scl_amp_tf.tables.cell_text`, as the reproduced tables show them)."""
+    from scl_amp_tf.tables import cell_text, stats
+
     by_seed = {}
     for r in records:
         if r.get("figure") == "accuracy" and (r["row"] != "self_training" or r.get("ratio") == ratio):
             by_seed.setdefault(r["seed"], {})[r["row"]] = r
-    rows = {seed: runs for seed, runs in sorted(by_seed.items())
-            if {"ce", "scl_amp_recipe", "self_training"} <= set(runs)}
+    rows = {seed: runs for seed, runs in sorted(by_seed.items()) if set(ROWS) <= set(runs)}
     if not rows:
         return "no seed has its CE, teacher and student lines yet"
     pool = next(iter(rows.values()))["self_training"]["pool"]
     lines = [f"| seed | CE | teacher (recommended recipe) | student (+ self-training) | student − teacher | "
              f"pseudo-labels (of {pool:,}) | their precision |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    columns = []
-    for seed, runs in rows.items():
-        ce, teacher, student = (_exact_percent(runs[k]) for k in ("ce", "scl_amp_recipe", "self_training"))
-        columns.append((ce, teacher, student, student - teacher))
-        lines.append(f"| {seed} | {ce:.2f} | {teacher:.2f} | **{student:.2f}** | {student - teacher:+.2f} | "
-                     f"{runs['self_training']['pseudo_labels']:,} | "
+    ce, teacher, student = ([_exact_accuracy(runs[row]) for runs in rows.values()] for row in ROWS)
+    gains = np.subtract(student, teacher)
+    for k, (seed, runs) in enumerate(rows.items()):
+        lines.append(f"| {seed} | {100 * ce[k]:.2f} | {100 * teacher[k]:.2f} | **{100 * student[k]:.2f}** | "
+                     f"{100 * gains[k]:+.2f} | {runs['self_training']['pseudo_labels']:,} | "
                      f"{100 * runs['self_training']['pseudo_label_precision']:.1f} % |")
     if len(rows) > 1:
-        mean, std = np.mean(columns, axis=0), np.std(columns, axis=0, ddof=1)
-        cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean, std)]
-        cells[2], cells[3] = f"**{cells[2]}**", f"{mean[3]:+.2f} ± {std[3]:.2f}"
-        lines.append(f"| mean ± sample std (seeds {', '.join(str(s) for s in rows)}) | " + " | ".join(cells) + " | | |")
+        gain, gain_std, _ = stats(gains)
+        lines.append(f"| mean ± sample std (seeds {', '.join(str(s) for s in rows)}) | {cell_text(ce)} | "
+                     f"{cell_text(teacher)} | **{cell_text(student)}** | {gain:+.2f} ± {gain_std:.2f} | | |")
     return "\n".join(lines)
 
 
@@ -82,15 +86,14 @@ def main():
     parser.add_argument("--output", required=True)
     parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
-    if args.report:
-        import bench_lines
+    import bench_lines
 
+    if args.report:
         for ratio in [float(r) for r in args.ratios.split(",")]:
             print(report(bench_lines.read(args.output), ratio))
         return
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
-    import bench_lines
     import keras
 
     from scl_amp_tf import reproducing

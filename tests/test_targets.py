@@ -7,9 +7,9 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _targets_module(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))  # as `python bench/targets.py` has it
-    spec = importlib.util.spec_from_file_location("targets", os.path.join(ROOT, "bench", "targets.py"))
+def _bench_module(monkeypatch, name):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))  # as `python bench/NAME.py` has it
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,7 +36,8 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
         {"figure": "accuracy", "tag": "t", "method": "ce", "seed": 1, "test_accuracy": 0.75},
         {"figure": "accuracy", "tag": "other", "method": "scl_amp", "seed": 2, "test_accuracy": 0.99}]) + "\n")
 
-    _targets_module(monkeypatch).main(["--results", str(tmp_path), "--demo_lines", str(demo), "--demo_tag", "t"])
+    targets = _bench_module(monkeypatch, "targets")
+    targets.main(["--results", str(tmp_path), "--demo_lines", str(demo), "--demo_tag", "t"])
     lines = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()}
 
     # recipe seeds 0, 1: mean 92.5, sample std 0.707; CE 92.0 ± 2.83; 1 of 2 better; 95 - 92.5 = -2.5
@@ -55,10 +56,7 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
 
 
 def test_self_training_report_from_bench_lines(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
-    spec = importlib.util.spec_from_file_location("self_training", os.path.join(ROOT, "bench", "self_training.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _bench_module(monkeypatch, "self_training")
 
     def line(row, seed, correct, **extra):  # accuracies as the bench writes them: rounded to 4 digits
         return {"figure": "accuracy", "row": row, "seed": seed, "num_test": 6765,

@@ -137,7 +137,7 @@ def test_profile_batches_records_a_trace_of_the_training_step(tmp_path):
     (dict(backbone_weights="/no/such.weights.h5"), "cannot load it into resnet_tiny"),
 ])
 def test_errors_are_clear_and_leave_nothing(tmp_path, settings, message):
-    config = _config(tmp_path, **{"synthetic_per_class": 20, "shots_per_class": 5, **settings})
+    config = _config(tmp_path, **{"shots_per_class": 5, **settings})
     with pytest.raises(ValueError, match=re.escape(message)):
         train_and_evaluate(config)
     assert not os.path.exists(config.model_dir)
