@@ -50,3 +50,21 @@ def two_cpu_strategy():
             "could configure them"
         )
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Two finished runs, trained for seconds, for the tests that need a run rather than a good
+    model (evaluate, Grad-CAM, export's refusals): ``{"scl_amp": (config, metrics), "ce": ...}``.
+    SCL-AMP holds a validation split (for --reject_threshold=auto). Tests must not change them."""
+    from scl_amp_tf.train_config import TrainConfig
+    from scl_amp_tf.training import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    runs = {}
+    for method in ("scl_amp", "ce"):
+        config = TrainConfig(model_dir=str(root / method), dataset="synthetic_wafers", synthetic_per_class=4,
+                             shots_per_class=2, image_size=32, backbone="resnet_tiny", epochs=1, batch_size=16,
+                             method=method, validation_fraction=0.5 if method == "scl_amp" else None, verbose=0)
+        runs[method] = (config, train_and_evaluate(config))
+    return runs

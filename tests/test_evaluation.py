@@ -153,18 +153,6 @@ def test_few_shot_and_open_set_on_separable_clusters():
     np.testing.assert_array_equal(accuracies, evaluation.few_shot_accuracies(z, labels, 1, 5, seed=0))
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    runs = {}
-    for method in ("scl_amp", "ce"):
-        config = TrainConfig(model_dir=str(root / method), dataset="synthetic_wafers", synthetic_per_class=4,
-                             shots_per_class=2, image_size=32, backbone="resnet_tiny", epochs=1, batch_size=16,
-                             method=method, validation_fraction=0.5 if method == "scl_amp" else None, verbose=0)
-        runs[method] = (config, train_and_evaluate(config))
-    return runs
-
-
 def _evaluate(*args):
     return subprocess.run([sys.executable, "-m", "scl_amp_tf.evaluate", *args], capture_output=True, text=True,
                           timeout=300)

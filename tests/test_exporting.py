@@ -498,11 +498,8 @@ def test_export_refuses_what_it_cannot_serve_and_publishes_nothing_on_failure(ex
     assert os.listdir(out / "m") == []
 
 
-def test_export_refuses_the_ce_baseline(tmp_path):
-    config = TrainConfig(model_dir=str(tmp_path / "ce"), dataset="synthetic_wafers", synthetic_per_class=4,
-                         shots_per_class=2, image_size=SIZE, backbone="resnet_tiny", epochs=1, method="ce",
-                         verbose=0)
-    train_and_evaluate(config)
+def test_export_refuses_the_ce_baseline(tmp_path, tiny_runs):
+    config = tiny_runs["ce"][0]
     result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={tmp_path / 'out'}",
                   cwd=tmp_path)
     assert result.returncode == 2 and "'ce' model" in result.stderr
