@@ -173,6 +173,8 @@ def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None, t
             return {"embedding": embedding(preprocess(images, image_size))}
 
     images_spec = tf.TensorSpec([None, None, None, channels], tf.uint8, name="images")
+    # Not archive.track(encoder): add_endpoint tracks the variables its functions use, and tracking
+    # the model walks every layer (seconds) for lookup tables an encoder does not have.
     archive = keras.export.ExportArchive()
     archive.add_endpoint("serving_default", serving_default, input_signature=[images_spec])
     archive.add_endpoint("classify_bytes", classify_bytes,
