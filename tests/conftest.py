@@ -56,7 +56,8 @@ def two_cpu_strategy():
 def tiny_runs(tmp_path_factory):
     """Two finished runs, trained for seconds, for the tests that need a run rather than a good
     model (evaluate, Grad-CAM, export's refusals): ``{"scl_amp": (config, metrics), "ce": ...}``.
-    SCL-AMP holds a validation split (for --reject_threshold=auto). Tests must not change them."""
+    SCL-AMP holds a validation split (for --reject_threshold=auto). Tests may add outputs
+    (evaluate writes evaluation/) but must not change what training wrote."""
     from scl_amp_tf.train_config import TrainConfig
     from scl_amp_tf.training import train_and_evaluate
 
