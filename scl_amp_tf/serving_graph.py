@@ -141,8 +141,8 @@ def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None, t
     prototypes = tf.constant(database.prototypes)
     class_names = tf.constant(list(database.class_names))
 
-    # One trace of the encoder, called by every signature and every view: tracing it once per call
-    # site (3 signatures, times 8 views with TTA) is most of an export's time.
+    # One trace of the encoder, called by every signature and every view: traced once per call site
+    # (3 signatures, times 8 views with TTA), it was most of a TTA export's time.
     encode = tf.function(lambda x: tf.math.l2_normalize(tf.cast(encoder(x, training=False), tf.float32), axis=-1),
                          input_signature=[tf.TensorSpec([None, image_size, image_size, channels], tf.float32)])
 
