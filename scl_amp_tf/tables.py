@@ -277,6 +277,25 @@ def _per_class_table(runs):
     return lines
 
 
+def _epochs_text(cells, runs):
+    """The epochs the runs made, per cell: a step budget gives every row of a cell the same epochs
+    except a row that fits more images (self-training's pool), named beside the cell's figure."""
+    parts = []
+    for cell in cells:
+        epochs = {}  # method -> its epochs ("a/b" if its seeds made different ones)
+        for m in ROWS:
+            made = sorted({r["epochs"] for r in runs if r["cell"] == cell.key and r["method"] == m})
+            if made:
+                epochs[m] = "/".join(map(str, made))
+        if not epochs:
+            continue
+        values = list(epochs.values())
+        common = max(values, key=values.count)
+        others = [f"{ROWS[m].name}: {e}" for m, e in epochs.items() if e != common]
+        parts.append(f"{cell.key}: {common}" + (f" ({'; '.join(others)})" if others else ""))
+    return ", ".join(parts)
+
+
 def render(table, cells, runs, conditions):
     """The markdown of ``table_N.md``."""
     title, column, _ = TABLES[table]
@@ -294,8 +313,7 @@ def render(table, cells, runs, conditions):
     lines += ["", "## Conditions", "",
               f"* Budget `{conditions['budget']}`: {conditions['budget_description']}."
               + (f" Changed with --set: `{conditions['overrides']}`." if conditions["overrides"] else ""),
-              f"* Training settings: `{conditions['settings']}`; epochs per run: "
-              + ", ".join(sorted({f"{r['cell']}: {r['epochs']}" for r in runs})) + ".",
+              f"* Training settings: `{conditions['settings']}`; epochs per run: " + _epochs_text(cells, runs) + ".",
               f"* Seeds: {','.join(map(str, conditions['seeds']))} (each seed draws the split, the "
               "initialisation and the augmentations); methods and the settings each adds: "
               + "; ".join(f"{ROWS[m].name} (`--method={ROWS[m].method}"

@@ -167,6 +167,21 @@ def test_self_training_row_trains_its_teacher_first_and_only_where_a_pool_is(tmp
                    "is a test image: no unlabeled pool)"]
 
 
+def test_epochs_per_run_name_each_cell_once_and_the_rows_that_differ():
+    """A step budget gives a cell's rows the same epochs, except self-training's (more images)."""
+    cells = tables.TABLES[6][2]
+    runs = [{"cell": cell, "method": method, "seed": seed, "epochs": epochs}
+            for cell, method, epochs in (("20shot", "ce", 134), ("20shot", "scl_amp_recipe", 134),
+                                         ("20shot", "scl_amp_self_training", 27), ("50shot", "ce", 54),
+                                         ("50shot", "scl_amp_recipe", 54))
+            for seed in (0, 1)]
+    runs.append({"cell": "50shot", "method": "scl_amp_self_training", "seed": 0, "epochs": 11})
+    runs.append({"cell": "50shot", "method": "scl_amp_self_training", "seed": 1, "epochs": 12})
+    assert tables._epochs_text(cells, runs) == (
+        "20shot: 134 (SCL-AMP, recommended recipe + self-training: 27), "
+        "50shot: 54 (SCL-AMP, recommended recipe + self-training: 11/12)")
+
+
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
     with pytest.raises(ValueError, match="no finished run"):
         reproducing.run_table(3, [0], "cpu", str(tmp_path), report_only=True, log=lambda _: None, neu=neu_like)
