@@ -20,6 +20,14 @@ from its checkpoint in ``--work_dir``.
 
 ``--report`` trains nothing: it prints BENCHMARKS.md's table of the lines in ``--output`` (one
 row per seed that has CE, teacher and student, then their mean and sample standard deviation).
+
+``--validation_fraction=f``: whether to self-train, decided without the test set. Teacher, student
+and CE hold out the same stratified share f of the labelled images (``--validation_fraction`` of
+training: the network never fits them; the same seed carves the same images in every run, and
+they are not in the pool). Each line then holds ``validation_accuracy``, the accuracy on those
+images after the last step, and ``--report`` shows which run the rule "self-train when the
+student's validation accuracy is above the teacher's" picks, beside the test accuracies that the
+rule must not see. Write such lines to their own ``--output``.
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ def _exact_accuracy(record):
     return round(record["test_accuracy"] * n) / n
 
 
-def report(records, ratio):
+def report(records, ratio, validation_fraction=0.0):
     """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``), the
     student's gain, the pseudo-label count and precision; then mean ± sample std over those seeds
     (:func:`scl_amp_tf.tables.cell_text`, as the reproduced tables show them)."""
@@ -52,6 +60,8 @@ def report(records, ratio):
 
     by_seed = {}
     for r in records:
+        if r.get("validation_fraction", 0.0) != validation_fraction:
+            continue
         if r.get("figure") == "accuracy" and (r["row"] != "self_training" or r.get("ratio") == ratio):
             by_seed.setdefault(r["seed"], {})[r["row"]] = r
     rows = {seed: runs for seed, runs in sorted(by_seed.items()) if set(ROWS) <= set(runs)}
@@ -70,7 +80,29 @@ def report(records, ratio):
         gain, gain_std, _ = stats(gains)
         lines.append(f"| mean ± sample std (seeds {', '.join(str(s) for s in rows)}) | {cell_text(ce)} | "
                      f"{cell_text(teacher)} | **{cell_text(student)}** | {gain:+.2f} ± {gain_std:.2f} | | |")
+    if validation_fraction:
+        lines += _validation_rule(rows)
     return "\n".join(lines)
+
+
+def _validation_rule(rows):
+    """Lines under the table: per seed, the teacher's and the student's validation accuracy, the run
+    that "self-train when the student's validation accuracy is above the teacher's" picks, and that
+    run's test accuracy (the rule never sees it)."""
+    from scl_amp_tf.tables import cell_text
+
+    lines = ["", "| seed | teacher, validation | student, validation | the rule picks | its test accuracy |",
+             "| --- | --- | --- | --- | --- |"]
+    picked = []
+    for seed, runs in rows.items():
+        teacher, student = runs["scl_amp_recipe"], runs["self_training"]
+        chosen = student if student["validation_accuracy"] > teacher["validation_accuracy"] else teacher
+        picked.append(_exact_accuracy(chosen))
+        lines.append(f"| {seed} | {100 * teacher['validation_accuracy']:.2f} ({teacher['num_validation']} images) | "
+                     f"{100 * student['validation_accuracy']:.2f} | "
+                     f"{'student' if chosen is student else 'teacher'} | {100 * picked[-1]:.2f} |")
+    lines.append(f"| mean ± sample std | | | | {cell_text(picked)} |")
+    return lines
 
 
 def main():
@@ -84,13 +116,16 @@ def main():
     parser.add_argument("--wm38_manual_dir", default=None)
     parser.add_argument("--work_dir", default="/tmp/self_training")
     parser.add_argument("--output", required=True)
+    parser.add_argument("--validation_fraction", type=float, default=0.0,
+                        help="Hold out this share of the labelled images in every run and record the accuracy "
+                             "on them (the rule's signal); 0: none.")
     parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
     import bench_lines
 
     if args.report:
         for ratio in [float(r) for r in args.ratios.split(",")]:
-            print(report(bench_lines.read(args.output), ratio))
+            print(report(bench_lines.read(args.output), ratio, args.validation_fraction))
         return
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
@@ -106,23 +141,28 @@ def main():
     data_options = {"neu_manual_dir": args.neu_manual_dir, "wm38_manual_dir": args.wm38_manual_dir}
     options = {"neu": "neu", "mixed_wm38": "mixed_wm38", "data_dir": None, "synthetic_per_class": 100,
                **data_options, "runs_dir": os.path.join(args.work_dir, "runs"), "table": args.table}
-    base = {"table": args.table, "cell": args.cell, "budget": args.budget}
+    vf = args.validation_fraction
+    overrides = {"validation_fraction": vf} if vf else {}
+    base = {"table": args.table, "cell": args.cell, "budget": args.budget, **overrides}
 
     def have(key):
-        return any(all(r.get(k) == v for k, v in key.items()) for r in bench_lines.read(args.output))
+        return any(all(r.get(k) == v for k, v in key.items()) and r.get("validation_fraction", 0.0) == vf
+                   for r in bench_lines.read(args.output))
 
     def line(key, config, metrics, seconds=None):
         return {**key, "test_accuracy": round(metrics["test_accuracy"], 4), "num_test": metrics["num_test"],
                 "fit_images": metrics.get("fit_images"), "steps": metrics.get("steps"),
                 "train_seconds": round(metrics.get("train_seconds") or 0, 1), "model_dir": config.model_dir,
+                **({"validation_accuracy": round(metrics["validation"]["history"][-1], 4),
+                    "num_validation": metrics["validation"]["num_images"]} if vf else {}),
                 **({"seconds": round(seconds, 1)} if seconds is not None else {}), **bench_lines.provenance()}
 
     for seed in [int(s) for s in args.seeds.split(",")]:
         # CE and the teacher: reproduce's own runs of this cell (trained here unless finished)
         reproducing.run_table(args.table, [seed], args.budget, args.work_dir, methods=("ce", "scl_amp_recipe"),
-                              cells=[args.cell], **data_options)
+                              cells=[args.cell], overrides=overrides, **data_options)
         keras.backend.clear_session()
-        configs = {row: reproducing.run_config(cell, row, seed, args.budget, {}, options)
+        configs = {row: reproducing.run_config(cell, row, seed, args.budget, overrides, options)
                    for row in ("ce", "scl_amp_recipe")}
         for row, config in configs.items():
             key = {**base, "figure": "accuracy", "row": row, "seed": seed}
@@ -136,7 +176,7 @@ def main():
                 continue
             student = dataclasses.replace(
                 teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training", args.cell,
-                                                f"ratio{ratio:g}_seed{seed}"),
+                                                f"ratio{ratio:g}_seed{seed}" + (f"_validation{vf:g}" if vf else "")),
                 unlabeled_data="rest", pseudo_labels_from=teacher.model_dir, pseudo_label_ratio=ratio)
             start = time.time()
             metrics = train_and_evaluate(student)
