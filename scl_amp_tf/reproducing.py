@@ -179,7 +179,12 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                        "class_names": metrics["class_names"],
                        "reference_db_accuracy_on_features": metrics.get("reference_db_accuracy_on_features"),
                        "dataset_description": metrics.get("dataset_description"),
-                       "train_seconds": metrics.get("train_seconds"), "model_dir": config.model_dir}
+                       "train_seconds": metrics.get("train_seconds"), "model_dir": config.model_dir,
+                       # a student's teacher, as it trained: this table's run, or one made elsewhere
+                       "teacher": (metrics.get("pseudo_labels") or {}).get("teacher")}
+                if ROWS[method].teacher is not None and run["teacher"]:
+                    own = run_config(cell, ROWS[method].teacher, seed, budget, overrides, options).model_dir
+                    run["teacher_elsewhere"] = os.path.abspath(run["teacher"]) != os.path.abspath(own)
                 if table == 4:
                     path = os.path.join(config.model_dir, "few_shot.json")
                     if not os.path.exists(path):

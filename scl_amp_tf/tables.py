@@ -277,6 +277,19 @@ def _per_class_table(runs):
     return lines
 
 
+def _teacher_note(runs):
+    """A line when some self-training runs learned from a teacher that is not this table's run of
+    the same cell and seed (a run with the same settings trained elsewhere, e.g. by a benchmark)."""
+    students = [r for r in runs if "teacher_elsewhere" in r]
+    elsewhere = [r for r in students if r["teacher_elsewhere"]]
+    if not elsewhere:
+        return []
+    return [f"* {len(elsewhere)} of the {len(students)} self-training runs learned from a teacher trained "
+            "outside this table's run folders, with the same settings, cell and seed (its path: "
+            "`pseudo_labels.teacher` in the student's metrics.json); seeded runs repeat on one machine only, "
+            "so that teacher's test accuracy can differ a little from this table's row."]
+
+
 def _epochs_text(cells, runs):
     """The epochs the runs made, per cell: a step budget gives every row of a cell the same epochs
     except a row that fits more images (self-training's pool), named beside the cell's figure."""
@@ -321,6 +334,7 @@ def render(table, cells, runs, conditions):
                           + (f" and `--pseudo_labels_from=` the {ROWS[ROWS[m].teacher].name} run of the same cell "
                              "and seed, in the cells that leave unlabeled images" if ROWS[m].teacher else "") + ")"
                           for m in conditions["methods"]) + ".",
+              *_teacher_note(runs),
               f"* Data: {datasets}."
               + (" **This MixedWM38 copy is partial: 33,815 of the 38,015 maps (89 %)**; every figure "
                  "above uses it." if partial else ""),

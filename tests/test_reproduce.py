@@ -158,6 +158,8 @@ def test_self_training_row_trains_its_teacher_first_and_only_where_a_pool_is(tmp
     assert metrics["pseudo_labels"]["pool"] == 38 * 4 == metrics["pseudo_labels"]["count"]
     assert metrics["fit_images"] == 38 * 24
     assert "| 20 | SCL-AMP, recommended recipe + self-training |" in open(path).read()
+    assert runs[0]["teacher"] == teacher_dir and runs[0]["teacher_elsewhere"] is False
+    assert "outside this table" not in open(path).read()
     # NEU's Table III leaves no pool (every image beside the shots is a test image): no such row
     log = []
     with pytest.raises(ValueError, match="no finished run"):
@@ -180,6 +182,17 @@ def test_epochs_per_run_name_each_cell_once_and_the_rows_that_differ():
     assert tables._epochs_text(cells, runs) == (
         "20shot: 134 (SCL-AMP, recommended recipe + self-training: 27), "
         "50shot: 54 (SCL-AMP, recommended recipe + self-training: 11/12)")
+
+
+def test_a_student_whose_teacher_was_trained_elsewhere_is_named_in_the_conditions():
+    runs = [{"cell": "20shot", "seed": 0, "method": "ce"},
+            {"cell": "20shot", "seed": 0, "method": "scl_amp_self_training", "teacher_elsewhere": False},
+            {"cell": "20shot", "seed": 1, "method": "scl_amp_self_training", "teacher_elsewhere": True}]
+    assert tables._teacher_note(runs) == [
+        "* 1 of the 2 self-training runs learned from a teacher trained outside this table's run folders, with the "
+        "same settings, cell and seed (its path: `pseudo_labels.teacher` in the student's metrics.json); seeded "
+        "runs repeat on one machine only, so that teacher's test accuracy can differ a little from this table's row."]
+    assert tables._teacher_note(runs[:2]) == []  # seed 0: the table's own teacher
 
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
