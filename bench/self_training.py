@@ -55,8 +55,8 @@ def _exact_accuracy(record):
 def report(records, ratio, validation_fraction=0.0):
     """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``), the
     student's gain, the pseudo-label count and precision; then mean ± sample std over those seeds
-    (:func:`scl_amp_tf.tables.cell_text`, as the reproduced tables show them)."""
-    from scl_amp_tf.tables import cell_text, stats
+    (:func:`scl_amp_tf.table_markdown.cell_text`, as the reproduced tables show them)."""
+    from scl_amp_tf.table_markdown import cell_text, stats
 
     by_seed = {}
     for r in records:
@@ -89,7 +89,7 @@ def _validation_rule(rows):
     """Lines under the table: per seed, the teacher's and the student's validation accuracy, the run
     that "self-train when the student's validation accuracy is above the teacher's" picks, and that
     run's test accuracy (the rule never sees it)."""
-    from scl_amp_tf.tables import cell_text
+    from scl_amp_tf.table_markdown import cell_text
 
     lines = ["", "| seed | teacher, validation | student, validation | the rule picks | its test accuracy |",
              "| --- | --- | --- | --- | --- |"]

@@ -15,7 +15,7 @@ import json
 import os
 
 import bench_lines
-from scl_amp_tf.tables import cell_text, stats
+from scl_amp_tf.table_markdown import cell_text, stats
 
 # (table, cell, target in %) from issue #15: the paper's SCL-AMP on MixedWM38, round figures on NEU.
 TARGETS = [

@@ -205,9 +205,9 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
         "command": command,  # the command that trains the table (given by the command line)
     }
     write_json(os.path.join(output, f"table_{table}.json"), {"conditions": conditions, "runs": runs})
-    from scl_amp_tf import tables
+    from scl_amp_tf import table_markdown
 
-    markdown = tables.render(table, chosen, runs, conditions)
+    markdown = table_markdown.render(table, chosen, runs, conditions)
     from scl_amp_tf.files import atomic_write
 
     path = os.path.join(output, f"table_{table}.md")

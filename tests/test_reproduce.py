@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scl_amp_tf import recipes, reproducing, tables, train_config
+from scl_amp_tf import recipes, reproducing, table_markdown, tables, train_config
 
 TINY = {"epochs": 1, "image_size": 32, "batch_size": 16}
 
@@ -179,7 +179,7 @@ def test_epochs_per_run_name_each_cell_once_and_the_rows_that_differ():
             for seed in (0, 1)]
     runs.append({"cell": "50shot", "method": "scl_amp_self_training", "seed": 0, "epochs": 11})
     runs.append({"cell": "50shot", "method": "scl_amp_self_training", "seed": 1, "epochs": 12})
-    assert tables._epochs_text(cells, runs) == (
+    assert table_markdown._epochs_text(cells, runs) == (
         "20shot: 134 (SCL-AMP, recommended recipe + self-training: 27), "
         "50shot: 54 (SCL-AMP, recommended recipe + self-training: 11/12)")
 
@@ -188,11 +188,11 @@ def test_a_student_whose_teacher_was_trained_elsewhere_is_named_in_the_condition
     runs = [{"cell": "20shot", "seed": 0, "method": "ce"},
             {"cell": "20shot", "seed": 0, "method": "scl_amp_self_training", "teacher_elsewhere": False},
             {"cell": "20shot", "seed": 1, "method": "scl_amp_self_training", "teacher_elsewhere": True}]
-    assert tables._teacher_note(runs) == [
+    assert table_markdown._teacher_note(runs) == [
         "* 1 of the 2 self-training runs learned from a teacher trained outside this table's run folders, with the "
         "same settings, cell and seed (its path: `pseudo_labels.teacher` in the student's metrics.json); seeded "
         "runs repeat on one machine only, so that teacher's test accuracy can differ a little from this table's row."]
-    assert tables._teacher_note(runs[:2]) == []  # seed 0: the table's own teacher
+    assert table_markdown._teacher_note(runs[:2]) == []  # seed 0: the table's own teacher
 
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
