@@ -8,15 +8,14 @@ Table IV's episodes on the classes a run never saw.
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
-import platform
 import time
 
 import numpy as np
 
+from scl_amp_tf import provenance
 from scl_amp_tf.tables import BUDGETS, FEW_SHOT_KS, ROWS, TABLES
 
 
@@ -81,20 +80,6 @@ def few_shot(config, episodes):
             entry[f"open_set_k{k}"] = {key: value.tolist() for key, value in rejection.items()}
         out["representations"][name] = entry
     return out
-
-
-def hardware():
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpus = tf.config.list_physical_devices("GPU")
-    return (f"{os.cpu_count()} CPU cores ({cpu})" + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
-            + f"; TensorFlow {tf.__version__}, Python {platform.python_version()}")
 
 
 def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, overrides=None,
@@ -180,6 +165,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                        "reference_db_accuracy_on_features": metrics.get("reference_db_accuracy_on_features"),
                        "dataset_description": metrics.get("dataset_description"),
                        "train_seconds": metrics.get("train_seconds"), "model_dir": config.model_dir,
+                       "made": metrics.get("made"),  # the machine and date of the run (None before recorded)
                        # a student's teacher, as it trained: this table's run, or one made elsewhere
                        "teacher": (metrics.get("pseudo_labels") or {}).get("teacher")}
                 if ROWS[method].teacher is not None and run["teacher"]:
@@ -200,7 +186,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
         # the settings each row adds to the budget's, as trained: --set wins over the row's own
         "row_settings": {m: {k: overrides.get(k, v) for k, v in ROWS[m].settings.items()} for m in methods},
-        "hardware": hardware(), "date": datetime.date.today().isoformat(),
+        **provenance.made(),  # where and when this table was written
         "dataset": sorted({r["dataset_description"] or "" for r in runs}),
         "command": command,  # the command that trains the table (given by the command line)
     }

@@ -174,6 +174,22 @@ def _teacher_note(runs):
             "so that teacher's test accuracy can differ a little from this table's row."]
 
 
+def _made_text(runs, conditions):
+    """The machines and dates of the runs (recorded by each run when it finished), and where and
+    when this table was written; runs from before that record are counted as such."""
+    made = [r.get("made") for r in runs]
+    known = [m for m in made if m]
+    written = f"table written on {conditions['machine']}, {conditions['date']}"
+    if not known:
+        return f"* Hardware and date: {written}; the runs do not record theirs (made before runs recorded them)."
+    dates = sorted({m["date"] for m in known})
+    text = (f"* Hardware of the runs: {'; '.join(sorted({m['machine'] for m in known}))}; dates of the runs: "
+            + (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"))
+    if len(known) < len(made):
+        text += f" ({len(made) - len(known)} of the {len(made)} runs were made before runs recorded these)"
+    return text + f"; {written}."
+
+
 def _epochs_text(cells, runs):
     """The epochs the runs made, per cell: a step budget gives every row of a cell the same epochs
     except a row that fits more images (self-training's pool), named beside the cell's figure."""
@@ -217,12 +233,12 @@ def render(table, cells, runs, conditions):
                           + "".join(f" --{k}={v}" for k, v in conditions["row_settings"][m].items()) + "`"
                           + (f" and `--pseudo_labels_from=` the {ROWS[ROWS[m].teacher].name} run of the same cell "
                              "and seed, in the cells that leave unlabeled images" if ROWS[m].teacher else "") + ")"
-                          for m in conditions["methods"]) + ".",
+                          for m in conditions["methods"] if _by(runs, method=m)) + ".",
               *_teacher_note(runs),
               f"* Data: {datasets}."
               + (" **This MixedWM38 copy is partial: 33,815 of the 38,015 maps (89 %)**; every figure "
                  "above uses it." if partial else ""),
-              f"* Hardware: {conditions['hardware']}; date {conditions['date']}.",
+              _made_text(runs, conditions),
               ]
     if conditions.get("command"):
         lines.append(f"* Command: `{conditions['command']}`")

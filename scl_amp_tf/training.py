@@ -42,6 +42,7 @@ from scl_amp_tf import evaluation
 from scl_amp_tf import input_pipeline
 from scl_amp_tf import models
 from scl_amp_tf import pseudo_labels
+from scl_amp_tf import provenance
 from scl_amp_tf import run_folder
 from scl_amp_tf import schedules
 from scl_amp_tf import validation
@@ -294,7 +295,8 @@ def _train_and_evaluate(config, callbacks, held):
         models.recalibrate_batchnorm(features, data_lib.to_float(train_data.images[np.sort(sample)]))
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
-    metrics.update(train_seconds=train_seconds, dataset_description=data.description, epochs=epochs,
+    metrics.update(made=provenance.made(), train_seconds=train_seconds, dataset_description=data.description,
+                   epochs=epochs,
                    steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
                    stem_used=config.stem_used(config.image_size),
                    frame_score=score, pseudo_labels=None if pseudo is None else pseudo[2],

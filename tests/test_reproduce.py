@@ -47,6 +47,14 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     assert [rows[m][3] for m in rows] == ["93.89", "98.39", "98.39"]
     assert all(rows[m][-1] == "0" for m in rows)
     assert "## Conditions" in text and "resnet_tiny" in text and "image folder" in text
+    from scl_amp_tf import provenance
+
+    # each run records where and when it was made; the table names them and where it was written
+    made = {json.dumps(r["made"], sort_keys=True) for r in json.load(open(tmp_path / "table_3.json"))["runs"]}
+    assert len(made) == 1 and json.loads(made.pop())["machine"] == provenance.hardware()
+    conditions = json.load(open(tmp_path / "table_3.json"))["conditions"]
+    assert f"* Hardware of the runs: {provenance.hardware()}; dates of the runs: " in text
+    assert f"table written on {conditions['machine']}, {conditions['date']}." in text
     assert "(`--method=scl_amp --arc_on_views=True --crop_scale_min=auto --stem=auto --lr_schedule=cosine`)" in text
     assert "(`--method=scl_amp`)" in text
     assert "(`--method=ce --crop_scale_min=auto --stem=auto --lr_schedule=cosine`)" in text
@@ -193,6 +201,18 @@ def test_a_student_whose_teacher_was_trained_elsewhere_is_named_in_the_condition
         "same settings, cell and seed (its path: `pseudo_labels.teacher` in the student's metrics.json); seeded "
         "runs repeat on one machine only, so that teacher's test accuracy can differ a little from this table's row."]
     assert table_markdown._teacher_note(runs[:2]) == []  # seed 0: the table's own teacher
+
+
+def test_the_machines_and_dates_of_the_runs_with_runs_that_recorded_none():
+    conditions = {"machine": "M3", "date": "2026-12-09"}
+    runs = [{"made": {"machine": "M1", "date": "2026-12-03"}}, {"made": {"machine": "M2", "date": "2026-12-01"}},
+            {"made": None}]
+    assert table_markdown._made_text(runs, conditions) == (
+        "* Hardware of the runs: M1; M2; dates of the runs: 2026-12-01 to 2026-12-03 (1 of the 3 runs were made "
+        "before runs recorded these); table written on M3, 2026-12-09.")
+    assert table_markdown._made_text(runs[2:], conditions) == (
+        "* Hardware and date: table written on M3, 2026-12-09; the runs do not record theirs (made before runs "
+        "recorded them).")
 
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
