@@ -5,19 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import subprocess
 
-
-def cpu_name():
-    """The processor's model name (seeded runs repeat on one kind of CPU, not across kinds)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from scl_amp_tf.provenance import cpu_name  # noqa: F401  (bench scripts call bench_lines.cpu_name)
 
 
 def git_commit():

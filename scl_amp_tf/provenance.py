@@ -9,18 +9,24 @@ import os
 import platform
 
 
+def cpu_name():
+    """The processor's model name (seeded runs repeat on one kind of CPU, not across kinds)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware():
     """``"2 CPU cores (AMD EPYC), no GPU; TensorFlow 2.21.0, Python 3.11.7"``."""
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpus = tf.config.list_physical_devices("GPU")
-    return (f"{os.cpu_count()} CPU cores ({cpu})" + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
+    return (f"{os.cpu_count()} CPU cores ({cpu_name()})" + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
             + f"; TensorFlow {tf.__version__}, Python {platform.python_version()}")
 
 
