@@ -9,33 +9,86 @@ same split that starts from the pre-trained backbone (``--init_from``). Lines ap
     BENCH {"figure": "pretrain", "seed": 0, "steps": 2400, "test_accuracy": ...}       # probe: reference DB
     BENCH {"figure": "accuracy", "method": "scl_amp", "seed": 0, "init": "pretrained", ...}
 
-Compare with runs from scratch at the same steps and settings (e.g. the lines of
-bench/learning_curve.py). Resumable: runs already in ``--output`` are skipped, and an interrupted
-run resumes from its checkpoint in ``--work_dir``.
+``--inits=pretrained,scratch`` also trains each method from scratch with the same split, steps and
+settings (``"init": "scratch"``), so that the comparison sits in one file, made on one machine.
+Resumable: runs already in ``--output`` are skipped, and an interrupted run resumes from its
+checkpoint in ``--work_dir``. ``--report`` trains nothing: it prints BENCHMARKS.md's table of the
+lines in ``--output`` (per method and seed: from scratch, pre-trained, and the difference).
 
     python bench/pretrain_few_shot.py --dataset=mixed_wm38 --manual_dir=../shared/data/mixedwm38 \\
         --shots_per_class=20 --test_fraction=0.2 --image_size=52 --seeds=0,1 \\
         --pretrain_steps=2400 --finetune_steps=1600 --set arc_on_views=True crop_scale_min=0.8 \\
         --output=bench/results/pretrain_wm38_20shot.jsonl
+    python bench/pretrain_few_shot.py --output=bench/results/pretrain_wm38_20shot.jsonl --report
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
+import numpy as np
+
 
 LABEL_ONLY = ("arc_on_views", "class_aware_negatives", "alpha", "beta", "margin", "arc_scale", "steps", "epochs")
+INITS = ("scratch", "pretrained")
+
+
+def _exact_accuracy(record):
+    """correct / num_test: 4 digits of accuracy (under 10,000 test images) still give the count."""
+    return round(record["test_accuracy"] * record["num_test"]) / record["num_test"]
+
+
+def report(records):
+    """The markdown table of BENCHMARKS.md: per method, settings, steps and pre-training steps, each
+    seed's accuracy from scratch and from the pre-trained backbone and their difference, then mean ±
+    sample std over the seeds that have both (:func:`scl_amp_tf.table_markdown.cell_text`); and the
+    pre-training runs themselves (their reference database of the labelled images: the probe)."""
+    from scl_amp_tf.table_markdown import cell_text, stats
+
+    scratch, pretrained = {}, {}
+    for r in records:
+        if r.get("figure") == "accuracy":
+            group = (r["method"], json.dumps(r.get("extra", {}), sort_keys=True), r["steps"])
+            if r.get("init", "pretrained") == "scratch":  # lines before --inits were all pre-trained
+                scratch[group + (r["seed"],)] = r
+            else:
+                pretrained.setdefault(group + (r["pretrain_steps"],), {})[r["seed"]] = r
+    lines = ["| method | settings | steps | pre-training steps | seed | from scratch | pre-trained | "
+             "pre-trained − scratch |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (method, settings, steps, pretrain_steps), by_seed in sorted(pretrained.items()):
+        pairs = {seed: (_exact_accuracy(scratch[(method, settings, steps, seed)]), _exact_accuracy(r))
+                 for seed, r in sorted(by_seed.items()) if (method, settings, steps, seed) in scratch}
+        head = f"| {method} | {settings} | {steps} | {pretrain_steps} |"
+        for seed, (before, after) in pairs.items():
+            lines.append(f"{head} {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
+        if len(pairs) > 1:
+            before, after = zip(*pairs.values())
+            gains = np.subtract(after, before)
+            gain, gain_std, _ = stats(gains)
+            lines.append(f"{head} mean ± sample std | {cell_text(before)} | {cell_text(after)} | "
+                         f"{gain:+.2f} ± {gain_std:.2f} ({int(np.sum(gains > 0))} of {len(pairs)} seeds better) |")
+    probes = [r for r in records if r.get("figure") == "pretrain"]
+    if probes:
+        lines += ["", "| pre-training steps | seed | images (labels unread) | passes | seconds | "
+                  "probe: reference DB of the labelled images on its embeddings |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in sorted(probes, key=lambda r: (r["steps"], r["seed"])):
+            lines.append(f"| {r['steps']} | {r['seed']} | {r['pool_images']:,} | {r['epochs']} | "
+                         f"{r['seconds']:.0f} | {100 * r['test_accuracy']:.2f} |")
+    return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset")
     parser.add_argument("--manual_dir", default=None)
-    parser.add_argument("--shots_per_class", type=int, required=True)
-    parser.add_argument("--test_fraction", type=float, required=True)
+    parser.add_argument("--shots_per_class", type=int)
+    parser.add_argument("--test_fraction", type=float)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--methods", default="scl_amp,ce")
+    parser.add_argument("--inits", default="pretrained", help="pretrained and/or scratch, comma-separated")
     parser.add_argument("--backbone", default="resnet_tiny")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--pretrain_steps", type=int, default=2400)
@@ -43,10 +96,22 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig fields of the few-shot runs, key=value")
     parser.add_argument("--output", required=True)
     parser.add_argument("--work_dir", default="/tmp/pretrain_few_shot")
+    parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
-
-    import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import bench_lines
+
+    if args.report:
+        print(report(bench_lines.read(args.output)))
+        return
+    inits = args.inits.split(",")
+    if not set(inits) <= set(INITS) or not inits:
+        parser.error(f"--inits: a comma-separated subset of {','.join(INITS)}, not {args.inits!r}")
+    missing = [f"--{name}" for name in ("dataset", "shots_per_class", "test_fraction")
+               if getattr(args, name) is None]
+    if missing:
+        parser.error(f"training needs {', '.join(missing)}")
+
+    import scl_amp_tf  # noqa: F401  (it quiets TensorFlow's C++ log before TF loads)
     import keras
 
     from scl_amp_tf.train_config import parse_overrides
@@ -63,7 +128,7 @@ def main():
         done = bench_lines.read(args.output)
         pretrain_dir = os.path.join(root, f"pretrain_seed{seed}")
         key = {**base, "figure": "pretrain", "seed": seed, "steps": args.pretrain_steps}
-        if not any(all(r.get(k) == v for k, v in key.items()) for r in done):
+        if "pretrained" in inits and not any(all(r.get(k) == v for k, v in key.items()) for r in done):
             start = time.time()
             # The same data and augmentation as the few-shot runs; no label-only settings.
             shared = {k: v for k, v in extra.items() if k not in LABEL_ONLY}
@@ -76,21 +141,26 @@ def main():
                                   metrics["reference_db_accuracy_on_features"], 4),
                               "pool_images": metrics["fit_images"], "epochs": metrics["epochs"],
                               "seconds": round(time.time() - start, 1), **bench_lines.provenance()}, args.output)
-        for method in args.methods.split(","):
-            key = {**base, "figure": "accuracy", "method": method, "seed": seed, "init": "pretrained",
-                   "pretrain_steps": args.pretrain_steps, "steps": args.finetune_steps, "extra": extra}
-            if any(all(r.get(k) == v for k, v in key.items()) for r in bench_lines.read(args.output)):
-                continue
-            start = time.time()
-            metrics = train_and_evaluate(TrainConfig(
-                model_dir=os.path.join(root, f"{method}_seed{seed}"), method=method, seed=seed,
-                init_from=pretrain_dir, steps=args.finetune_steps, **common, **extra))
-            keras.backend.clear_session()
-            bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
-                              "reference_db_accuracy_on_features": round(
-                                  metrics["reference_db_accuracy_on_features"], 4),
-                              "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
-                              **bench_lines.provenance()}, args.output)
+        for init in inits:
+            for method in args.methods.split(","):
+                key = {**base, "figure": "accuracy", "method": method, "seed": seed, "init": init,
+                       "steps": args.finetune_steps, "extra": extra}
+                start_from = {}
+                if init == "pretrained":
+                    key["pretrain_steps"] = args.pretrain_steps
+                    start_from = {"init_from": pretrain_dir}
+                if any(all(r.get(k) == v for k, v in key.items()) for r in bench_lines.read(args.output)):
+                    continue
+                start = time.time()
+                metrics = train_and_evaluate(TrainConfig(
+                    model_dir=os.path.join(root, f"{method}_{init}_seed{seed}"), method=method, seed=seed,
+                    steps=args.finetune_steps, **start_from, **common, **extra))
+                keras.backend.clear_session()
+                bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
+                                  "reference_db_accuracy_on_features": round(
+                                      metrics["reference_db_accuracy_on_features"], 4),
+                                  "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
+                                  **bench_lines.provenance()}, args.output)
 
 
 if __name__ == "__main__":

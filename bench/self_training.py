@@ -157,7 +157,12 @@ def main():
                     "num_validation": metrics["validation"]["num_images"]} if vf else {}),
                 **({"seconds": round(seconds, 1)} if seconds is not None else {}), **bench_lines.provenance()}
 
+    ratios = [float(r) for r in args.ratios.split(",")]
     for seed in [int(s) for s in args.seeds.split(",")]:
+        wanted = [{**base, "figure": "accuracy", "row": row, "seed": seed} for row in ("ce", "scl_amp_recipe")]
+        wanted += [{**base, "figure": "accuracy", "row": "self_training", "ratio": r, "seed": seed} for r in ratios]
+        if all(have(key) for key in wanted):
+            continue  # all its lines are written: its runs (maybe on another machine's disk) are not needed
         # CE and the teacher: reproduce's own runs of this cell (trained here unless finished)
         reproducing.run_table(args.table, [seed], args.budget, args.work_dir, methods=("ce", "scl_amp_recipe"),
                               cells=[args.cell], overrides=overrides, **data_options)
@@ -170,7 +175,7 @@ def main():
                 with open(os.path.join(config.model_dir, "metrics.json")) as f:
                     bench_lines.emit(line(key, config, json.load(f)), args.output)
         teacher = configs["scl_amp_recipe"]
-        for ratio in [float(r) for r in args.ratios.split(",")]:
+        for ratio in ratios:
             key = {**base, "figure": "accuracy", "row": "self_training", "ratio": ratio, "seed": seed}
             if have(key):
                 continue

@@ -1,5 +1,6 @@
 """bench/targets.py reads the reproduced tables right: the recipe's mean over the seeds CE also has,
-the paired wins, the gap to the target, and the cells not run yet."""
+the paired wins, the gap to the target, and the cells not run yet; the ``--report`` tables of
+bench/self_training.py and bench/pretrain_few_shot.py pair their runs right."""
 import importlib.util
 import json
 import os
@@ -80,3 +81,37 @@ def test_self_training_report_from_bench_lines(monkeypatch):
                               f"{sum(ce) / 2:.2f} ± {abs(ce[0] - ce[1]) / 2 ** 0.5:.2f} | ")
     assert f"| {sum(gain) / 2:+.2f} ± {abs(gain[0] - gain[1]) / 2 ** 0.5:.2f} |" in rows[4]
     assert module.report(lines[:2], 4.0) == "no seed has its CE, teacher and student lines yet"
+
+
+def _pretrain_line(method, seed, correct, init=None, pretrain_steps=None, steps=1600, extra=None):
+    row = {"figure": "accuracy", "method": method, "seed": seed, "steps": steps, "extra": extra or {},
+           "num_test": 900, "test_accuracy": round(correct / 900, 4)}
+    if init:
+        row["init"] = init
+    if pretrain_steps:
+        row["pretrain_steps"] = pretrain_steps
+    return row
+
+
+def test_pretrain_report_pairs_scratch_and_pretrained_by_seed(monkeypatch):
+    module = _bench_module(monkeypatch, "pretrain_few_shot")
+    records = [
+        _pretrain_line("scl_amp", 0, 800, "scratch"), _pretrain_line("scl_amp", 0, 810, "pretrained", 4800),
+        _pretrain_line("scl_amp", 1, 820, "scratch"), _pretrain_line("scl_amp", 1, 811, "pretrained", 4800),
+        _pretrain_line("scl_amp", 2, 830, "pretrained", 4800),  # no scratch run for seed 2: left out
+        _pretrain_line("scl_amp", 0, 850, None, 2400),  # a line from before --inits: pre-trained
+        _pretrain_line("ce", 0, 700, "scratch", extra={"stem": "auto"}),
+        _pretrain_line("ce", 0, 900, "pretrained", 4800),  # other settings than the scratch CE: no pair
+        {"figure": "pretrain", "seed": 0, "steps": 4800, "pool_images": 900, "epochs": 171, "seconds": 612.4,
+         "test_accuracy": 0.5},
+    ]
+    lines = module.report(records).splitlines()
+    body = [line for line in lines if line.startswith("| scl_amp") or line.startswith("| ce")]
+    assert body == [
+        "| scl_amp | {} | 1600 | 2400 | 0 | 88.89 | 94.44 | +5.56 |",
+        "| scl_amp | {} | 1600 | 4800 | 0 | 88.89 | 90.00 | +1.11 |",
+        "| scl_amp | {} | 1600 | 4800 | 1 | 91.11 | 90.11 | -1.00 |",
+        "| scl_amp | {} | 1600 | 4800 | mean ± sample std | 90.00 ± 1.57 | 90.06 ± 0.08 | +0.06 ± 1.49 "
+        "(1 of 2 seeds better) |",
+    ]
+    assert "| 4800 | 0 | 900 | 171 | 612 | 50.00 |" in lines
