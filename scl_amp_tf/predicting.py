@@ -73,6 +73,14 @@ class RunPredictor:
         """The encoder's embeddings (SCL-AMP) or logits (CE) of uint8 images, with the run's ``--tta``."""
         return self._embed(self.encoder, images, tta=self.tta, average="raw" if self.method == "ce" else "unit")
 
+    def use_references(self, images, labels):
+        """Replaces the run's reference database by one of these uint8 images (class ids into
+        :attr:`class_names`) on the run's embeddings: e.g. without images another run holds out.
+        A CE run classifies by its softmax, which has no references to replace."""
+        if self.method == "ce":
+            raise ValueError("a CE run classifies by its softmax: it has no reference database to replace.")
+        self.database = ReferenceDatabase.from_embeddings(self._outputs(images), labels, self.class_names)
+
     def scores(self, images):
         """Class scores ``[N, K]`` of uint8 images at the run's size: the mean cosine similarity to
         each class's references (SCL-AMP), or the softmax of the classifier's logits (CE)."""

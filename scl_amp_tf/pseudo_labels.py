@@ -20,7 +20,12 @@ The choice of images (:func:`select`) is a rule for any folder of images:
 
 The teacher must have been trained on the same data with the same test images: with
 ``--unlabeled_data=rest`` the pool is then exactly the images it neither trained on nor is
-tested on, and no test image can come back as a pseudo-labelled training image.
+tested on, and no test image can come back as a pseudo-labelled training image. Likewise with
+``--validation_fraction``: the teacher must have held out (never fitted) the student's validation
+images, and an SCL-AMP teacher labels the pool with a reference database of the student's fitted
+images only. Otherwise a pool image labelled for its likeness to a validation image would carry
+that image's label into the student, and the student's validation accuracy, the signal for
+whether to keep it, would read high.
 """
 from __future__ import annotations
 
@@ -59,10 +64,11 @@ def select(scores, labelled_counts, ratio):
     return indices, best[indices].astype(np.int64), margins[indices]
 
 
-def check_teacher(teacher_dir, dataset, image_size, test_idx):
+def check_teacher(teacher_dir, dataset, image_size, test_idx, validation_idx=()):
     """Raises ValueError unless ``teacher_dir`` is a finished scl_amp or ce run on ``dataset`` at
     ``image_size`` whose test images are ``test_idx``: so that, with ``--unlabeled_data=rest``, the
-    pool holds no test image and the teacher was never tested on a training image."""
+    pool holds no test image and the teacher was never tested on a training image; and unless it
+    held out (never fitted) the student's validation images ``validation_idx``."""
     settings = run_folder.load_settings(teacher_dir)
     where = f"--pseudo_labels_from={teacher_dir}"
     if settings.get("method") not in ("scl_amp", "ce"):
@@ -74,28 +80,40 @@ def check_teacher(teacher_dir, dataset, image_size, test_idx):
         raise ValueError(f"{where} trained at --image_size={settings.get('image_size')}, not {image_size}.")
     with np.load(os.path.join(teacher_dir, run_folder.SPLIT)) as split:
         theirs = np.sort(split["test"])
+        its_validation = split["validation"] if "validation" in split.files else np.zeros(0, np.int64)
     if not np.array_equal(theirs, np.sort(np.asarray(test_idx))):
         raise ValueError(f"{where} holds out other test images than this run: train the teacher with the same "
                          "--seed, --shots_per_class, --test_fraction (or --train_fraction) and --classes, so that "
                          "no test image is pseudo-labelled.")
+    fitted = np.setdiff1d(np.asarray(validation_idx, np.int64), its_validation)
+    if len(fitted):
+        raise ValueError(f"{where} fitted {len(fitted)} of the {len(validation_idx)} images this run holds out for "
+                         "validation: train the teacher with the same --validation_fraction and --seed, so that the "
+                         "student's validation images are labels neither run has learned.")
     return settings
 
 
-def teacher_scores(teacher_dir, images):
+def teacher_scores(teacher_dir, images, references=None):
     """The teacher's class scores ``[N, K]`` for uint8 images at its size, as it predicts
-    (its reference database, or its softmax for CE), and its class names."""
+    (its reference database, or its softmax for CE), and its class names. ``references``
+    (labelled images): an SCL-AMP teacher's database is rebuilt from these alone."""
     from scl_amp_tf.predicting import RunPredictor
 
     teacher = RunPredictor(teacher_dir)
+    if references is not None and teacher.method != "ce":
+        teacher.use_references(references.images, references.labels)
     return teacher.scores(images), teacher.class_names
 
 
-def for_run(config, data, train_data, test_idx, pool, pool_classes=None):
+def for_run(config, data, train_data, test_idx, pool, pool_classes=None, validation_idx=(), fit_labelled=None):
     """``--pseudo_labels_from``: the pool's images that the teacher labels with confidence
     (:func:`select`), as labelled images, and the record of the choice for
     metrics.json. The choice is saved in the model directory on the first call and read back on a
     resume, so a resumed run trains on the same images wherever it runs. ``pool_classes``: the
-    pool's true classes where they are known (``rest``), read only to report the precision."""
+    pool's true classes where they are known (``rest``), read only to report the precision.
+    ``validation_idx`` (dataset indices) and ``fit_labelled`` (the labelled images the student
+    fits): with ``--validation_fraction`` the teacher must not have fitted the former, and labels
+    the pool with references of the latter only."""
     from scl_amp_tf import data as data_lib  # here: train_config imports this module, and data imports TFDS
 
     path = os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)
@@ -104,8 +122,9 @@ def for_run(config, data, train_data, test_idx, pool, pool_classes=None):
         with np.load(path) as saved:
             indices, labels, margins = saved["indices"], saved["labels"], saved["margins"]
     else:
-        check_teacher(config.pseudo_labels_from, config.dataset, config.image_size, test_idx)
-        scores, names = teacher_scores(config.pseudo_labels_from, pool)
+        check_teacher(config.pseudo_labels_from, config.dataset, config.image_size, test_idx, validation_idx)
+        scores, names = teacher_scores(config.pseudo_labels_from, pool,
+                                       fit_labelled if len(validation_idx) else None)
         if list(names) != list(data.class_names):
             raise ValueError(f"--pseudo_labels_from={config.pseudo_labels_from} knows the classes "
                              f"{', '.join(names)}, not this run's {', '.join(data.class_names)}.")

@@ -170,19 +170,20 @@ def _train_and_evaluate(config, callbacks, held):
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
     unlabeled, unlabeled_classes = _unlabeled_images(config, data, train_idx, test_idx)
-    pseudo = None  # --pseudo_labels_from: the teacher's confident share of the pool joins the labelled images
-    if config.pseudo_labels_from is not None:
-        pseudo = pseudo_labels.for_run(config, data, train_data, test_idx, unlabeled, unlabeled_classes)
-        unlabeled = None
-    if config.method == "contrastive":  # pre-training: every image without its label, in one pool
-        pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))
-        unlabeled = None
     # --validation_fraction: the network fits the other training images only; after training every
     # labelled training image (the validation ones too) is a reference of the database.
     fit_pos, val_pos = (validation.carve(train_data.images, train_data.labels, config.validation_fraction,
                                          config.seed)
                         if config.validation_fraction else (np.arange(len(train_idx)), np.zeros(0, np.int64)))
     labelled_fit, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
+    pseudo = None  # --pseudo_labels_from: the teacher's confident share of the pool joins the labelled images
+    if config.pseudo_labels_from is not None:
+        pseudo = pseudo_labels.for_run(config, data, train_data, test_idx, unlabeled, unlabeled_classes,
+                                       validation_idx=train_idx[val_pos], fit_labelled=labelled_fit)
+        unlabeled = None
+    if config.method == "contrastive":  # pre-training: every image without its label, in one pool
+        pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))
+        unlabeled = None
     fit_data = labelled_fit if config.method != "contrastive" else data_lib.LabelledImages(
         pool, np.full(len(pool), -1, np.int64), data.class_names, "unlabeled pool")
     if pseudo is not None:

@@ -136,3 +136,46 @@ def test_the_teacher_is_recorded_in_the_flag_file(tmp_path, teacher):
     config = _config(tmp_path, "student", unlabeled_data="rest", pseudo_labels_from=teacher.model_dir)
     assert f"--pseudo_labels_from={teacher.model_dir}" in config.as_flags().splitlines()
     assert config.run_settings()["pseudo_label_ratio"] == 4.0
+
+
+def test_with_validation_the_teacher_labels_the_pool_without_the_students_validation_images(tmp_path, teacher):
+    import keras
+
+    # A teacher that fitted the student's validation images would carry their labels into the student.
+    refused = _config(tmp_path, "refused", unlabeled_data="rest", pseudo_labels_from=teacher.model_dir,
+                      validation_fraction=0.4)
+    with pytest.raises(ValueError, match=r"fitted (\d+) of the \1 images this run holds out for validation"):
+        train_and_evaluate(refused)
+    assert not os.path.exists(refused.model_dir)
+
+    held_out_teacher = _config(tmp_path, "teacher_v", validation_fraction=0.4)
+    train_and_evaluate(held_out_teacher)
+    student = _config(tmp_path, "student_v", unlabeled_data="rest", pseudo_labels_from=held_out_teacher.model_dir,
+                      pseudo_label_ratio=0.6, validation_fraction=0.4, steps=8)
+    train_and_evaluate(student)
+
+    data = data_lib.load_dataset("synthetic_wafers", 32, synthetic_per_class=20, seed=0, classes=CLASSES)
+    train_idx, test_idx = data_lib.split(data, seed=0, shots_per_class=5, test_fraction=0.5)
+    rest = data_lib.remaining(data, train_idx, test_idx)
+    with np.load(os.path.join(student.model_dir, run_folder.SPLIT)) as split:
+        held_out = split["validation"]
+    fit = np.setdiff1d(train_idx, held_out)
+    assert 0 < len(held_out) and len(fit) + len(held_out) == len(train_idx)
+    # Independent: the teacher's unit embeddings; a class's score is the mean cosine similarity to
+    # its references, here the student's fitted images only.
+    encoder = keras.models.load_model(os.path.join(held_out_teacher.model_dir, run_folder.ENCODER))
+
+    def unit(images):
+        e = encoder.predict(images / np.float32(255), verbose=0)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    references, queries = unit(data.images[fit]), unit(data.images[rest])
+    expected = np.stack([(queries @ references[data.labels[fit] == k].T).mean(axis=1) for k in range(8)], axis=1)
+    fit_labelled = data_lib.LabelledImages(data.images[fit], data.labels[fit], data.class_names, "fit")
+    scores, _ = pseudo_labels.teacher_scores(held_out_teacher.model_dir, data.images[rest], fit_labelled)
+    assert scores == pytest.approx(expected, abs=1e-5)
+    full, _ = pseudo_labels.teacher_scores(held_out_teacher.model_dir, data.images[rest])
+    assert np.abs(full - expected).max() > 1e-3  # the run's own database (with the held-out images) differs
+    chosen, labels, _ = pseudo_labels.select(scores, [5] * 8, 0.6)
+    with np.load(os.path.join(student.model_dir, run_folder.PSEUDO_LABELS)) as saved:
+        assert saved["indices"].tolist() == chosen.tolist() and saved["labels"].tolist() == labels.tolist()
