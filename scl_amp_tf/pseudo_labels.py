@@ -25,7 +25,8 @@ tested on, and no test image can come back as a pseudo-labelled training image. 
 images, and an SCL-AMP teacher labels the pool with a reference database of the student's fitted
 images only. Otherwise a pool image labelled for its likeness to a validation image would carry
 that image's label into the student, and the student's validation accuracy, the signal for
-whether to keep it, would read high.
+whether to keep it, would read high. (A teacher trained with ``--restore_best_validation`` chose
+its epoch on those images: a smaller leak of the same kind, left to the user.)
 """
 from __future__ import annotations
 
@@ -85,11 +86,12 @@ def check_teacher(teacher_dir, dataset, image_size, test_idx, validation_idx=())
         raise ValueError(f"{where} holds out other test images than this run: train the teacher with the same "
                          "--seed, --shots_per_class, --test_fraction (or --train_fraction) and --classes, so that "
                          "no test image is pseudo-labelled.")
-    fitted = np.setdiff1d(np.asarray(validation_idx, np.int64), its_validation)
-    if len(fitted):
-        raise ValueError(f"{where} fitted {len(fitted)} of the {len(validation_idx)} images this run holds out for "
-                         "validation: train the teacher with the same --validation_fraction and --seed, so that the "
-                         "student's validation images are labels neither run has learned.")
+    not_held_out = np.setdiff1d(np.asarray(validation_idx, np.int64), its_validation)
+    if len(not_held_out):
+        raise ValueError(f"{where} did not hold out {len(not_held_out)} of the {len(validation_idx)} images this run "
+                         "holds out for validation: train the teacher with the same --seed, --shots_per_class and "
+                         "--validation_fraction, so that the student's validation images are labels neither run "
+                         "has learned.")
     return settings
 
 
@@ -112,8 +114,10 @@ def for_run(config, data, train_data, test_idx, pool, pool_classes=None, validat
     resume, so a resumed run trains on the same images wherever it runs. ``pool_classes``: the
     pool's true classes where they are known (``rest``), read only to report the precision.
     ``validation_idx`` (dataset indices) and ``fit_labelled`` (the labelled images the student
-    fits): with ``--validation_fraction`` the teacher must not have fitted the former, and labels
-    the pool with references of the latter only."""
+    fits): with ``--validation_fraction`` the teacher must have held out the former, and an SCL-AMP
+    teacher labels the pool with references of the latter only. The saved choice records the
+    held-out images, so that a run folder whose choice was made without that rule (before it
+    existed) is refused rather than resumed on it."""
     from scl_amp_tf import data as data_lib  # here: train_config imports this module, and data imports TFDS
 
     path = os.path.join(config.model_dir, run_folder.PSEUDO_LABELS)
@@ -121,6 +125,12 @@ def for_run(config, data, train_data, test_idx, pool, pool_classes=None, validat
     if os.path.exists(path):
         with np.load(path) as saved:
             indices, labels, margins = saved["indices"], saved["labels"], saved["margins"]
+            held_out = saved["validation"] if "validation" in saved.files else None
+        if len(validation_idx) and (held_out is None or not np.array_equal(np.sort(held_out),
+                                                                           np.sort(validation_idx))):
+            raise ValueError(f"--model_dir={config.model_dir}: its pseudo-labels were chosen by a teacher whose "
+                             "references included this run's validation images (a run folder from before the "
+                             "teacher left them out); start the run in a new --model_dir.")
     else:
         check_teacher(config.pseudo_labels_from, config.dataset, config.image_size, test_idx, validation_idx)
         scores, names = teacher_scores(config.pseudo_labels_from, pool,

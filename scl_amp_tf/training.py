@@ -224,9 +224,10 @@ def _train_and_evaluate(config, callbacks, held):
         atomic_write(os.path.join(config.model_dir, run_folder.SPLIT),
                      lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
         if pseudo is not None:
-            indices, labels, margins = pseudo[1]
+            indices, labels, margins = pseudo[1]  # and the validation images the teacher's references left out
             atomic_write(os.path.join(config.model_dir, run_folder.PSEUDO_LABELS),
-                         lambda tmp: np.savez(tmp, indices=indices, labels=labels, margins=margins))
+                         lambda tmp: np.savez(tmp, indices=indices, labels=labels, margins=margins,
+                                              validation=train_idx[val_pos]))
     if config.crop_scale_min == "auto":
         scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
         if config.verbose and chief:

@@ -1,5 +1,6 @@
 """--pseudo_labels_from: a teacher run labels the unlabeled pool; the student trains on the
 labelled images plus the teacher's confident, class-balanced share of the pool."""
+import dataclasses
 import os
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_with_validation_the_teacher_labels_the_pool_without_the_students_valida
     # A teacher that fitted the student's validation images would carry their labels into the student.
     refused = _config(tmp_path, "refused", unlabeled_data="rest", pseudo_labels_from=teacher.model_dir,
                       validation_fraction=0.4)
-    with pytest.raises(ValueError, match=r"fitted (\d+) of the \1 images this run holds out for validation"):
+    with pytest.raises(ValueError, match=r"did not hold out (\d+) of the \1 images this run holds out for validation"):
         train_and_evaluate(refused)
     assert not os.path.exists(refused.model_dir)
 
@@ -176,6 +177,15 @@ def test_with_validation_the_teacher_labels_the_pool_without_the_students_valida
     assert scores == pytest.approx(expected, abs=1e-5)
     full, _ = pseudo_labels.teacher_scores(held_out_teacher.model_dir, data.images[rest])
     assert np.abs(full - expected).max() > 1e-3  # the run's own database (with the held-out images) differs
-    chosen, labels, _ = pseudo_labels.select(scores, [5] * 8, 0.6)
-    with np.load(os.path.join(student.model_dir, run_folder.PSEUDO_LABELS)) as saved:
+    chosen, labels, margins = pseudo_labels.select(scores, [5] * 8, 0.6)
+    path = os.path.join(student.model_dir, run_folder.PSEUDO_LABELS)
+    with np.load(path) as saved:
         assert saved["indices"].tolist() == chosen.tolist() and saved["labels"].tolist() == labels.tolist()
+        assert saved["margins"] == pytest.approx(margins, abs=1e-5)  # the scores of the fitted images' references
+        assert sorted(saved["validation"].tolist()) == sorted(held_out.tolist())
+
+    # A run folder whose choice was saved without the held-out images (before this rule) is refused on resume.
+    with np.load(path) as saved:
+        np.savez(path, indices=saved["indices"], labels=saved["labels"], margins=saved["margins"])
+    with pytest.raises(ValueError, match="references included this run's validation images"):
+        train_and_evaluate(dataclasses.replace(student, steps=16))
