@@ -30,14 +30,12 @@ import time
 
 import numpy as np
 
+import bench_lines
+
 
 LABEL_ONLY = ("arc_on_views", "class_aware_negatives", "alpha", "beta", "margin", "arc_scale", "steps", "epochs")
 INITS = ("scratch", "pretrained")
-
-
-def _exact_accuracy(record):
-    """correct / num_test: 4 digits of accuracy (under 10,000 test images) still give the count."""
-    return round(record["test_accuracy"] * record["num_test"]) / record["num_test"]
+SETTING = ("dataset", "shots_per_class", "test_fraction", "backbone", "image_size")  # a line's split and network
 
 
 def report(records):
@@ -50,16 +48,18 @@ def report(records):
     scratch, pretrained = {}, {}
     for r in records:
         if r.get("figure") == "accuracy":
-            group = (r["method"], json.dumps(r.get("extra", {}), sort_keys=True), r["steps"])
+            group = (r["method"], json.dumps({k: r.get(k) for k in SETTING}, sort_keys=True),
+                     json.dumps(r.get("extra", {}), sort_keys=True), r["steps"])
             if r.get("init", "pretrained") == "scratch":  # lines before --inits were all pre-trained
                 scratch[group + (r["seed"],)] = r
             else:
                 pretrained.setdefault(group + (r["pretrain_steps"],), {})[r["seed"]] = r
     lines = ["| method | settings | steps | pre-training steps | seed | from scratch | pre-trained | "
              "pre-trained − scratch |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for (method, settings, steps, pretrain_steps), by_seed in sorted(pretrained.items()):
-        pairs = {seed: (_exact_accuracy(scratch[(method, settings, steps, seed)]), _exact_accuracy(r))
-                 for seed, r in sorted(by_seed.items()) if (method, settings, steps, seed) in scratch}
+    for (method, setting, settings, steps, pretrain_steps), by_seed in sorted(pretrained.items()):
+        pairs = {seed: (bench_lines.exact_accuracy(scratch[(method, setting, settings, steps, seed)]),
+                        bench_lines.exact_accuracy(r))
+                 for seed, r in sorted(by_seed.items()) if (method, setting, settings, steps, seed) in scratch}
         head = f"| {method} | {settings} | {steps} | {pretrain_steps} |"
         for seed, (before, after) in pairs.items():
             lines.append(f"{head} {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
@@ -98,7 +98,6 @@ def main():
     parser.add_argument("--work_dir", default="/tmp/pretrain_few_shot")
     parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
-    import bench_lines
 
     if args.report:
         print(report(bench_lines.read(args.output)))

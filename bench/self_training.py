@@ -39,17 +39,10 @@ import time
 
 import numpy as np
 
+import bench_lines
+
 
 ROWS = ("ce", "scl_amp_recipe", "self_training")  # CE, the teacher, the student
-
-
-def _exact_accuracy(record):
-    """The accuracy as correct / num_test: a line holds it rounded to 4 digits, which (under
-    10,000 test images) still tells the count of correct images exactly."""
-    n = record["num_test"]
-    if n >= 10_000:
-        raise ValueError(f"{n} test images: 4 digits of accuracy no longer give the count of correct ones")
-    return round(record["test_accuracy"] * n) / n
 
 
 def report(records, ratio, validation_fraction=0.0):
@@ -70,7 +63,7 @@ def report(records, ratio, validation_fraction=0.0):
     pool = next(iter(rows.values()))["self_training"]["pool"]
     lines = [f"| seed | CE | teacher (recommended recipe) | student (+ self-training) | student − teacher | "
              f"pseudo-labels (of {pool:,}) | their precision |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    ce, teacher, student = ([_exact_accuracy(runs[row]) for runs in rows.values()] for row in ROWS)
+    ce, teacher, student = ([bench_lines.exact_accuracy(runs[row]) for runs in rows.values()] for row in ROWS)
     gains = np.subtract(student, teacher)
     for k, (seed, runs) in enumerate(rows.items()):
         lines.append(f"| {seed} | {100 * ce[k]:.2f} | {100 * teacher[k]:.2f} | **{100 * student[k]:.2f}** | "
@@ -97,7 +90,7 @@ def _validation_rule(rows):
     for seed, runs in rows.items():
         teacher, student = runs["scl_amp_recipe"], runs["self_training"]
         chosen = student if student["validation_accuracy"] > teacher["validation_accuracy"] else teacher
-        picked.append(_exact_accuracy(chosen))
+        picked.append(bench_lines.exact_accuracy(chosen))
         lines.append(f"| {seed} | {100 * teacher['validation_accuracy']:.2f} ({teacher['num_validation']} images) | "
                      f"{100 * student['validation_accuracy']:.2f} | "
                      f"{'student' if chosen is student else 'teacher'} | {100 * picked[-1]:.2f} |")
@@ -121,7 +114,6 @@ def main():
                              "on them (the rule's signal); 0: none.")
     parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
-    import bench_lines
 
     if args.report:
         for ratio in [float(r) for r in args.ratios.split(",")]:

@@ -99,6 +99,7 @@ def test_pretrain_report_pairs_scratch_and_pretrained_by_seed(monkeypatch):
         _pretrain_line("scl_amp", 0, 800, "scratch"), _pretrain_line("scl_amp", 0, 810, "pretrained", 4800),
         _pretrain_line("scl_amp", 1, 820, "scratch"), _pretrain_line("scl_amp", 1, 811, "pretrained", 4800),
         _pretrain_line("scl_amp", 2, 830, "pretrained", 4800),  # no scratch run for seed 2: left out
+        {**_pretrain_line("scl_amp", 2, 700, "scratch"), "dataset": "other"},  # another split: no pair either
         _pretrain_line("scl_amp", 0, 850, None, 2400),  # a line from before --inits: pre-trained
         _pretrain_line("ce", 0, 700, "scratch", extra={"stem": "auto"}),
         _pretrain_line("ce", 0, 900, "pretrained", 4800),  # other settings than the scratch CE: no pair
