@@ -44,6 +44,12 @@ def read(path, figure=None):
     return rows
 
 
+def written(path, key):
+    """Whether ``path`` already holds a line whose fields include ``key`` (a resumable benchmark
+    skips that run)."""
+    return any(all(r.get(k) == v for k, v in key.items()) for r in read(path))
+
+
 def exact_accuracy(record):
     """A line's accuracy as correct / num_test: a line holds it rounded to 4 digits, which (under
     10,000 test images) still tells the count of correct images exactly."""

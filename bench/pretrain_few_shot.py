@@ -103,7 +103,7 @@ def main():
         print(report(bench_lines.read(args.output)))
         return
     inits = args.inits.split(",")
-    if not set(inits) <= set(INITS) or not inits:
+    if not set(inits) <= set(INITS):
         parser.error(f"--inits: a comma-separated subset of {','.join(INITS)}, not {args.inits!r}")
     missing = [f"--{name}" for name in ("dataset", "shots_per_class", "test_fraction")
                if getattr(args, name) is None]
@@ -124,10 +124,9 @@ def main():
             "backbone": args.backbone, "image_size": args.image_size}
     root = os.path.join(args.work_dir, os.path.basename(args.output).replace(".jsonl", ""))
     for seed in [int(s) for s in args.seeds.split(",")]:
-        done = bench_lines.read(args.output)
         pretrain_dir = os.path.join(root, f"pretrain_seed{seed}")
         key = {**base, "figure": "pretrain", "seed": seed, "steps": args.pretrain_steps}
-        if "pretrained" in inits and not any(all(r.get(k) == v for k, v in key.items()) for r in done):
+        if "pretrained" in inits and not bench_lines.written(args.output, key):
             start = time.time()
             # The same data and augmentation as the few-shot runs; no label-only settings.
             shared = {k: v for k, v in extra.items() if k not in LABEL_ONLY}
@@ -148,7 +147,7 @@ def main():
                 if init == "pretrained":
                     key["pretrain_steps"] = args.pretrain_steps
                     start_from = {"init_from": pretrain_dir}
-                if any(all(r.get(k) == v for k, v in key.items()) for r in bench_lines.read(args.output)):
+                if bench_lines.written(args.output, key):
                     continue
                 start = time.time()
                 metrics = train_and_evaluate(TrainConfig(

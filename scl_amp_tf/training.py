@@ -176,10 +176,11 @@ def _train_and_evaluate(config, callbacks, held):
                                          config.seed)
                         if config.validation_fraction else (np.arange(len(train_idx)), np.zeros(0, np.int64)))
     labelled_fit, val_data = train_data.subset(fit_pos), train_data.subset(val_pos)
+    validation_idx = train_idx[val_pos]  # dataset indices: split.npz and pseudo_labels.npz record them
     pseudo = None  # --pseudo_labels_from: the teacher's confident share of the pool joins the labelled images
     if config.pseudo_labels_from is not None:
         pseudo = pseudo_labels.for_run(config, data, train_data, test_idx, unlabeled, unlabeled_classes,
-                                       validation_idx=train_idx[val_pos], fit_labelled=labelled_fit)
+                                       validation_idx=validation_idx, fit_labelled=labelled_fit)
         unlabeled = None
     if config.method == "contrastive":  # pre-training: every image without its label, in one pool
         pool = np.concatenate([train_data.images] + ([unlabeled] if unlabeled is not None else []))
@@ -222,12 +223,12 @@ def _train_and_evaluate(config, callbacks, held):
         atomic_write(os.path.join(config.model_dir, run_folder.FLAGS),
                      lambda tmp: open(tmp, "w").write(config.as_flags()))
         atomic_write(os.path.join(config.model_dir, run_folder.SPLIT),
-                     lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=train_idx[val_pos]))
+                     lambda tmp: np.savez(tmp, train=train_idx, test=test_idx, validation=validation_idx))
         if pseudo is not None:
             indices, labels, margins = pseudo[1]  # and the validation images the teacher's references left out
             atomic_write(os.path.join(config.model_dir, run_folder.PSEUDO_LABELS),
                          lambda tmp: np.savez(tmp, indices=indices, labels=labels, margins=margins,
-                                              validation=train_idx[val_pos]))
+                                              validation=validation_idx))
     if config.crop_scale_min == "auto":
         scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
         if config.verbose and chief:
