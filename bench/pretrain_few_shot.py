@@ -11,6 +11,10 @@ same split that starts from the pre-trained backbone (``--init_from``). Lines ap
 
 ``--inits=pretrained,scratch`` also trains each method from scratch with the same split, steps and
 settings (``"init": "scratch"``), so that the comparison sits in one file, made on one machine.
+``--self_training_ratio=r`` adds, per seed, a student that combines both uses of the pool: SCL-AMP
+from the same pre-trained backbone, plus the pool images that the pre-trained SCL-AMP run, as
+teacher, labels with the largest margin (``--pseudo_labels_from``, ``--pseudo_label_ratio=r``, as
+``bench/self_training.py`` does from scratch; ``"init": "pretrained+self_training"``).
 Resumable: runs already in ``--output`` are skipped, and an interrupted run resumes from its
 checkpoint in ``--work_dir``. ``--report`` trains nothing: it prints BENCHMARKS.md's table of the
 lines in ``--output`` (per method and seed: from scratch, pre-trained, and the difference).
@@ -35,32 +39,36 @@ import bench_lines
 
 LABEL_ONLY = ("arc_on_views", "class_aware_negatives", "alpha", "beta", "margin", "arc_scale", "steps", "epochs")
 INITS = ("scratch", "pretrained")
+SELF_TRAINED = "pretrained+self_training"  # the init of --self_training_ratio's students
 SETTING = ("dataset", "shots_per_class", "test_fraction", "backbone", "image_size")  # a line's split and network
 
 
 def report(records):
-    """The markdown table of BENCHMARKS.md: per method, settings, steps and pre-training steps, each
-    seed's accuracy from scratch and from the pre-trained backbone and their difference, then mean ±
-    sample std over the seeds that have both (:func:`scl_amp_tf.table_markdown.cell_text`); and the
-    pre-training runs themselves (their reference database of the labelled images: the probe)."""
+    """The markdown table of BENCHMARKS.md: per method, settings, steps, start (pre-trained, or
+    pre-trained plus self-training) and pre-training steps, each seed's accuracy from scratch and
+    from that start and their difference, then mean ± sample std over the seeds that have both
+    (:func:`scl_amp_tf.table_markdown.cell_text`); and the pre-training runs themselves (their
+    reference database of the labelled images: the probe)."""
     from scl_amp_tf.table_markdown import cell_text, stats
 
-    scratch, pretrained = {}, {}
+    scratch, started = {}, {}
     for r in records:
         if r.get("figure") == "accuracy":
             group = (r["method"], json.dumps({k: r.get(k) for k in SETTING}, sort_keys=True),
                      json.dumps(r.get("extra", {}), sort_keys=True), r["steps"])
-            if r.get("init", "pretrained") == "scratch":  # lines before --inits were all pre-trained
+            init = r.get("init", "pretrained")  # lines before --inits were all pre-trained
+            if init == "scratch":
                 scratch[group + (r["seed"],)] = r
             else:
-                pretrained.setdefault(group + (r["pretrain_steps"],), {})[r["seed"]] = r
-    lines = ["| method | settings | steps | pre-training steps | seed | from scratch | pre-trained | "
-             "pre-trained − scratch |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for (method, setting, settings, steps, pretrain_steps), by_seed in sorted(pretrained.items()):
+                start = init + (f" (ratio {r['self_training_ratio']:g})" if init == SELF_TRAINED else "")
+                started.setdefault(group + (start, r["pretrain_steps"]), {})[r["seed"]] = r
+    lines = ["| method | settings | steps | start | pre-training steps | seed | from scratch | this start | "
+             "this start − scratch |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (method, setting, settings, steps, start, pretrain_steps), by_seed in sorted(started.items()):
         pairs = {seed: (bench_lines.exact_accuracy(scratch[(method, setting, settings, steps, seed)]),
                         bench_lines.exact_accuracy(r))
                  for seed, r in sorted(by_seed.items()) if (method, setting, settings, steps, seed) in scratch}
-        head = f"| {method} | {settings} | {steps} | {pretrain_steps} |"
+        head = f"| {method} | {settings} | {steps} | {start} | {pretrain_steps} |"
         for seed, (before, after) in pairs.items():
             lines.append(f"{head} {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
         if len(pairs) > 1:
@@ -93,6 +101,10 @@ def main():
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--pretrain_steps", type=int, default=2400)
     parser.add_argument("--finetune_steps", type=int, default=1600)
+    parser.add_argument("--self_training_ratio", type=float, default=0.0,
+                        help="Also train, per seed, SCL-AMP from the pre-trained backbone plus this many times "
+                             "the labelled count of pseudo-labelled pool images, the pre-trained SCL-AMP run "
+                             "being the teacher; 0: none.")
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig fields of the few-shot runs, key=value")
     parser.add_argument("--output", required=True)
     parser.add_argument("--work_dir", default="/tmp/pretrain_few_shot")
@@ -109,6 +121,9 @@ def main():
                if getattr(args, name) is None]
     if missing:
         parser.error(f"training needs {', '.join(missing)}")
+    if args.self_training_ratio and ("pretrained" not in inits or "scl_amp" not in args.methods.split(",")):
+        parser.error("--self_training_ratio's teacher is the pre-trained SCL-AMP run: --inits and --methods "
+                     "must include pretrained and scl_amp")
 
     import scl_amp_tf  # noqa: F401  (it quiets TensorFlow's C++ log before TF loads)
     import keras
@@ -139,27 +154,36 @@ def main():
                                   metrics["reference_db_accuracy_on_features"], 4),
                               "pool_images": metrics["fit_images"], "epochs": metrics["epochs"],
                               "seconds": round(time.time() - start, 1), **bench_lines.provenance()}, args.output)
-        for init in inits:
-            for method in args.methods.split(","):
-                key = {**base, "figure": "accuracy", "method": method, "seed": seed, "init": init,
-                       "steps": args.finetune_steps, "extra": extra}
-                start_from = {}
-                if init == "pretrained":
-                    key["pretrain_steps"] = args.pretrain_steps
-                    start_from = {"init_from": pretrain_dir}
-                if bench_lines.written(args.output, key):
-                    continue
-                start = time.time()
-                metrics = train_and_evaluate(TrainConfig(
-                    model_dir=os.path.join(root, f"{method}_{init}_seed{seed}"), method=method, seed=seed,
-                    steps=args.finetune_steps, **start_from, **common, **extra))
-                keras.backend.clear_session()
-                bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
-                                  "reference_db_accuracy_on_features": round(
-                                      metrics["reference_db_accuracy_on_features"], 4),
-                                  "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
-                                  **bench_lines.provenance()}, args.output)
-
+        runs = [(method, init, {}) for init in inits for method in args.methods.split(",")]
+        if args.self_training_ratio:
+            runs.append(("scl_amp", SELF_TRAINED, {
+                "unlabeled_data": "rest", "pseudo_label_ratio": args.self_training_ratio,
+                "pseudo_labels_from": os.path.join(root, f"scl_amp_pretrained_seed{seed}")}))
+        for method, init, student in runs:
+            key = {**base, "figure": "accuracy", "method": method, "seed": seed, "init": init,
+                   "steps": args.finetune_steps, "extra": extra}
+            start_from = {}
+            if init != "scratch":
+                key["pretrain_steps"] = args.pretrain_steps
+                start_from = {"init_from": pretrain_dir}
+            if student:
+                key["self_training_ratio"] = args.self_training_ratio
+            if bench_lines.written(args.output, key):
+                continue
+            start = time.time()
+            name = f"{method}_{init.replace('+', '_')}" + (f"{args.self_training_ratio:g}" if student else "")
+            metrics = train_and_evaluate(TrainConfig(
+                model_dir=os.path.join(root, f"{name}_seed{seed}"), method=method, seed=seed,
+                steps=args.finetune_steps, **start_from, **student, **common, **extra))
+            keras.backend.clear_session()
+            pseudo = metrics.get("pseudo_labels")
+            bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
+                              "reference_db_accuracy_on_features": round(
+                                  metrics["reference_db_accuracy_on_features"], 4),
+                              "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
+                              **({"pseudo_labels": pseudo["count"], "pool": pseudo["pool"],
+                                  "pseudo_label_precision": round(pseudo["precision"], 4)} if pseudo else {}),
+                              **bench_lines.provenance()}, args.output)
 
 if __name__ == "__main__":
     main()

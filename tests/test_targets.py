@@ -103,16 +103,23 @@ def test_pretrain_report_pairs_scratch_and_pretrained_by_seed(monkeypatch):
         _pretrain_line("scl_amp", 0, 850, None, 2400),  # a line from before --inits: pre-trained
         _pretrain_line("ce", 0, 700, "scratch", extra={"stem": "auto"}),
         _pretrain_line("ce", 0, 900, "pretrained", 4800),  # other settings than the scratch CE: no pair
+        {**_pretrain_line("scl_amp", 0, 820, "pretrained+self_training", 4800), "self_training_ratio": 4.0},
+        {**_pretrain_line("scl_amp", 1, 830, "pretrained+self_training", 4800), "self_training_ratio": 4.0},
         {"figure": "pretrain", "seed": 0, "steps": 4800, "pool_images": 900, "epochs": 171, "seconds": 612.4,
          "test_accuracy": 0.5},
     ]
     lines = module.report(records).splitlines()
     body = [line for line in lines if line.startswith("| scl_amp") or line.startswith("| ce")]
     assert body == [
-        "| scl_amp | {} | 1600 | 2400 | 0 | 88.89 | 94.44 | +5.56 |",
-        "| scl_amp | {} | 1600 | 4800 | 0 | 88.89 | 90.00 | +1.11 |",
-        "| scl_amp | {} | 1600 | 4800 | 1 | 91.11 | 90.11 | -1.00 |",
-        "| scl_amp | {} | 1600 | 4800 | mean ± sample std | 90.00 ± 1.57 | 90.06 ± 0.08 | +0.06 ± 1.49 "
-        "(1 of 2 seeds better) |",
+        "| scl_amp | {} | 1600 | pretrained | 2400 | 0 | 88.89 | 94.44 | +5.56 |",
+        "| scl_amp | {} | 1600 | pretrained | 4800 | 0 | 88.89 | 90.00 | +1.11 |",
+        "| scl_amp | {} | 1600 | pretrained | 4800 | 1 | 91.11 | 90.11 | -1.00 |",
+        "| scl_amp | {} | 1600 | pretrained | 4800 | mean ± sample std | 90.00 ± 1.57 | 90.06 ± 0.08 | "
+        "+0.06 ± 1.49 (1 of 2 seeds better) |",
+        # the students of --self_training_ratio: their own rows, against the same scratch runs
+        "| scl_amp | {} | 1600 | pretrained+self_training (ratio 4) | 4800 | 0 | 88.89 | 91.11 | +2.22 |",
+        "| scl_amp | {} | 1600 | pretrained+self_training (ratio 4) | 4800 | 1 | 91.11 | 92.22 | +1.11 |",
+        "| scl_amp | {} | 1600 | pretrained+self_training (ratio 4) | 4800 | mean ± sample std | 90.00 ± 1.57 | "
+        "91.67 ± 0.79 | +1.67 ± 0.79 (2 of 2 seeds better) |",
     ]
     assert "| 4800 | 0 | 900 | 171 | 612 | 50.00 |" in lines
