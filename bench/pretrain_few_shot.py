@@ -28,6 +28,7 @@ lines in ``--output`` (per method and seed: from scratch, pre-trained, and the d
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -41,6 +42,13 @@ LABEL_ONLY = ("arc_on_views", "class_aware_negatives", "alpha", "beta", "margin"
 INITS = ("scratch", "pretrained")
 SELF_TRAINED = "pretrained+self_training"  # the init of --self_training_ratio's students
 SETTING = ("dataset", "shots_per_class", "test_fraction", "backbone", "image_size")  # a line's split and network
+
+
+def run_dir(root, name, key):
+    """A run's folder under ``root``: named by its line's key, so that runs which differ in any
+    field of it (pre-training steps, fine-tuning steps, settings) never share a checkpoint."""
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    return os.path.join(root, f"{name}_seed{key['seed']}_{digest}")
 
 
 def report(records):
@@ -139,8 +147,8 @@ def main():
             "backbone": args.backbone, "image_size": args.image_size}
     root = os.path.join(args.work_dir, os.path.basename(args.output).replace(".jsonl", ""))
     for seed in [int(s) for s in args.seeds.split(",")]:
-        pretrain_dir = os.path.join(root, f"pretrain_seed{seed}")
         key = {**base, "figure": "pretrain", "seed": seed, "steps": args.pretrain_steps}
+        pretrain_dir = run_dir(root, "pretrain", key)
         if "pretrained" in inits and not bench_lines.written(args.output, key):
             start = time.time()
             # The same data and augmentation as the few-shot runs; no label-only settings.
@@ -154,27 +162,28 @@ def main():
                                   metrics["reference_db_accuracy_on_features"], 4),
                               "pool_images": metrics["fit_images"], "epochs": metrics["epochs"],
                               "seconds": round(time.time() - start, 1), **bench_lines.provenance()}, args.output)
-        runs = [(method, init, {}) for init in inits for method in args.methods.split(",")]
+        runs = [(method, init) for init in inits for method in args.methods.split(",")]
         if args.self_training_ratio:
-            runs.append(("scl_amp", SELF_TRAINED, {
-                "unlabeled_data": "rest", "pseudo_label_ratio": args.self_training_ratio,
-                "pseudo_labels_from": os.path.join(root, f"scl_amp_pretrained_seed{seed}")}))
-        for method, init, student in runs:
+            runs.append(("scl_amp", SELF_TRAINED))
+        dirs = {}
+        for method, init in runs:
             key = {**base, "figure": "accuracy", "method": method, "seed": seed, "init": init,
                    "steps": args.finetune_steps, "extra": extra}
-            start_from = {}
+            run_settings = {}
             if init != "scratch":
                 key["pretrain_steps"] = args.pretrain_steps
-                start_from = {"init_from": pretrain_dir}
-            if student:
+                run_settings = {"init_from": pretrain_dir}
+            if init == SELF_TRAINED:  # the teacher: the pre-trained SCL-AMP run just above
                 key["self_training_ratio"] = args.self_training_ratio
+                run_settings.update(unlabeled_data="rest", pseudo_label_ratio=args.self_training_ratio,
+                                  pseudo_labels_from=dirs["scl_amp", "pretrained"])
+            dirs[method, init] = run_dir(root, f"{method}_{init.replace('+', '_')}", key)
             if bench_lines.written(args.output, key):
                 continue
             start = time.time()
-            name = f"{method}_{init.replace('+', '_')}" + (f"{args.self_training_ratio:g}" if student else "")
             metrics = train_and_evaluate(TrainConfig(
-                model_dir=os.path.join(root, f"{name}_seed{seed}"), method=method, seed=seed,
-                steps=args.finetune_steps, **start_from, **student, **common, **extra))
+                model_dir=dirs[method, init], method=method, seed=seed, steps=args.finetune_steps,
+                **run_settings, **common, **extra))
             keras.backend.clear_session()
             pseudo = metrics.get("pseudo_labels")
             bench_lines.emit({**key, "test_accuracy": round(metrics["test_accuracy"], 4),
