@@ -17,7 +17,8 @@ teacher, labels with the largest margin (``--pseudo_labels_from``, ``--pseudo_la
 ``bench/self_training.py`` does from scratch; ``"init": "pretrained+self_training"``).
 Resumable: runs already in ``--output`` are skipped, and an interrupted run resumes from its
 checkpoint in ``--work_dir``. ``--report`` trains nothing: it prints BENCHMARKS.md's table of the
-lines in ``--output`` (per method and seed: from scratch, pre-trained, and the difference).
+lines in ``--output`` (per method, start and seed: from scratch, from that start, and the
+difference).
 
     python bench/pretrain_few_shot.py --dataset=mixed_wm38 --manual_dir=../shared/data/mixedwm38 \\
         --shots_per_class=20 --test_fraction=0.2 --image_size=52 --seeds=0,1 \\
@@ -44,10 +45,12 @@ SELF_TRAINED = "pretrained+self_training"  # the init of --self_training_ratio's
 SETTING = ("dataset", "shots_per_class", "test_fraction", "backbone", "image_size")  # a line's split and network
 
 
-def run_dir(root, name, key):
-    """A run's folder under ``root``: named by its line's key, so that runs which differ in any
-    field of it (pre-training steps, fine-tuning steps, settings) never share a checkpoint."""
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+def run_dir(root, name, key, settings=None):
+    """A run's folder under ``root``: named by its line's key (and ``settings``, for a pre-training,
+    whose line does not record them), so that runs which differ in pre-training or fine-tuning
+    steps or settings never share a checkpoint. A line, though, is found by its key alone: keep one
+    set of pre-training settings per ``--output``."""
+    digest = hashlib.sha1(json.dumps([key, settings], sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(root, f"{name}_seed{key['seed']}_{digest}")
 
 
@@ -148,11 +151,11 @@ def main():
     root = os.path.join(args.work_dir, os.path.basename(args.output).replace(".jsonl", ""))
     for seed in [int(s) for s in args.seeds.split(",")]:
         key = {**base, "figure": "pretrain", "seed": seed, "steps": args.pretrain_steps}
-        pretrain_dir = run_dir(root, "pretrain", key)
+        # The same data and augmentation as the few-shot runs; no label-only settings.
+        shared = {k: v for k, v in extra.items() if k not in LABEL_ONLY}
+        pretrain_dir = run_dir(root, "pretrain", key, shared)
         if "pretrained" in inits and not bench_lines.written(args.output, key):
             start = time.time()
-            # The same data and augmentation as the few-shot runs; no label-only settings.
-            shared = {k: v for k, v in extra.items() if k not in LABEL_ONLY}
             metrics = train_and_evaluate(TrainConfig(
                 model_dir=pretrain_dir, method="contrastive", unlabeled_data="rest", steps=args.pretrain_steps,
                 seed=seed, **common, **shared))
@@ -193,6 +196,7 @@ def main():
                               **({"pseudo_labels": pseudo["count"], "pool": pseudo["pool"],
                                   "pseudo_label_precision": round(pseudo["precision"], 4)} if pseudo else {}),
                               **bench_lines.provenance()}, args.output)
+
 
 if __name__ == "__main__":
     main()

@@ -73,5 +73,6 @@ def main():
                 **bench_lines.provenance()}
         bench_lines.emit(line, args.output)
 
+
 if __name__ == "__main__":
     main()

@@ -107,6 +107,39 @@ def initial_backbone_weights(config: TrainConfig):
     return path
 
 
+def check_pretraining_saw_no_test_image(config: TrainConfig, data, test_idx):
+    """Raises ValueError when the run ``--init_from`` names fitted any of this run's test images.
+
+    A pre-training (labels unread) on the same dataset fitted its training images and, with
+    ``--unlabeled_data=rest``, every image that was neither its training nor its test image; if this
+    run holds out other test images (another ``--seed``, ``--test_fraction`` or
+    ``--shots_per_class``), some were already seen and the test accuracy would be flattering. Only a
+    run on the same data can be checked (same dataset and classes; for the synthetic maps, which each
+    seed draws anew, the same seed and size): an ``--unlabeled_data=folder:`` pool or another dataset
+    is the user's to keep apart. An unfinished run is left to :func:`initial_backbone_weights`."""
+    split_path = os.path.join(config.init_from or "", run_folder.SPLIT)
+    settings_path = os.path.join(config.init_from or "", run_folder.CONFIG)
+    if config.init_from is None or not (os.path.exists(split_path) and os.path.exists(settings_path)):
+        return
+    with open(settings_path) as f:
+        theirs = json.load(f)
+    same = [("dataset", config.dataset), ("classes", config.classes)]
+    if config.dataset == data_lib.SYNTHETIC:
+        same += [("seed", config.seed), ("synthetic_per_class", config.synthetic_per_class)]
+    if any(theirs.get(key) != value for key, value in same):
+        return
+    with np.load(split_path) as split:
+        train, test = split["train"], split["test"]
+    fitted = train if theirs.get("unlabeled_data") != "rest" else np.concatenate(
+        [train, data_lib.remaining(data, train, test)])
+    seen = np.intersect1d(fitted, test_idx)
+    if len(seen):
+        raise ValueError(f"--init_from={config.init_from} pre-trained on {len(seen)} of this run's {len(test_idx)} "
+                         "test images: pre-train with the same --seed, --shots_per_class and --test_fraction as "
+                         "this run (with --unlabeled_data=rest), or on images outside this dataset, so that the "
+                         "test images stay unseen.")
+
+
 def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_steps=None):
     """The run's compiled model, built under ``strategy``'s scope and ``--mixed_precision``.
 
@@ -169,6 +202,7 @@ def _train_and_evaluate(config, callbacks, held):
     train_idx, test_idx = data_lib.split(data, seed=config.seed, shots_per_class=config.shots_per_class,
                                          train_fraction=config.train_fraction, test_fraction=config.test_fraction)
     train_data, test_data = data.subset(train_idx), data.subset(test_idx)
+    check_pretraining_saw_no_test_image(config, data, test_idx)
     unlabeled, unlabeled_classes = _unlabeled_images(config, data, train_idx, test_idx)
     # --validation_fraction: the network fits the other training images only; after training every
     # labelled training image (the validation ones too) is a reference of the database.

@@ -144,10 +144,21 @@ def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tm
         got = features.get_layer("resnet_tiny").get_weights()
         assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected)), how
     with pytest.raises(ValueError, match="trained a resnet_tiny backbone, not --backbone=resnet18"):
-        train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "x"), backbone="resnet18",
-                                   init_from=pretrain.model_dir))
+        train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "x"), backbone="resnet18", shots_per_class=5,
+                                   test_fraction=0.5, init_from=pretrain.model_dir))
     with pytest.raises(ValueError, match="not a finished run"):
         train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "y"), init_from=str(tmp_path)))
+    # The pre-training fitted 10 of each class's 20 maps (5 training, 5 pool) and held out the other
+    # 10: a run holding out the same 10 per class starts from it; a run holding out more does not.
+    data = data_lib.load_dataset("synthetic_wafers", SIZE, synthetic_per_class=20, seed=0)
+    same = _config(tmp_path, model_dir=str(tmp_path / "same"), shots_per_class=5, test_fraction=0.5,
+                   init_from=pretrain.model_dir)
+    _, test_idx = data_lib.split(data, seed=0, shots_per_class=5, test_fraction=0.5)
+    training.check_pretraining_saw_no_test_image(same, data, test_idx)
+    with pytest.raises(ValueError, match=f"pre-trained on {38 * 4} of this run's {38 * 14} test images"):
+        train_and_evaluate(_config(tmp_path, model_dir=str(tmp_path / "z"), shots_per_class=5, test_fraction=0.7,
+                                   init_from=pretrain.model_dir))
+    assert not os.path.exists(tmp_path / "z")  # refused before anything is written
 
 
 def test_frame_score_tells_framed_images_from_free_textures():
