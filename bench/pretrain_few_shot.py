@@ -179,7 +179,7 @@ def main():
             if init == SELF_TRAINED:  # the teacher: the pre-trained SCL-AMP run just above
                 key["self_training_ratio"] = args.self_training_ratio
                 run_settings.update(unlabeled_data="rest", pseudo_label_ratio=args.self_training_ratio,
-                                  pseudo_labels_from=dirs["scl_amp", "pretrained"])
+                                    pseudo_labels_from=dirs["scl_amp", "pretrained"])
             dirs[method, init] = run_dir(root, f"{method}_{init.replace('+', '_')}", key)
             if bench_lines.written(args.output, key):
                 continue

@@ -117,9 +117,11 @@ def check_pretraining_saw_no_test_image(config: TrainConfig, data, test_idx):
     run on the same data can be checked (same dataset and classes; for the synthetic maps, which each
     seed draws anew, the same seed and size): an ``--unlabeled_data=folder:`` pool or another dataset
     is the user's to keep apart. An unfinished run is left to :func:`initial_backbone_weights`."""
-    split_path = os.path.join(config.init_from or "", run_folder.SPLIT)
-    settings_path = os.path.join(config.init_from or "", run_folder.CONFIG)
-    if config.init_from is None or not (os.path.exists(split_path) and os.path.exists(settings_path)):
+    if config.init_from is None:
+        return
+    split_path = os.path.join(config.init_from, run_folder.SPLIT)
+    settings_path = os.path.join(config.init_from, run_folder.CONFIG)
+    if not (os.path.exists(split_path) and os.path.exists(settings_path)):
         return
     with open(settings_path) as f:
         theirs = json.load(f)
