@@ -21,6 +21,13 @@ from its checkpoint in ``--work_dir``.
 ``--report`` trains nothing: it prints BENCHMARKS.md's table of the lines in ``--output`` (one
 row per seed that has CE, teacher and student, then their mean and sample standard deviation).
 
+``--rounds=R``: iterated self-training (as Noisy Student iterates, ``../shared/ANCHORS.md``): the
+student of round r teaches round r + 1's student, on the same split and pool with the same
+ratio. Lines of round 2 on hold ``"round": 2``; a line without ``round`` is round 1.
+``--student_steps=N``: students train N steps instead of the teacher's (they fit several times
+as many images); their lines hold ``"student_steps": N``. ``--report`` takes both to pick its
+student column.
+
 ``--validation_fraction=f``: whether to self-train, decided without the test set. Teacher, student
 and CE hold out the same stratified share f of the labelled images (``--validation_fraction`` of
 training: the network never fits them; the same seed carves the same images in every run, and
@@ -45,17 +52,33 @@ import bench_lines
 ROWS = ("ce", "scl_amp_recipe", "self_training")  # CE, the teacher, the student
 
 
-def report(records, ratio, validation_fraction=0.0):
-    """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``), the
-    student's gain, the pseudo-label count and precision; then mean ± sample std over those seeds
-    (:func:`scl_amp_tf.table_markdown.cell_text`, as the reproduced tables show them)."""
+def student_key(ratio, round_=1, student_steps=None):
+    """The fields that tell one student's line from another's: its ratio, and its round and step
+    count where they are not the defaults (so the lines written before these options match)."""
+    return {"ratio": ratio, **({"round": round_} if round_ > 1 else {}),
+            **({"student_steps": student_steps} if student_steps else {})}
+
+
+def _is_student(record, key):
+    return (record["row"] == "self_training" and record.get("ratio") == key["ratio"]
+            and record.get("round", 1) == key.get("round", 1)
+            and record.get("student_steps") == key.get("student_steps"))
+
+
+def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None):
+    """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``, of round
+    ``round_``, trained ``student_steps`` steps or the teacher's), the student's gain over the
+    teacher (the recipe run, whatever the round), the pseudo-label count and precision; then mean ±
+    sample std over those seeds (:func:`scl_amp_tf.table_markdown.cell_text`, as the reproduced
+    tables show them)."""
     from scl_amp_tf.table_markdown import cell_text, stats
 
+    key = student_key(ratio, round_, student_steps)
     by_seed = {}
     for r in records:
         if r.get("validation_fraction", 0.0) != validation_fraction:
             continue
-        if r.get("figure") == "accuracy" and (r["row"] != "self_training" or r.get("ratio") == ratio):
+        if r.get("figure") == "accuracy" and (r["row"] != "self_training" or _is_student(r, key)):
             by_seed.setdefault(r["seed"], {})[r["row"]] = r
     rows = {seed: runs for seed, runs in sorted(by_seed.items()) if set(ROWS) <= set(runs)}
     if not rows:
@@ -109,6 +132,10 @@ def main():
     parser.add_argument("--wm38_manual_dir", default=None)
     parser.add_argument("--work_dir", default="/tmp/self_training")
     parser.add_argument("--output", required=True)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Rounds of self-training: the student of round r teaches round r + 1's.")
+    parser.add_argument("--student_steps", type=int, default=None,
+                        help="Steps of every student (default: the teacher's, the budget's).")
     parser.add_argument("--validation_fraction", type=float, default=0.0,
                         help="Hold out this share of the labelled images in every run and record the accuracy "
                              "on them (the rule's signal); 0: none.")
@@ -117,7 +144,8 @@ def main():
 
     if args.report:
         for ratio in [float(r) for r in args.ratios.split(",")]:
-            print(report(bench_lines.read(args.output), ratio, args.validation_fraction))
+            print(report(bench_lines.read(args.output), ratio, args.validation_fraction, args.rounds,
+                         args.student_steps))
         return
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
@@ -137,8 +165,9 @@ def main():
     overrides = {"validation_fraction": vf} if vf else {}
     base = {"table": args.table, "cell": args.cell, "budget": args.budget, **overrides}
 
-    def have(key):
+    def have(key):  # round and student_steps must match even where the key leaves them out
         return any(all(r.get(k) == v for k, v in key.items()) and r.get("validation_fraction", 0.0) == vf
+                   and r.get("round", 1) == key.get("round", 1) and r.get("student_steps") == key.get("student_steps")
                    for r in bench_lines.read(args.output))
 
     def line(key, config, metrics, seconds=None):
@@ -152,7 +181,10 @@ def main():
     ratios = [float(r) for r in args.ratios.split(",")]
     for seed in [int(s) for s in args.seeds.split(",")]:
         wanted = [{**base, "figure": "accuracy", "row": row, "seed": seed} for row in ("ce", "scl_amp_recipe")]
-        wanted += [{**base, "figure": "accuracy", "row": "self_training", "ratio": r, "seed": seed} for r in ratios]
+        students = {(r, n): {**base, "figure": "accuracy", "row": "self_training", "seed": seed,
+                             **student_key(r, n, args.student_steps)}
+                    for r in ratios for n in range(1, args.rounds + 1)}
+        wanted += list(students.values())
         if all(have(key) for key in wanted):
             continue  # all its lines are written: its runs (maybe on another machine's disk) are not needed
         # CE and the teacher: reproduce's own runs of this cell (trained here unless finished)
@@ -166,23 +198,28 @@ def main():
             if not have(key):
                 with open(os.path.join(config.model_dir, "metrics.json")) as f:
                     bench_lines.emit(line(key, config, json.load(f)), args.output)
-        teacher = configs["scl_amp_recipe"]
         for ratio in ratios:
-            key = {**base, "figure": "accuracy", "row": "self_training", "ratio": ratio, "seed": seed}
-            if have(key):
-                continue
-            student = dataclasses.replace(
-                teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training", args.cell,
-                                                f"ratio{ratio:g}_seed{seed}" + (f"_validation{vf:g}" if vf else "")),
-                unlabeled_data="rest", pseudo_labels_from=teacher.model_dir, pseudo_label_ratio=ratio)
-            start = time.time()
-            metrics = train_and_evaluate(student)
-            keras.backend.clear_session()
-            record = metrics["pseudo_labels"]
-            bench_lines.emit({**line(key, student, metrics, time.time() - start),
-                              "pseudo_labels": record["count"], "pool": record["pool"],
-                              "pseudo_label_precision": round(record["precision"], 4),
-                              "smallest_margin": round(record["smallest_margin"], 4)}, args.output)
+            teacher = configs["scl_amp_recipe"]
+            for round_ in range(1, args.rounds + 1):
+                key = students[ratio, round_]
+                folder = (f"ratio{ratio:g}_seed{seed}" + (f"_round{round_}" if round_ > 1 else "")
+                          + (f"_steps{args.student_steps}" if args.student_steps else "")
+                          + (f"_validation{vf:g}" if vf else ""))
+                student = dataclasses.replace(
+                    teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training", args.cell, folder),
+                    unlabeled_data="rest", pseudo_labels_from=teacher.model_dir, pseudo_label_ratio=ratio,
+                    **({"steps": args.student_steps} if args.student_steps else {}))
+                teacher = student  # the next round's teacher
+                if have(key):
+                    continue
+                start = time.time()
+                metrics = train_and_evaluate(student)
+                keras.backend.clear_session()
+                record = metrics["pseudo_labels"]
+                bench_lines.emit({**line(key, student, metrics, time.time() - start),
+                                  "pseudo_labels": record["count"], "pool": record["pool"],
+                                  "pseudo_label_precision": round(record["precision"], 4),
+                                  "smallest_margin": round(record["smallest_margin"], 4)}, args.output)
 
 
 if __name__ == "__main__":
