@@ -69,6 +69,8 @@ def test_self_training_report_from_bench_lines(monkeypatch):
              line("self_training", 0, 6300, pseudo_label_precision=0.97, **{**student, "ratio": 8.0}),
              line("ce", 1, 5941), line("scl_amp_recipe", 1, 6178),
              line("self_training", 1, 6226, pseudo_label_precision=0.9799, **student),
+             line("self_training", 0, 6210, pseudo_label_precision=0.979, round=2, **student),
+             line("self_training", 0, 6250, pseudo_label_precision=0.98, student_steps=6400, **student),
              line("ce", 2, 5700)]  # seed 2 has no teacher or student yet: left out
     rows = module.report(lines, 4.0).splitlines()
     assert rows[0].endswith("| pseudo-labels (of 26,290) | their precision |") and len(rows) == 5
@@ -81,6 +83,22 @@ def test_self_training_report_from_bench_lines(monkeypatch):
                               f"{sum(ce) / 2:.2f} ± {abs(ce[0] - ce[1]) / 2 ** 0.5:.2f} | ")
     assert f"| {sum(gain) / 2:+.2f} ± {abs(gain[0] - gain[1]) / 2 ** 0.5:.2f} |" in rows[4]
     assert module.report(lines[:2], 4.0) == "no seed has its CE, teacher and student lines yet"
+    # the second round's and the longer student's columns: only seed 0 has them
+    assert module.report(lines, 4.0, round_=2).splitlines()[2] == "| 0 | 85.37 | 90.66 | **91.80** | +1.14 | 3,040 | 97.9 % |"
+    assert module.report(lines, 4.0, student_steps=6400).splitlines()[2:] == [
+        "| 0 | 85.37 | 90.66 | **92.39** | +1.73 | 3,040 | 98.0 % |"]
+
+
+def test_written_lines_match_the_defaults_a_key_leaves_out(tmp_path, monkeypatch):
+    bench_lines = _bench_module(monkeypatch, "bench_lines")
+    path = tmp_path / "lines.jsonl"
+    bench_lines.emit({"row": "self_training", "seed": 0, "round": 2}, str(path))
+    defaults = {"round": 1, "student_steps": None}
+    assert bench_lines.written(str(path), {"row": "self_training", "seed": 0})  # no defaults: any round
+    assert not bench_lines.written(str(path), {"row": "self_training", "seed": 0}, defaults)  # round 1
+    assert bench_lines.written(str(path), {"row": "self_training", "seed": 0, "round": 2}, defaults)
+    assert not bench_lines.written(str(path), {"row": "self_training", "seed": 0, "round": 2, "student_steps": 9},
+                                   defaults)
 
 
 def _pretrain_line(method, seed, correct, init=None, pretrain_steps=None, steps=1600, extra=None):
