@@ -23,14 +23,16 @@ def run_config(cell, row, seed, budget, overrides, options):
     """The TrainConfig of one run of one cell (its model dir under ``options['runs_dir']``).
 
     Settings, later ones winning: the budget's, the cell's split, the row's (:data:`ROWS`), the
-    budget's step count (``--set=epochs=N`` without ``steps`` turns it off), ``--set``.
+    budget's step count times the row's ``steps_factor`` (``--set=epochs=N`` without ``steps``
+    turns it off), ``--set``.
     """
     from scl_amp_tf.train_config import TrainConfig
 
     kind = cell.dataset
     settings = {**BUDGETS[budget][kind], **cell.split, **ROWS[row].settings}
-    if BUDGETS[budget]["steps"] is not None and "epochs" not in overrides:
-        settings["steps"] = BUDGETS[budget]["steps"]
+    steps = row_steps(row, budget, overrides)
+    if steps is not None:
+        settings["steps"] = steps
     spec = options["neu"] if kind == "neu" else options["mixed_wm38"]
     manual_dir = options["neu_manual_dir"] if kind == "neu" else options["wm38_manual_dir"]
     settings.update(dataset=spec, manual_dir=manual_dir, data_dir=options["data_dir"],
@@ -43,6 +45,26 @@ def run_config(cell, row, seed, budget, overrides, options):
         settings["pseudo_labels_from"] = run_config(cell, ROWS[row].teacher, seed, budget, overrides,
                                                     options).model_dir
     return TrainConfig(model_dir=model_dir, seed=seed, method=ROWS[row].method, verbose=0, **settings)
+
+
+def check_steps(config, metrics):
+    """A finished run kept for a row made the row's steps, or an error. ``check_model_dir`` lets
+    steps differ (a run may be resumed for more), so it would keep, say, a 3,200-step student as a
+    row that trains 6,400. A run trains whole epochs: at least ``config.steps``, less than one
+    epoch more. Runs that recorded no steps are not checked."""
+    made, epochs = metrics.get("steps"), metrics.get("epochs")
+    if config.steps is None or not made or not epochs or config.steps <= made < config.steps + made // epochs:
+        return
+    raise ValueError(f"{config.model_dir} is finished with {made} steps, but this row trains {config.steps}: "
+                     "move that run away (or delete it) to train the row anew.")
+
+
+def row_steps(row, budget, overrides):
+    """The steps a row's runs train: the budget's times the row's ``steps_factor``, or ``--set
+    steps``; None when the budget counts epochs or ``--set`` gives epochs without steps."""
+    if BUDGETS[budget]["steps"] is None or ("epochs" in overrides and "steps" not in overrides):
+        return None
+    return overrides.get("steps", BUDGETS[budget]["steps"] * ROWS[row].steps_factor)
 
 
 def few_shot(config, episodes):
@@ -155,6 +177,7 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                     continue
                 with open(metrics_path) as f:
                     metrics = json.load(f)
+                check_steps(config, metrics)
                 # the epochs the run made (a step budget sets them from the training set's size)
                 run = {"cell": cell.key, "method": method, "seed": seed,
                        "epochs": metrics.get("epochs", config.epochs),
@@ -185,7 +208,9 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
         "table": table, "title": title, "budget": budget, "budget_description": BUDGETS[budget]["description"],
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
         # the settings each row adds to the budget's, as trained: --set wins over the row's own
-        "row_settings": {m: {k: overrides.get(k, v) for k, v in ROWS[m].settings.items()} for m in methods},
+        "row_settings": {m: {k: overrides.get(k, v) for k, v in ROWS[m].settings.items()}
+                         | ({"steps": row_steps(m, budget, overrides)} if ROWS[m].steps_factor != 1 else {})
+                         for m in methods},
         **provenance.made(),  # where and when this table was written
         "dataset": sorted({r["dataset_description"] or "" for r in runs}),
         "command": command,  # the command that trains the table (given by the command line)

@@ -166,6 +166,9 @@ def test_self_training_row_trains_its_teacher_first_and_only_where_a_pool_is(tmp
     assert metrics["pseudo_labels"]["pool"] == 38 * 4 == metrics["pseudo_labels"]["count"]
     assert metrics["fit_images"] == 38 * 24
     assert "| 20 | SCL-AMP, recommended recipe + self-training |" in open(path).read()
+    # --set steps (8) wins over the row's factor, and the conditions say which steps the row trained
+    assert json.load(open(tmp_path / "table_6.json"))["conditions"]["row_settings"]["scl_amp_self_training"][
+        "steps"] == 8
     assert runs[0]["teacher"] == teacher_dir and runs[0]["teacher_elsewhere"] is False
     assert "outside this table" not in open(path).read()
     # NEU's Table III leaves no pool (every image beside the shots is a test image): no such row
@@ -237,7 +240,9 @@ def test_the_cpu_budget_gives_every_run_the_recipes_steps():
                "table": 6}
     for row in tables.ROWS:
         config = reproducing.run_config(cell, row, 0, "cpu", {}, options)
-        assert config.steps == recipes.SMALL_DATA["steps"] and config.method == tables.ROWS[row].method
+        # the self-training student trains twice the steps (it fits five times the images)
+        factor = 2 if row == "scl_amp_self_training" else 1
+        assert config.steps == factor * recipes.SMALL_DATA["steps"] and config.method == tables.ROWS[row].method
         assert config.backbone == "resnet_tiny" and config.image_size == 52
         assert f"cpu-{recipes.SMALL_DATA['steps']}steps" in config.model_dir
     recipe = reproducing.run_config(cell, "scl_amp_recipe", 0, "cpu", {}, options)
@@ -251,6 +256,12 @@ def test_the_cpu_budget_gives_every_run_the_recipes_steps():
     assert reproducing.run_config(cell, "ce", 0, "cpu", {"epochs": 3}, options).steps is None
     paper = reproducing.run_config(cell, "scl_amp", 0, "paper", {}, options)
     assert paper.steps is None and paper.epochs == 100 and paper.backbone == "resnet50"
+    student = reproducing.run_config(cell, "scl_amp_self_training", 0, "cpu", {}, options)
+    assert student.pseudo_labels_from == recipe.model_dir  # a teacher of the budget's steps
+    # --set=steps wins for every row, the student too; under epochs the student doubles nothing
+    assert reproducing.run_config(cell, "scl_amp_self_training", 0, "cpu", {"steps": 8}, options).steps == 8
+    assert reproducing.run_config(cell, "scl_amp_self_training", 0, "cpu", {"epochs": 3}, options).steps is None
+    assert reproducing.run_config(cell, "scl_amp_self_training", 0, "paper", {}, options).steps is None
 
 
 def test_small_data_flagfile_is_the_recipe():
@@ -259,3 +270,14 @@ def test_small_data_flagfile_is_the_recipe():
     flags = dict(line.strip()[2:].split("=", 1) if "=" in line else (line.strip()[2:], "True")
                  for line in open(path) if line.startswith("--"))
     assert flags == {k: str(v) for k, v in recipes.SMALL_DATA.items()}
+
+
+def test_a_kept_run_must_have_made_its_rows_steps():
+    """Steps may differ on resume, so only this tells a 3,200-step student from the row's 6,400."""
+    config = train_config.TrainConfig(model_dir="/runs/student", steps=6400)
+    reproducing.check_steps(config, {"steps": 6426, "epochs": 54})  # whole epochs: a little over
+    with pytest.raises(ValueError, match="finished with 3213 steps, but this row trains 6400"):
+        reproducing.check_steps(config, {"steps": 3213, "epochs": 27})
+    with pytest.raises(ValueError, match="finished with 12852 steps"):
+        reproducing.check_steps(config, {"steps": 12852, "epochs": 108})
+    reproducing.check_steps(config, {"epochs": 54})  # a run from before steps were recorded

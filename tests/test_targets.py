@@ -84,7 +84,8 @@ def test_self_training_report_from_bench_lines(monkeypatch):
     assert f"| {sum(gain) / 2:+.2f} ± {abs(gain[0] - gain[1]) / 2 ** 0.5:.2f} |" in rows[4]
     assert module.report(lines[:2], 4.0) == "no seed has its CE, teacher and student lines yet"
     # the second round's and the longer student's columns: only seed 0 has them
-    assert module.report(lines, 4.0, round_=2).splitlines()[2] == "| 0 | 85.37 | 90.66 | **91.80** | +1.14 | 3,040 | 97.9 % |"
+    assert module.report(lines, 4.0, round_=2).splitlines()[2:] == [
+        "| 0 | 85.37 | 90.66 | **91.80** | +1.14 | 3,040 | 97.9 % |"]
     assert module.report(lines, 4.0, student_steps=6400).splitlines()[2:] == [
         "| 0 | 85.37 | 90.66 | **92.39** | +1.73 | 3,040 | 98.0 % |"]
 
