@@ -14,7 +14,8 @@ recipe; ``scl_amp_recipe``, SCL-AMP with the small-data recipe (:mod:`scl_amp_tf
 ``scl_amp_self_training``, the same recipe again with the ``scl_amp_recipe`` run of its cell and
 seed as teacher, trained on the labelled images plus the images it labels with confidence among
 those that are neither training nor test images (:mod:`scl_amp_tf.pseudo_labels`; only in the
-cells that hold out a test set beside the k shots, Table VI's; its teacher is trained first). Then
+cells that hold out a test set beside the k shots, Table VI's; its teacher is trained first), for
+twice the budget's steps (it fits five times the images). Then
 ``OUTPUT/table_N.md`` (mean +- std over seeds, the paper's value beside it, the conditions) and
 ``OUTPUT/table_N.json`` (every run's figures) are written.
 
