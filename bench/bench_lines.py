@@ -49,7 +49,7 @@ def written(path, key, defaults=None):
     skips that run). ``defaults``: fields that must match even where ``key`` or the line leaves
     them out, either side then holding the default (options added after lines were written)."""
     defaults = defaults or {}
-    return any(all(r.get(k) == v for k, v in key.items())
+    return any(all(r.get(k, defaults.get(k)) == v for k, v in key.items())
                and all(r.get(k, d) == key.get(k, d) for k, d in defaults.items()) for r in read(path))
 
 

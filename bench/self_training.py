@@ -23,9 +23,11 @@ row per seed that has CE, teacher and student, then their mean and sample standa
 
 ``--rounds=R``: iterated self-training (as Noisy Student iterates, ``../shared/ANCHORS.md``): the
 student of round r teaches round r + 1's student, on the same split and pool with the same
-ratio. Lines of round 2 on hold ``"round": 2``; a line without ``round`` is round 1.
+ratio. Lines of round 2 on hold ``"round": 2``; a line without ``round`` is round 1. A round
+needs the previous round's run folder in ``--work_dir`` (its line alone does not teach).
 ``--student_steps=N``: students train N steps instead of the teacher's (they fit several times
-as many images); their lines hold ``"student_steps": N``. ``--report`` takes both to pick its
+as many images); their lines hold ``"student_steps": N``. ``reproduce``'s self-training row
+trains its student twice the teacher's steps (``--student_steps=6400`` at the ``cpu`` budget). ``--report`` takes both to pick its
 student column.
 
 ``--validation_fraction=f``: whether to self-train, decided without the test set. Teacher, student

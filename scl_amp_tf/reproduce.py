@@ -15,7 +15,7 @@ recipe; ``scl_amp_recipe``, SCL-AMP with the small-data recipe (:mod:`scl_amp_tf
 seed as teacher, trained on the labelled images plus the images it labels with confidence among
 those that are neither training nor test images (:mod:`scl_amp_tf.pseudo_labels`; only in the
 cells that hold out a test set beside the k shots, Table VI's; its teacher is trained first), for
-twice the budget's steps (it fits five times the images). Then
+twice a step budget's steps (it fits five times the images). Then
 ``OUTPUT/table_N.md`` (mean +- std over seeds, the paper's value beside it, the conditions) and
 ``OUTPUT/table_N.json`` (every run's figures) are written.
 
@@ -34,7 +34,7 @@ Budgets (``--budget``): ``paper`` is Table I (ResNet-50 from ImageNet weights, 1
 on 2 CPU cores in 5-15 minutes per run: the small ``resnet_tiny`` backbone from scratch, NEU at
 64 px, MixedWM38 at its native 52 px, and the step budget of the small-data recipe for every run
 (``recipes.SMALL_DATA["steps"]``, where the learning curves of BENCHMARKS.md flatten; epochs =
-ceil(steps / steps per epoch)). Any training setting can be changed with
+ceil(steps / steps per epoch); the self-training row's student twice that). Any training setting can be changed with
 ``--set key=value`` (recorded in the conditions and the run paths).
 """
 from __future__ import annotations

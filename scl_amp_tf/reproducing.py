@@ -51,7 +51,9 @@ def check_steps(config, metrics):
     """A finished run kept for a row made the row's steps, or an error. ``check_model_dir`` lets
     steps differ (a run may be resumed for more), so it would keep, say, a 3,200-step student as a
     row that trains 6,400. A run trains whole epochs: at least ``config.steps``, less than one
-    epoch more. Runs that recorded no steps are not checked."""
+    epoch more. Runs that recorded no steps are not checked. (An unfinished run is resumed to the
+    row's steps, as ``--steps`` allows; its rate schedule then follows the new step count from
+    the checkpoint on.)"""
     made, epochs = metrics.get("steps"), metrics.get("epochs")
     if config.steps is None or not made or not epochs or config.steps <= made < config.steps + made // epochs:
         return
@@ -62,9 +64,11 @@ def check_steps(config, metrics):
 def row_steps(row, budget, overrides):
     """The steps a row's runs train: the budget's times the row's ``steps_factor``, or ``--set
     steps``; None when the budget counts epochs or ``--set`` gives epochs without steps."""
-    if BUDGETS[budget]["steps"] is None or ("epochs" in overrides and "steps" not in overrides):
+    if "steps" in overrides:
+        return overrides["steps"]
+    if BUDGETS[budget]["steps"] is None or "epochs" in overrides:
         return None
-    return overrides.get("steps", BUDGETS[budget]["steps"] * ROWS[row].steps_factor)
+    return BUDGETS[budget]["steps"] * ROWS[row].steps_factor
 
 
 def few_shot(config, episodes):
@@ -209,7 +213,8 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
         # the settings each row adds to the budget's, as trained: --set wins over the row's own
         "row_settings": {m: {k: overrides.get(k, v) for k, v in ROWS[m].settings.items()}
-                         | ({"steps": row_steps(m, budget, overrides)} if ROWS[m].steps_factor != 1 else {})
+                         | ({"steps": row_steps(m, budget, overrides)}
+                            if ROWS[m].steps_factor != 1 and row_steps(m, budget, overrides) else {})
                          for m in methods},
         **provenance.made(),  # where and when this table was written
         "dataset": sorted({r["dataset_description"] or "" for r in runs}),

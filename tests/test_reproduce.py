@@ -171,6 +171,13 @@ def test_self_training_row_trains_its_teacher_first_and_only_where_a_pool_is(tmp
         "steps"] == 8
     assert runs[0]["teacher"] == teacher_dir and runs[0]["teacher_elsewhere"] is False
     assert "outside this table" not in open(path).read()
+    # a finished student of other steps is not kept as the row's run, even to report the table
+    metrics["steps"] = 4
+    with open(os.path.join(runs[0]["model_dir"], "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+    with pytest.raises(ValueError, match="finished with 4 steps, but this row trains 8"):
+        _run(6, tmp_path, cells=["20shot"], methods=["scl_amp_self_training"], overrides=TINY_STEPS,
+             mixed_wm38="synthetic_wafers", synthetic_per_class=30, report_only=True)
     # NEU's Table III leaves no pool (every image beside the shots is a test image): no such row
     log = []
     with pytest.raises(ValueError, match="no finished run"):
@@ -262,6 +269,8 @@ def test_the_cpu_budget_gives_every_run_the_recipes_steps():
     assert reproducing.run_config(cell, "scl_amp_self_training", 0, "cpu", {"steps": 8}, options).steps == 8
     assert reproducing.run_config(cell, "scl_amp_self_training", 0, "cpu", {"epochs": 3}, options).steps is None
     assert reproducing.run_config(cell, "scl_amp_self_training", 0, "paper", {}, options).steps is None
+    assert reproducing.run_config(cell, "scl_amp_self_training", 0, "paper", {"steps": 8}, options).steps == 8
+    assert reproducing.row_steps("scl_amp_self_training", "paper", {}) is None
 
 
 def test_small_data_flagfile_is_the_recipe():

@@ -100,6 +100,9 @@ def test_written_lines_match_the_defaults_a_key_leaves_out(tmp_path, monkeypatch
     assert bench_lines.written(str(path), {"row": "self_training", "seed": 0, "round": 2}, defaults)
     assert not bench_lines.written(str(path), {"row": "self_training", "seed": 0, "round": 2, "student_steps": 9},
                                    defaults)
+    # a key that spells a default out matches a line that leaves it out
+    assert bench_lines.written(str(path), {"row": "self_training", "seed": 0, "round": 2, "student_steps": None},
+                               defaults)
 
 
 def _pretrain_line(method, seed, correct, init=None, pretrain_steps=None, steps=1600, extra=None):
