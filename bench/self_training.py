@@ -27,8 +27,8 @@ ratio. Lines of round 2 on hold ``"round": 2``; a line without ``round`` is roun
 needs the previous round's run folder in ``--work_dir`` (its line alone does not teach).
 ``--student_steps=N``: students train N steps instead of the teacher's (they fit several times
 as many images); their lines hold ``"student_steps": N``. ``reproduce``'s self-training row
-trains its student twice the teacher's steps (``--student_steps=6400`` at the ``cpu`` budget). ``--report`` takes both to pick its
-student column.
+trains its student twice the teacher's steps (``--student_steps=6400`` at the ``cpu`` budget).
+``--report`` takes both to pick its student column.
 
 ``--validation_fraction=f``: whether to self-train, decided without the test set. Teacher, student
 and CE hold out the same stratified share f of the labelled images (``--validation_fraction`` of
