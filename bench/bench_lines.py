@@ -44,13 +44,19 @@ def read(path, figure=None):
     return rows
 
 
-def written(path, key, defaults=None):
-    """Whether ``path`` already holds a line whose fields include ``key`` (a resumable benchmark
-    skips that run). ``defaults``: fields that must match even where ``key`` or the line leaves
-    them out, either side then holding the default (options added after lines were written)."""
+def matches(record, key, defaults=None):
+    """Whether a line's fields include ``key``. ``defaults``: fields that must match even where
+    ``key`` or the line leaves them out, either side then holding the default (options added after
+    lines were written)."""
     defaults = defaults or {}
-    return any(all(r.get(k, defaults.get(k)) == v for k, v in key.items())
-               and all(r.get(k, d) == key.get(k, d) for k, d in defaults.items()) for r in read(path))
+    return (all(record.get(k, defaults.get(k)) == v for k, v in key.items())
+            and all(record.get(k, d) == key.get(k, d) for k, d in defaults.items()))
+
+
+def written(path, key, defaults=None):
+    """Whether ``path`` already holds a line that :func:`matches` ``key`` (a resumable benchmark
+    skips that run)."""
+    return any(matches(r, key, defaults) for r in read(path))
 
 
 def exact_accuracy(record):

@@ -52,6 +52,8 @@ import bench_lines
 
 
 ROWS = ("ce", "scl_amp_recipe", "self_training")  # CE, the teacher, the student
+# A line without these fields was made without the option (bench_lines.matches).
+DEFAULTS = {"validation_fraction": 0.0, "round": 1, "student_steps": None}
 
 
 def student_key(ratio, round_=1, student_steps=None):
@@ -59,12 +61,6 @@ def student_key(ratio, round_=1, student_steps=None):
     count where they are not the defaults (so the lines written before these options match)."""
     return {"ratio": ratio, **({"round": round_} if round_ > 1 else {}),
             **({"student_steps": student_steps} if student_steps else {})}
-
-
-def _is_student(record, key):
-    return (record["row"] == "self_training" and record.get("ratio") == key["ratio"]
-            and record.get("round", 1) == key.get("round", 1)
-            and record.get("student_steps") == key.get("student_steps"))
 
 
 def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None):
@@ -75,12 +71,11 @@ def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None
     tables show them)."""
     from scl_amp_tf.table_markdown import cell_text, stats
 
-    key = student_key(ratio, round_, student_steps)
+    split = {"figure": "accuracy", **({"validation_fraction": validation_fraction} if validation_fraction else {})}
+    student = {**split, **student_key(ratio, round_, student_steps)}
     by_seed = {}
     for r in records:
-        if r.get("validation_fraction", 0.0) != validation_fraction:
-            continue
-        if r.get("figure") == "accuracy" and (r["row"] != "self_training" or _is_student(r, key)):
+        if bench_lines.matches(r, student if r.get("row") == "self_training" else split, DEFAULTS):
             by_seed.setdefault(r["seed"], {})[r["row"]] = r
     rows = {seed: runs for seed, runs in sorted(by_seed.items()) if set(ROWS) <= set(runs)}
     if not rows:
@@ -167,8 +162,8 @@ def main():
     overrides = {"validation_fraction": vf} if vf else {}
     base = {"table": args.table, "cell": args.cell, "budget": args.budget, **overrides}
 
-    def have(key):  # a line without these fields was made without the option
-        return bench_lines.written(args.output, key, {"validation_fraction": 0.0, "round": 1, "student_steps": None})
+    def have(key):
+        return bench_lines.written(args.output, key, DEFAULTS)
 
     def line(key, config, metrics, seconds=None):
         return {**key, "test_accuracy": round(metrics["test_accuracy"], 4), "num_test": metrics["num_test"],

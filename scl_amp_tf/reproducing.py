@@ -145,15 +145,20 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
     os.makedirs(output, exist_ok=True)
 
     def finished(cell, method, seed):
-        """The run's metrics.json path once it is finished (trained now unless it was), or None
-        when ``report_only`` leaves it out. A self-training row's teacher is finished first."""
+        """The run's config and metrics once it is finished (trained now unless it was), or None
+        for the metrics when ``report_only`` leaves it out. A self-training row's teacher is
+        finished first, and a run finished earlier is kept only with this row's settings and steps
+        (the teacher's too)."""
         config = run_config(cell, method, seed, budget, overrides, options)
         config.validate()
         metrics_path = os.path.join(config.model_dir, "metrics.json")
         if os.path.exists(metrics_path):
             check_model_dir(config)  # finished with these settings, or an error
+            with open(metrics_path) as f:
+                metrics = json.load(f)
+            check_steps(config, metrics)
             log(f"table {table} {cell.key} {method} seed {seed}: finished earlier, kept")
-            return config, metrics_path
+            return config, metrics
         if report_only:
             log(f"table {table} {cell.key} {method} seed {seed}: not finished, left out")
             return config, None
@@ -166,7 +171,8 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
         training.train_and_evaluate(config)
         keras.backend.clear_session()
         log(f"  done in {time.time() - start:.0f} s")
-        return config, metrics_path
+        with open(metrics_path) as f:
+            return config, json.load(f)
 
     runs = []
     for cell in chosen:
@@ -176,12 +182,9 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                     log(f"table {table} {cell.key} {method}: no row here (every image beside the training "
                         "images is a test image: no unlabeled pool)")
                     continue
-                config, metrics_path = finished(cell, method, seed)
-                if metrics_path is None:
+                config, metrics = finished(cell, method, seed)
+                if metrics is None:
                     continue
-                with open(metrics_path) as f:
-                    metrics = json.load(f)
-                check_steps(config, metrics)
                 # the epochs the run made (a step budget sets them from the training set's size)
                 run = {"cell": cell.key, "method": method, "seed": seed,
                        "epochs": metrics.get("epochs", config.epochs),

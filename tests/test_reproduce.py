@@ -2,6 +2,7 @@
 expected rows, finished runs are skipped, the few-shot table uses unseen classes only."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -178,6 +179,14 @@ def test_self_training_row_trains_its_teacher_first_and_only_where_a_pool_is(tmp
     with pytest.raises(ValueError, match="finished with 4 steps, but this row trains 8"):
         _run(6, tmp_path, cells=["20shot"], methods=["scl_amp_self_training"], overrides=TINY_STEPS,
              mixed_wm38="synthetic_wafers", synthetic_per_class=30, report_only=True)
+    # nor a teacher of other steps for a student still to train, although its row is not asked for
+    os.remove(os.path.join(runs[0]["model_dir"], "metrics.json"))
+    teacher_metrics = json.load(open(os.path.join(teacher_dir, "metrics.json")))
+    with open(os.path.join(teacher_dir, "metrics.json"), "w") as f:
+        json.dump({**teacher_metrics, "steps": 4}, f)
+    with pytest.raises(ValueError, match=re.escape(f"{teacher_dir} is finished with 4 steps")):
+        _run(6, tmp_path, cells=["20shot"], methods=["scl_amp_self_training"], overrides=TINY_STEPS,
+             mixed_wm38="synthetic_wafers", synthetic_per_class=30)
     # NEU's Table III leaves no pool (every image beside the shots is a test image): no such row
     log = []
     with pytest.raises(ValueError, match="no finished run"):
