@@ -3,11 +3,21 @@ setting (dataset, split, backbone, size, tag), one curve per method and settings
 seeds with a band of +- one population std, and prints the same figures as a markdown table.
 
     python bench/plot_learning_curves.py bench/results/learning_curve_*.jsonl --output_dir=bench/results
+
+A ``.json`` path is a table of ``python -m scl_amp_tf.reproduce`` instead: each of its runs is one
+point, at the steps its row trained (``--set=steps=N`` gives a table per step count). With a rate
+that decays to 0 at the last step (``lr_schedule=cosine``), a snapshot of one long run is not what
+a shorter run gives, so such curves are drawn from one table per step count, tagged "one run per
+point"; ``--cells`` keeps those tables' runs of the given cells only.
+
+    python bench/plot_learning_curves.py results/table_6.json OUT_1600/table_6.json ... --cells=20shot \
+        --methods=ce,scl_amp_recipe
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 
 import bench_lines
@@ -22,6 +32,8 @@ def setting_of(row):
 
 
 def curve_of(row):
+    if row.get("curve"):
+        return row["curve"]
     extra = row.get("extra") or {}
     scl_only = {"arc_on_views", "class_aware_negatives", "unlabeled_data", "alpha", "beta"}
     shown = {k: v for k, v in extra.items() if row["method"] == "scl_amp" or k not in scl_only}
@@ -29,15 +41,50 @@ def curve_of(row):
         " " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())) if shown else "")
 
 
+def table_rows(path, cells=None, methods=None):
+    """The runs of a ``reproduce`` table (its ``.json``) as learning-curve lines, one curve per
+    row of the table (named as the table names it): the step is the steps the run's row trained,
+    the settings those the row adds to the budget's."""
+    from scl_amp_tf import tables
+
+    table = json.load(open(path))
+    conditions = table["conditions"]
+    cells_of_table = {cell.key: cell for cell in tables.TABLES[conditions["table"]][2]}
+    rows = []
+    for run in table["runs"]:
+        if (cells and run["cell"] not in cells) or (methods and run["method"] not in methods):
+            continue
+        extra = dict(conditions["row_settings"].get(run["method"], {}))
+        steps = extra.pop("steps", conditions["settings"]["steps"])
+        cell = cells_of_table[run["cell"]]
+        rows.append({"dataset": run["dataset_description"].split()[0], **cell.split,
+                     "paper_scl_amp": cell.paper.get("scl_amp"),
+                     "backbone": conditions["settings"]["backbone"],
+                     "image_size": conditions["settings"]["image_size"], "tag": "one run per point",
+                     "method": tables.ROWS[run["method"]].method, "curve": tables.ROWS[run["method"]].name,
+                     "extra": extra, "seed": run["seed"],
+                     "step": steps, "test_accuracy": run["test_accuracy"]})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--output_dir", default=None, help="write one PNG per setting here")
+    parser.add_argument("--cells", default=None, help="of the tables (.json), only these cells, e.g. 20shot")
+    parser.add_argument("--methods", default=None, help="of the tables (.json), only these rows: ce,scl_amp_recipe")
     args = parser.parse_args()
-    rows = [r for path in args.paths for r in bench_lines.read(path, "learning_curve")]
+    cells = args.cells.split(",") if args.cells else None
+    methods = args.methods.split(",") if args.methods else None
+    rows = [r for path in args.paths
+            for r in (table_rows(path, cells, methods) if path.endswith(".json")
+                      else bench_lines.read(path, "learning_curve"))]
     settings = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
+    paper = {}  # setting -> the paper's SCL-AMP figure (tables only), drawn as a dashed line
     for r in rows:
         settings[setting_of(r)][curve_of(r)][r["step"]][r["seed"]] = r["test_accuracy"] * 100
+        if r.get("paper_scl_amp"):
+            paper[setting_of(r)] = r["paper_scl_amp"]
     for setting, curves in sorted(settings.items()):
         print(f"\n**{setting}** (test accuracy %, mean ± std over seeds)\n")
         steps = sorted({s for c in curves.values() for s in c})
@@ -63,7 +110,13 @@ def main():
                 n = min(len(points[s]) for s in xs)
                 ax.plot(xs, mean, marker="o", label=f"{name} ({n}+ seeds)")
                 ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+            if setting in paper:
+                ax.axhline(paper[setting], color="gray", linestyle="--",
+                           label=f"the paper's SCL-AMP ({paper[setting]})")
             ax.set_xscale("log", base=2)
+            ticks = sorted({s for points in curves.values() for s in points})
+            ax.set_xticks(ticks, [str(s) for s in ticks])
+            ax.minorticks_off()
             ax.set_xlabel("optimizer steps (batch 32)")
             ax.set_ylabel("test accuracy %")
             ax.set_title(setting, fontsize=10)
