@@ -19,6 +19,7 @@ import argparse
 import collections
 import json
 import os
+import sys
 
 import bench_lines
 import numpy as np
@@ -52,13 +53,16 @@ def table_rows(path, cells=None, methods=None):
     cells_of_table = {cell.key: cell for cell in tables.TABLES[conditions["table"]][2]}
     rows = []
     for run in table["runs"]:
-        if (cells and run["cell"] not in cells) or (methods and run["method"] not in methods):
+        if ((cells and run["cell"] not in cells) or (methods and run["method"] not in methods)
+                or run.get("test_accuracy") is None):  # Table IV's runs are measured k-shot, not here
             continue
-        extra = dict(conditions["row_settings"].get(run["method"], {}))
-        steps = extra.pop("steps", conditions["settings"]["steps"])
+        extra = dict(conditions.get("row_settings", {}).get(run["method"], {}))
+        # the row's steps (a budget's, or --set steps); a budget of epochs: the steps the run made
+        steps = extra.pop("steps", None) or conditions["settings"].get("steps") or run["steps"]
         cell = cells_of_table[run["cell"]]
-        rows.append({"dataset": run["dataset_description"].split()[0], **cell.split,
-                     "paper_scl_amp": cell.paper.get("scl_amp"),
+        paper = cell.paper.get("scl_amp")
+        rows.append({"dataset": cell.dataset, **cell.split,
+                     "paper_scl_amp": paper if isinstance(paper, (int, float)) else None,
                      "backbone": conditions["settings"]["backbone"],
                      "image_size": conditions["settings"]["image_size"], "tag": "one run per point",
                      "method": tables.ROWS[run["method"]].method, "curve": tables.ROWS[run["method"]].name,
@@ -82,7 +86,11 @@ def main():
     settings = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
     paper = {}  # setting -> the paper's SCL-AMP figure (tables only), drawn as a dashed line
     for r in rows:
-        settings[setting_of(r)][curve_of(r)][r["step"]][r["seed"]] = r["test_accuracy"] * 100
+        seeds = settings[setting_of(r)][curve_of(r)][r["step"]]
+        if r["seed"] in seeds:
+            print(f"warning: {setting_of(r)}, {curve_of(r)}, step {r['step']}, seed {r['seed']} given twice: "
+                  "the later one is drawn", file=sys.stderr)
+        seeds[r["seed"]] = r["test_accuracy"] * 100
         if r.get("paper_scl_amp"):
             paper[setting_of(r)] = r["paper_scl_amp"]
     for setting, curves in sorted(settings.items()):

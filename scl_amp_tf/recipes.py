@@ -28,8 +28,9 @@ too, so that CE is the strongest baseline measured):
   the exact step count.
 
 And for training on a CPU: ``backbone="resnet_tiny"`` (more steps of a small network beat fewer
-of a large one) and ``steps``, one step budget for any number of images, where the learning
-curves of SCL-AMP have flattened.
+of a large one) and ``steps``, one step budget for any number of images, where SCL-AMP's learning
+curves under a constant rate flattened (BENCHMARKS.md, "Learning curves"; under the decaying rate
+both methods flatten later, and the budget follows them when the tables are regenerated).
 """
 from __future__ import annotations
 

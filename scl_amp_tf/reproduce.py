@@ -33,7 +33,7 @@ Budgets (``--budget``): ``paper`` is Table I (ResNet-50 from ImageNet weights, 1
 200 px; a GPU job). ``cpu`` is the reduced setting that finishes
 on 2 CPU cores in 5-15 minutes per run: the small ``resnet_tiny`` backbone from scratch, NEU at
 64 px, MixedWM38 at its native 52 px, and the step budget of the small-data recipe for every run
-(``recipes.SMALL_DATA["steps"]``, where the learning curves of BENCHMARKS.md flatten; epochs =
+(``recipes.SMALL_DATA["steps"]``, where the constant-rate learning curves of BENCHMARKS.md flatten; epochs =
 ceil(steps / steps per epoch); the self-training row's student twice that). Any training setting can be changed with
 ``--set key=value`` (recorded in the conditions and the run paths).
 """
