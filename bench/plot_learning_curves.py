@@ -86,11 +86,11 @@ def main():
     settings = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(dict)))
     paper = {}  # setting -> the paper's SCL-AMP figure (tables only), drawn as a dashed line
     for r in rows:
-        seeds = settings[setting_of(r)][curve_of(r)][r["step"]]
-        if r["seed"] in seeds:
+        by_seed = settings[setting_of(r)][curve_of(r)][r["step"]]
+        if r["seed"] in by_seed:
             print(f"warning: {setting_of(r)}, {curve_of(r)}, step {r['step']}, seed {r['seed']} given twice: "
                   "the later one is drawn", file=sys.stderr)
-        seeds[r["seed"]] = r["test_accuracy"] * 100
+        by_seed[r["seed"]] = r["test_accuracy"] * 100
         if r.get("paper_scl_amp"):
             paper[setting_of(r)] = r["paper_scl_amp"]
     for setting, curves in sorted(settings.items()):
@@ -122,8 +122,7 @@ def main():
                 ax.axhline(paper[setting], color="gray", linestyle="--",
                            label=f"the paper's SCL-AMP ({paper[setting]})")
             ax.set_xscale("log", base=2)
-            ticks = sorted({s for points in curves.values() for s in points})
-            ax.set_xticks(ticks, [str(s) for s in ticks])
+            ax.set_xticks(steps, [str(s) for s in steps])
             ax.minorticks_off()
             ax.set_xlabel("optimizer steps (batch 32)")
             ax.set_ylabel("test accuracy %")

@@ -211,14 +211,18 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
     if not runs:
         raise ValueError(f"Table {table}: no finished run under {options['runs_dir']} to report.")
     settings = {**BUDGETS[budget][chosen[0].dataset], "steps": BUDGETS[budget]["steps"], **overrides}
+
+    def row_settings(row):
+        """The settings a row adds to the budget's, as trained: --set wins over the row's own, and
+        a row of other steps than the budget's shows them."""
+        added = {k: overrides.get(k, v) for k, v in ROWS[row].settings.items()}
+        steps = row_steps(row, budget, overrides)
+        return added | ({"steps": steps} if ROWS[row].steps_factor != 1 and steps else {})
+
     conditions = {
         "table": table, "title": title, "budget": budget, "budget_description": BUDGETS[budget]["description"],
         "overrides": overrides, "settings": settings, "seeds": list(seeds), "methods": list(methods),
-        # the settings each row adds to the budget's, as trained: --set wins over the row's own
-        "row_settings": {m: {k: overrides.get(k, v) for k, v in ROWS[m].settings.items()}
-                         | ({"steps": row_steps(m, budget, overrides)}
-                            if ROWS[m].steps_factor != 1 and row_steps(m, budget, overrides) else {})
-                         for m in methods},
+        "row_settings": {m: row_settings(m) for m in methods},
         **provenance.made(),  # where and when this table was written
         "dataset": sorted({r["dataset_description"] or "" for r in runs}),
         "command": command,  # the command that trains the table (given by the command line)
