@@ -31,9 +31,11 @@ Tables (the cells of section IV):
 
 Budgets (``--budget``): ``paper`` is Table I (ResNet-50 from ImageNet weights, 100 epochs, NEU at
 200 px; a GPU job). ``cpu`` is the reduced setting that finishes
-on 2 CPU cores in 5-15 minutes per run: the small ``resnet_tiny`` backbone from scratch, NEU at
+on 2 CPU cores in about 8-40 minutes per run (CE the shortest, the self-training row's student the
+longest): the small ``resnet_tiny`` backbone from scratch, NEU at
 64 px, MixedWM38 at its native 52 px, and the step budget of the small-data recipe for every run
-(``recipes.SMALL_DATA["steps"]``, where the constant-rate learning curves of BENCHMARKS.md flatten; epochs =
+(``recipes.SMALL_DATA["steps"]``, where both methods' learning curves under the decaying rate flatten,
+BENCHMARKS.md; epochs =
 ceil(steps / steps per epoch); the self-training row's student twice that). Any training setting can be changed with
 ``--set key=value`` (recorded in the conditions and the run paths).
 """
