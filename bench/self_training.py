@@ -27,8 +27,10 @@ ratio. Lines of round 2 on hold ``"round": 2``; a line without ``round`` is roun
 needs the previous round's run folder in ``--work_dir`` (its line alone does not teach).
 ``--student_steps=N``: students train N steps instead of the teacher's (they fit several times
 as many images); their lines hold ``"student_steps": N``. ``reproduce``'s self-training row
-trains its student twice the teacher's steps (``--student_steps=6400`` at the ``cpu`` budget).
-``--report`` takes both to pick its student column.
+trains its student twice the teacher's steps (``--student_steps=25600`` at the ``cpu`` budget).
+``--report`` takes both to pick its student column. Lines hold ``budget_steps``, the budget's
+steps (a line without it was made at 3,200), so a moved budget makes its runs anew and
+``--report`` shows the lines of ``--budget``'s steps.
 
 ``--validation_fraction=f``: whether to self-train, decided without the test set. Teacher, student
 and CE hold out the same stratified share f of the labelled images (``--validation_fraction`` of
@@ -52,8 +54,9 @@ import bench_lines
 
 
 ROWS = ("ce", "scl_amp_recipe", "self_training")  # CE, the teacher, the student
-# A line without these fields was made without the option (bench_lines.matches).
-DEFAULTS = {"validation_fraction": 0.0, "round": 1, "student_steps": None}
+# A line without these fields was made without the option (bench_lines.matches); the lines written
+# before they recorded the budget's steps were made at the cpu budget of 3,200 steps.
+DEFAULTS = {"validation_fraction": 0.0, "round": 1, "student_steps": None, "budget_steps": 3200}
 
 
 def student_key(ratio, round_=1, student_steps=None):
@@ -63,15 +66,17 @@ def student_key(ratio, round_=1, student_steps=None):
             **({"student_steps": student_steps} if student_steps else {})}
 
 
-def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None):
+def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None, budget_steps=None):
     """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``, of round
-    ``round_``, trained ``student_steps`` steps or the teacher's), the student's gain over the
+    ``round_``, trained ``student_steps`` steps or the teacher's; of the budget of ``budget_steps``
+    steps, by default the one the lines without that field were made at), the student's gain over the
     teacher (the recipe run, whatever the round), the pseudo-label count and precision; then mean ±
     sample std over those seeds (:func:`scl_amp_tf.table_markdown.cell_text`, as the reproduced
     tables show them)."""
     from scl_amp_tf.table_markdown import cell_text, stats
 
-    split = {"figure": "accuracy", **({"validation_fraction": validation_fraction} if validation_fraction else {})}
+    split = {"figure": "accuracy", **({"validation_fraction": validation_fraction} if validation_fraction else {}),
+             **({"budget_steps": budget_steps} if budget_steps else {})}
     student = {**split, **student_key(ratio, round_, student_steps)}
     by_seed = {}
     for r in records:
@@ -139,17 +144,19 @@ def main():
     parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
     args = parser.parse_args()
 
+    from scl_amp_tf.tables import BUDGETS, TABLES
+
+    budget_steps = BUDGETS[args.budget]["steps"]
     if args.report:
         for ratio in [float(r) for r in args.ratios.split(",")]:
             print(report(bench_lines.read(args.output), ratio, args.validation_fraction, args.rounds,
-                         args.student_steps))
+                         args.student_steps, budget_steps))
         return
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import keras
 
     from scl_amp_tf import reproducing
-    from scl_amp_tf.tables import TABLES
     from scl_amp_tf.training import train_and_evaluate
 
     cell = next((c for c in TABLES[args.table][2] if c.key == args.cell), None)
@@ -160,7 +167,9 @@ def main():
                **data_options, "runs_dir": os.path.join(args.work_dir, "runs"), "table": args.table}
     vf = args.validation_fraction
     overrides = {"validation_fraction": vf} if vf else {}
-    base = {"table": args.table, "cell": args.cell, "budget": args.budget, **overrides}
+    # the budget's steps are part of a line's key: a budget that moves makes its runs anew
+    base = {"table": args.table, "cell": args.cell, "budget": args.budget, "budget_steps": budget_steps,
+            **overrides}
 
     def have(key):
         return bench_lines.written(args.output, key, DEFAULTS)
@@ -201,7 +210,9 @@ def main():
                           + (f"_steps{args.student_steps}" if args.student_steps else "")
                           + (f"_validation{vf:g}" if vf else ""))
                 student = dataclasses.replace(
-                    teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training", args.cell, folder),
+                    teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training", args.budget
+                                                    + (f"-{budget_steps}steps" if budget_steps else ""),
+                                                    args.cell, folder),
                     unlabeled_data="rest", pseudo_labels_from=teacher.model_dir, pseudo_label_ratio=ratio,
                     **({"steps": args.student_steps} if args.student_steps else {}))
                 teacher = student  # the next round's teacher

@@ -1,6 +1,8 @@
 """Issue #15's accuracy targets against what the committed results say, as one Markdown table.
 
-Reads the reproduced tables (``results/table_3.json``: NEU, ``results/table_6.json``: MixedWM38)
+Reads the reproduced tables (``results/table_3.json``: NEU, ``results/table_6.json``: MixedWM38;
+a row whose cell is not in those yet comes from the table made at an earlier budget,
+``results/table_N_<steps>steps.json``, the most steps first, and the row says its steps per run)
 and the demo's raw ``BENCH`` lines, and prints, for each target cell, the recommended recipe's
 mean ± sample std over the seeds it has (and, in a second row, the recipe with self-training
 where the cell has unlabeled images and that row was run), the CE baseline's on the same seeds and splits, how many
@@ -11,8 +13,10 @@ table is only as complete as the runs committed so far, and it says which seeds 
     python bench/targets.py --results=/tmp/out   # another reproduce --output
 """
 import argparse
+import glob
 import json
 import os
+import re
 
 import bench_lines
 from scl_amp_tf.table_markdown import cell_text, stats
@@ -28,12 +32,23 @@ DEMO_TARGET = 90.0
 DEMO_SECONDS = 180.0
 
 
-def _runs(results_dir, table):
-    path = os.path.join(results_dir, f"table_{table}.json")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return json.load(f)["runs"]
+def _tables(results_dir, table):
+    """``[(steps per run, runs)]`` of the table's results: the current budget's ``table_N.json``,
+    then those kept from earlier budgets (``table_N_<steps>steps.json``), the most steps first."""
+    kept = sorted(glob.glob(os.path.join(results_dir, f"table_{table}_*steps.json")),
+                  key=lambda p: -int(re.search(r"_(\d+)steps\.json$", p).group(1)))
+    out = []
+    for path in [os.path.join(results_dir, f"table_{table}.json"), *kept]:
+        if os.path.exists(path):
+            with open(path) as f:
+                results = json.load(f)
+            out.append((results["conditions"]["settings"].get("steps"), results["runs"]))
+    return out
+
+
+def _first_with(tables, method, cell):
+    """The steps and runs of the first table that has ``method`` in ``cell``, or (None, [])."""
+    return next(((steps, runs) for steps, runs in tables if _by_seed(runs, method, cell=cell)), (None, []))
 
 
 def _by_seed(rows, method, **match):
@@ -42,28 +57,32 @@ def _by_seed(rows, method, **match):
             if r["method"] == method and all(r.get(k) == v for k, v in match.items())}
 
 
-def paired_row(label, target, target_text, ours, ce):
-    """One Markdown row: ours and CE over the seeds both have, the paired wins, the gap to ``target``."""
+def paired_row(label, target, target_text, ours, ce, budget):
+    """One Markdown row: ours and CE over the seeds both have, the paired wins, the gap to ``target``;
+    ``budget``: the text of the steps (or time) per run."""
     seeds = sorted(set(ours) & set(ce))
     if not seeds:
-        return f"| {label} | {target_text} | not run yet | | | | |"
+        return f"| {label} | {target_text} | | not run yet | | | | |"
     mean, _, n = stats([ours[s] for s in seeds])
     wins = sum(ours[s] > ce[s] for s in seeds)
-    return (f"| {label} | {target_text} | {cell_text([ours[s] for s in seeds])} | {mean - target:+.2f} | "
+    return (f"| {label} | {target_text} | {budget} | {cell_text([ours[s] for s in seeds])} | {mean - target:+.2f} | "
             f"{cell_text([ce[s] for s in seeds])} | {wins} of {n} | {','.join(str(s) for s in seeds)} |")
 
 
-def cell_row(runs, table, cell, target, method="scl_amp_recipe", suffix=""):
-    """A reproduced cell's row: the recommended recipe (or ``method``) against CE."""
+def cell_row(tables, table, cell, target, method="scl_amp_recipe", suffix=""):
+    """A reproduced cell's row: the recommended recipe (or ``method``) against CE, from the first of
+    ``tables`` (:func:`_tables`) that has the method in the cell."""
+    steps, runs = _first_with(tables, method, cell)
     return paired_row(f"{DATASETS[table]}, {cell[:-4]} / class{suffix}", target, f"{target:.1f}",
-                      _by_seed(runs, method, cell=cell), _by_seed(runs, "ce", cell=cell))
+                      _by_seed(runs, method, cell=cell), _by_seed(runs, "ce", cell=cell),
+                      f"{steps:,}" if steps else "")
 
 
 def demo_row(path, tag):
     """The demo's row from bench/small_data.py lines of ``tag``: SCL-AMP (the demo's settings) against CE."""
     rows = bench_lines.read(path, "accuracy")
     return paired_row("demo (`configs/demo.cfg`)", DEMO_TARGET, f"{DEMO_TARGET:.1f} in {DEMO_SECONDS:.0f} s",
-                      _by_seed(rows, "scl_amp", tag=tag), _by_seed(rows, "ce", tag=tag))
+                      _by_seed(rows, "scl_amp", tag=tag), _by_seed(rows, "ce", tag=tag), f"{DEMO_SECONDS:.0f} s")
 
 
 def main(argv=None):
@@ -72,13 +91,14 @@ def main(argv=None):
     parser.add_argument("--demo_lines", default="bench/results/demo_recipe_synthetic_wafers.jsonl")
     parser.add_argument("--demo_tag", default="demo_cosine_15ep")
     args = parser.parse_args(argv)
-    print("| cell | target % | recommended recipe % | − target | CE % (same seeds) | recipe > CE | seeds |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| cell | target % | steps per run | recommended recipe % | − target | CE % (same seeds) | recipe > CE "
+          "| seeds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for table, cell, target in TARGETS:
-        runs = _runs(args.results, table)
-        print(cell_row(runs, table, cell, target))
-        if _by_seed(runs, SELF_TRAINING, cell=cell):  # where the cell has an unlabeled pool and the row was run
-            print(cell_row(runs, table, cell, target, SELF_TRAINING, ", + self-training on the unlabeled maps"))
+        tables = _tables(args.results, table)
+        print(cell_row(tables, table, cell, target))
+        if _first_with(tables, SELF_TRAINING, cell)[1]:  # where the cell has an unlabeled pool and the row was run
+            print(cell_row(tables, table, cell, target, SELF_TRAINING, ", + self-training on the unlabeled maps"))
     if os.path.exists(args.demo_lines):
         print(demo_row(args.demo_lines, args.demo_tag))
 

@@ -247,7 +247,7 @@ def render(table, cells, runs, conditions):
                   "The paper trains ResNet-50, almost surely from ImageNet weights, at full resolution for "
                   "100 epochs on a GPU. These runs start from random weights (ImageNet weights cannot be "
                   "downloaded on the machine that made them), use a smaller backbone, a lower resolution "
-                  "and a few thousand optimizer steps, so that every run finishes on a 2-core CPU. "
+                  "and some thousands of optimizer steps, so that every run finishes on a 2-core CPU. "
                   "The comparison that holds is the one inside this table: every method under the same "
                   "budget, splits and seeds. `--budget=paper` runs Table I's settings."]
     return "\n".join(lines) + "\n"

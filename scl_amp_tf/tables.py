@@ -117,8 +117,8 @@ BUDGETS = {
     "cpu": {
         "description": f"reduced for a 2-core CPU: the small resnet_tiny backbone from scratch (no ImageNet "
                        f"weights), NEU at 64 px, MixedWM38 at its native 52 px, {recipes.SMALL_DATA['steps']} "
-                       f"optimizer steps per run, where both methods' learning curves flatten under the decaying rate (epochs = ceil(steps / "
-                       f"steps per epoch)), batch 32, Adam 5e-4, tau 0.5, m 0.5, d 128",
+                       f"optimizer steps per run, where both methods' learning curves flatten under the decaying rate "
+                       f"(epochs = ceil(steps / steps per epoch)), batch 32, Adam 5e-4, tau 0.5, m 0.5, d 128",
         "neu": {"backbone": "resnet_tiny", "backbone_weights": "none", "image_size": 64},
         "mixed_wm38": {"backbone": "resnet_tiny", "backbone_weights": "none", "image_size": 52},
         "steps": recipes.SMALL_DATA["steps"],

@@ -25,10 +25,17 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
             _run("20shot", "scl_amp_recipe", 0, 0.92), _run("20shot", "scl_amp_recipe", 1, 0.93),
             _run("20shot", "scl_amp_recipe", 2, 0.99),  # no CE for seed 2: not paired, left out
             _run("20shot", "scl_amp", 0, 0.50)]
-    (tmp_path / "table_3.json").write_text(json.dumps({"conditions": {}, "runs": runs}))
+    at = {"conditions": {"settings": {"steps": 12800}}}
+    (tmp_path / "table_3.json").write_text(json.dumps({**at, "runs": runs}))
     wafer_runs = [_run("50shot", "ce", 0, 0.80), _run("50shot", "scl_amp_recipe", 0, 0.90),
                   _run("50shot", "scl_amp_self_training", 0, 0.975)]
-    (tmp_path / "table_6.json").write_text(json.dumps({"conditions": {}, "runs": wafer_runs}))
+    (tmp_path / "table_6.json").write_text(json.dumps({**at, "runs": wafer_runs}))
+    # kept from earlier budgets: a cell the current table lacks comes from the one of the most steps
+    for steps, accuracy in ((3200, 0.91), (1600, 0.5)):
+        earlier = [_run("20shot", "ce", 0, 0.85), _run("20shot", "scl_amp_recipe", 0, accuracy),
+                   _run("50shot", "ce", 0, 0.1), _run("50shot", "scl_amp_recipe", 0, 0.2)]  # not read
+        (tmp_path / f"table_6_{steps}steps.json").write_text(
+            json.dumps({"conditions": {"settings": {"steps": steps}}, "runs": earlier}))
     demo = tmp_path / "demo.jsonl"
     demo.write_text("\n".join("BENCH " + json.dumps(r) for r in [
         {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 0, "test_accuracy": 0.80},
@@ -42,18 +49,20 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
     lines = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()}
 
     # recipe seeds 0, 1: mean 92.5, sample std 0.707; CE 92.0 ± 2.83; 1 of 2 better; 95 - 92.5 = -2.5
-    assert lines["NEU, 20 / class"] == "| NEU, 20 / class | 95.0 | 92.50 ± 0.71 | -2.50 | 92.00 ± 2.83 | 1 of 2 | 0,1 |"
+    assert lines["NEU, 20 / class"] == (
+        "| NEU, 20 / class | 95.0 | 12,800 | 92.50 ± 0.71 | -2.50 | 92.00 ± 2.83 | 1 of 2 | 0,1 |")
     assert "not run yet" in lines["NEU, 10 / class"]
-    assert "not run yet" in lines["MixedWM38 (89 % copy), 20 / class"]  # no runs of that cell
+    assert lines["MixedWM38 (89 % copy), 20 / class"] == (  # not in table_6.json: from the 3,200-step table
+        "| MixedWM38 (89 % copy), 20 / class | 92.3 | 3,200 | 91.00 | -1.30 | 85.00 | 1 of 1 | 0 |")
     assert lines["MixedWM38 (89 % copy), 50 / class"] == (
-        "| MixedWM38 (89 % copy), 50 / class | 96.9 | 90.00 | -6.90 | 80.00 | 1 of 1 | 0 |")
+        "| MixedWM38 (89 % copy), 50 / class | 96.9 | 12,800 | 90.00 | -6.90 | 80.00 | 1 of 1 | 0 |")
     # the self-training row only where it was run
     assert lines["MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps"] == (
-        "| MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps | 96.9 | 97.50 | +0.60 | "
+        "| MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps | 96.9 | 12,800 | 97.50 | +0.60 | "
         "80.00 | 1 of 1 | 0 |")
     assert not any("self-training" in key for key in lines if "20 / class" in key or "NEU" in key)
     assert lines["demo (`configs/demo.cfg`)"] == (
-        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
+        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 180 s | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
 
 
 def test_self_training_report_from_bench_lines(monkeypatch):
@@ -71,7 +80,11 @@ def test_self_training_report_from_bench_lines(monkeypatch):
              line("self_training", 1, 6226, pseudo_label_precision=0.9799, **student),
              line("self_training", 0, 6210, pseudo_label_precision=0.979, round=2, **student),
              line("self_training", 0, 6250, pseudo_label_precision=0.98, student_steps=6400, **student),
-             line("ce", 2, 5700)]  # seed 2 has no teacher or student yet: left out
+             line("ce", 2, 5700),  # seed 2 has no teacher or student yet: left out
+             # another budget's runs (the lines above, without the field, were made at 3,200 steps)
+             *(line(row, 0, correct, budget_steps=12800, **extra) for row, correct, extra in (
+                 ("ce", 6000, {}), ("scl_amp_recipe", 6200, {}),
+                 ("self_training", 6280, dict(pseudo_label_precision=0.99, **student))))]
     rows = module.report(lines, 4.0).splitlines()
     assert rows[0].endswith("| pseudo-labels (of 26,290) | their precision |") and len(rows) == 5
     assert rows[2] == "| 0 | 85.37 | 90.66 | **92.08** | +1.42 | 3,040 | 98.5 % |"
@@ -88,6 +101,8 @@ def test_self_training_report_from_bench_lines(monkeypatch):
         "| 0 | 85.37 | 90.66 | **91.80** | +1.14 | 3,040 | 97.9 % |"]
     assert module.report(lines, 4.0, student_steps=6400).splitlines()[2:] == [
         "| 0 | 85.37 | 90.66 | **92.39** | +1.73 | 3,040 | 98.0 % |"]
+    assert module.report(lines, 4.0, budget_steps=12800).splitlines()[2:] == [
+        "| 0 | 88.69 | 91.65 | **92.83** | +1.18 | 3,040 | 99.0 % |"]
 
 
 def test_written_lines_match_the_defaults_a_key_leaves_out(tmp_path, monkeypatch):
