@@ -38,7 +38,7 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
             json.dumps({"conditions": {"settings": {"steps": steps}}, "runs": earlier}))
     demo = tmp_path / "demo.jsonl"
     demo.write_text("\n".join("BENCH " + json.dumps(r) for r in [
-        {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 0, "test_accuracy": 0.80},
+        {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 0, "test_accuracy": 0.80, "epochs": 15},
         {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 1, "test_accuracy": 0.70},
         {"figure": "accuracy", "tag": "t", "method": "ce", "seed": 0, "test_accuracy": 0.60},
         {"figure": "accuracy", "tag": "t", "method": "ce", "seed": 1, "test_accuracy": 0.75},
@@ -62,7 +62,7 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
         "80.00 | 1 of 1 | 0 |")
     assert not any("self-training" in key for key in lines if "20 / class" in key or "NEU" in key)
     assert lines["demo (`configs/demo.cfg`)"] == (
-        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 180 s | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
+        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 15 epochs | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
 
 
 def test_self_training_report_from_bench_lines(monkeypatch):
