@@ -10,7 +10,7 @@ that decays to 0 at the last step (``lr_schedule=cosine``), a snapshot of one lo
 a shorter run gives, so such curves are drawn from one table per step count, tagged "one run per
 point"; ``--cells`` keeps those tables' runs of the given cells only.
 
-    python bench/plot_learning_curves.py results/table_6.json OUT_1600/table_6.json ... --cells=20shot \
+    python bench/plot_learning_curves.py results/table_6_3200steps.json OUT_1600/table_6.json ... --cells=20shot \
         --methods=ce,scl_amp_recipe
 """
 from __future__ import annotations

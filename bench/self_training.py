@@ -29,8 +29,9 @@ needs the previous round's run folder in ``--work_dir`` (its line alone does not
 as many images); their lines hold ``"student_steps": N``. ``reproduce``'s self-training row
 trains its student twice the teacher's steps (``--student_steps=25600`` at the ``cpu`` budget).
 ``--report`` takes both to pick its student column. Lines hold ``budget_steps``, the budget's
-steps (a line without it was made at 3,200), so a moved budget makes its runs anew and
-``--report`` shows the lines of ``--budget``'s steps.
+steps (a line without it was made at 3,200), so a moved budget makes its runs anew; ``--report``
+shows the lines of ``--budget``'s steps, or of ``--budget_steps`` (``--budget_steps=3200``:
+BENCHMARKS.md's tables, made before the budget moved to 12,800).
 
 ``--validation_fraction=f``: whether to self-train, decided without the test set. Teacher, student
 and CE hold out the same stratified share f of the labelled images (``--validation_fraction`` of
@@ -66,17 +67,18 @@ def student_key(ratio, round_=1, student_steps=None):
             **({"student_steps": student_steps} if student_steps else {})}
 
 
-def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None, budget_steps=None):
+def report(records, ratio, validation_fraction=0.0, round_=1, student_steps=None,
+           budget_steps=DEFAULTS["budget_steps"], budget=None):
     """The markdown table of BENCHMARKS.md: per seed CE, teacher, student (at ``ratio``, of round
-    ``round_``, trained ``student_steps`` steps or the teacher's; of the budget of ``budget_steps``
-    steps, by default the one the lines without that field were made at), the student's gain over the
+    ``round_``, trained ``student_steps`` steps or the teacher's; of the budget ``budget``, any if
+    None, of ``budget_steps`` steps, None for a budget of epochs), the student's gain over the
     teacher (the recipe run, whatever the round), the pseudo-label count and precision; then mean ±
     sample std over those seeds (:func:`scl_amp_tf.table_markdown.cell_text`, as the reproduced
     tables show them)."""
     from scl_amp_tf.table_markdown import cell_text, stats
 
-    split = {"figure": "accuracy", **({"validation_fraction": validation_fraction} if validation_fraction else {}),
-             **({"budget_steps": budget_steps} if budget_steps else {})}
+    split = {"figure": "accuracy", "budget_steps": budget_steps, **({"budget": budget} if budget else {}),
+             **({"validation_fraction": validation_fraction} if validation_fraction else {})}
     student = {**split, **student_key(ratio, round_, student_steps)}
     by_seed = {}
     for r in records:
@@ -142,6 +144,9 @@ def main():
                         help="Hold out this share of the labelled images in every run and record the accuracy "
                              "on them (the rule's signal); 0: none.")
     parser.add_argument("--report", action="store_true", help="Print the table of --output's lines; train nothing.")
+    parser.add_argument("--budget_steps", type=int, default=None,
+                        help="With --report: the lines of a budget of this many steps (default: --budget's; "
+                             "3200 for the lines made before the cpu budget moved to 12800).")
     args = parser.parse_args()
 
     from scl_amp_tf.tables import BUDGETS, TABLES
@@ -150,8 +155,11 @@ def main():
     if args.report:
         for ratio in [float(r) for r in args.ratios.split(",")]:
             print(report(bench_lines.read(args.output), ratio, args.validation_fraction, args.rounds,
-                         args.student_steps, budget_steps))
+                         args.student_steps, args.budget_steps or budget_steps, args.budget))
         return
+    if args.budget_steps is not None and args.budget_steps != budget_steps:
+        parser.error(f"--budget_steps={args.budget_steps} reads lines only (--report): --budget={args.budget} "
+                     f"trains {budget_steps} steps.")
 
     import scl_amp_tf  # noqa: F401  (first: it quiets TensorFlow's C++ log before TF loads)
     import keras

@@ -33,22 +33,37 @@ DEMO_SECONDS = 180.0
 
 
 def _tables(results_dir, table):
-    """``[(steps per run, runs)]`` of the table's results: the current budget's ``table_N.json``,
-    then those kept from earlier budgets (``table_N_<steps>steps.json``), the most steps first."""
-    kept = sorted(glob.glob(os.path.join(results_dir, f"table_{table}_*steps.json")),
-                  key=lambda p: -int(re.search(r"_(\d+)steps\.json$", p).group(1)))
+    """``[(conditions, runs)]`` of the table's results: the current budget's ``table_N.json``, then
+    those kept from earlier budgets (``table_N_<steps>steps.json``), the most steps first."""
+    kept = {}
+    for path in glob.glob(os.path.join(results_dir, f"table_{table}_*steps.json")):
+        match = re.fullmatch(rf"table_{table}_(\d+)steps\.json", os.path.basename(path))
+        if match:
+            kept[int(match.group(1))] = path
     out = []
-    for path in [os.path.join(results_dir, f"table_{table}.json"), *kept]:
+    for path in [os.path.join(results_dir, f"table_{table}.json"), *(kept[k] for k in sorted(kept, reverse=True))]:
         if os.path.exists(path):
             with open(path) as f:
                 results = json.load(f)
-            out.append((results["conditions"]["settings"].get("steps"), results["runs"]))
+            out.append((results.get("conditions", {}), results["runs"]))
     return out
 
 
 def _first_with(tables, method, cell):
-    """The steps and runs of the first table that has ``method`` in ``cell``, or (None, [])."""
-    return next(((steps, runs) for steps, runs in tables if _by_seed(runs, method, cell=cell)), (None, []))
+    """The conditions and runs of the first table where ``method`` and CE share a seed in ``cell``
+    (a row pairs runs of one budget), or ``({}, [])``."""
+    return next(((conditions, runs) for conditions, runs in tables
+                 if set(_by_seed(runs, method, cell=cell)) & set(_by_seed(runs, "ce", cell=cell))), ({}, []))
+
+
+def _steps_text(conditions, method):
+    """The steps per run of ``method``'s row: the budget's, or the row's own where it trains more
+    (the self-training row's student), with the budget's as its teacher's."""
+    budget = conditions.get("settings", {}).get("steps")
+    row = conditions.get("row_settings", {}).get(method, {}).get("steps", budget)
+    if not budget:
+        return ""
+    return f"{budget:,}" if row == budget else f"{row:,} (teacher {budget:,})"
 
 
 def _by_seed(rows, method, **match):
@@ -71,11 +86,11 @@ def paired_row(label, target, target_text, ours, ce, budget):
 
 def cell_row(tables, table, cell, target, method="scl_amp_recipe", suffix=""):
     """A reproduced cell's row: the recommended recipe (or ``method``) against CE, from the first of
-    ``tables`` (:func:`_tables`) that has the method in the cell."""
-    steps, runs = _first_with(tables, method, cell)
+    ``tables`` (:func:`_tables`) that pairs the method with CE in the cell."""
+    conditions, runs = _first_with(tables, method, cell)
     return paired_row(f"{DATASETS[table]}, {cell[:-4]} / class{suffix}", target, f"{target:.1f}",
                       _by_seed(runs, method, cell=cell), _by_seed(runs, "ce", cell=cell),
-                      f"{steps:,}" if steps else "")
+                      _steps_text(conditions, method))
 
 
 def demo_row(path, tag):

@@ -25,17 +25,25 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
             _run("20shot", "scl_amp_recipe", 0, 0.92), _run("20shot", "scl_amp_recipe", 1, 0.93),
             _run("20shot", "scl_amp_recipe", 2, 0.99),  # no CE for seed 2: not paired, left out
             _run("20shot", "scl_amp", 0, 0.50)]
-    at = {"conditions": {"settings": {"steps": 12800}}}
+    def conditions(steps):  # as reproduce writes them: the budget's steps, the student's twice them
+        return {"settings": {"steps": steps}, "row_settings": {"scl_amp_self_training": {"steps": 2 * steps}}}
+
+    at = {"conditions": conditions(12800)}
     (tmp_path / "table_3.json").write_text(json.dumps({**at, "runs": runs}))
     wafer_runs = [_run("50shot", "ce", 0, 0.80), _run("50shot", "scl_amp_recipe", 0, 0.90),
-                  _run("50shot", "scl_amp_self_training", 0, 0.975)]
+                  _run("50shot", "scl_amp_self_training", 0, 0.975),
+                  _run("20shot", "scl_amp_recipe", 0, 0.99)]  # no CE of this cell yet: not a row of this budget
     (tmp_path / "table_6.json").write_text(json.dumps({**at, "runs": wafer_runs}))
-    # kept from earlier budgets: a cell the current table lacks comes from the one of the most steps
-    for steps, accuracy in ((3200, 0.91), (1600, 0.5)):
+    # kept from earlier budgets: a cell the current table cannot pair comes from the one of the most
+    # steps that pairs it (25,600 before 3,200: by number, not by name)
+    for steps, accuracy in ((25600, 0.91), (3200, 0.5)):
         earlier = [_run("20shot", "ce", 0, 0.85), _run("20shot", "scl_amp_recipe", 0, accuracy),
                    _run("50shot", "ce", 0, 0.1), _run("50shot", "scl_amp_recipe", 0, 0.2)]  # not read
-        (tmp_path / f"table_6_{steps}steps.json").write_text(
-            json.dumps({"conditions": {"settings": {"steps": steps}}, "runs": earlier}))
+        if steps == 3200:  # the self-training row only there
+            earlier.append(_run("20shot", "scl_amp_self_training", 0, 0.95))
+        (tmp_path / f"table_6_{steps}steps.json").write_text(json.dumps({"conditions": conditions(steps),
+                                                                         "runs": earlier}))
+    (tmp_path / "table_6_cpu-3200steps.json").write_text("not a kept table")  # not table_6_<number>steps.json
     demo = tmp_path / "demo.jsonl"
     demo.write_text("\n".join("BENCH " + json.dumps(r) for r in [
         {"figure": "accuracy", "tag": "t", "method": "scl_amp", "seed": 0, "test_accuracy": 0.80, "epochs": 15},
@@ -52,17 +60,22 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
     assert lines["NEU, 20 / class"] == (
         "| NEU, 20 / class | 95.0 | 12,800 | 92.50 ± 0.71 | -2.50 | 92.00 ± 2.83 | 1 of 2 | 0,1 |")
     assert "not run yet" in lines["NEU, 10 / class"]
-    assert lines["MixedWM38 (89 % copy), 20 / class"] == (  # not in table_6.json: from the 3,200-step table
-        "| MixedWM38 (89 % copy), 20 / class | 92.3 | 3,200 | 91.00 | -1.30 | 85.00 | 1 of 1 | 0 |")
+    assert lines["MixedWM38 (89 % copy), 20 / class"] == (  # not paired in table_6.json: from the 25,600-step one
+        "| MixedWM38 (89 % copy), 20 / class | 92.3 | 25,600 | 91.00 | -1.30 | 85.00 | 1 of 1 | 0 |")
+    assert lines["MixedWM38 (89 % copy), 20 / class, + self-training on the unlabeled maps"] == (
+        "| MixedWM38 (89 % copy), 20 / class, + self-training on the unlabeled maps | 92.3 | 6,400 (teacher 3,200) | "
+        "95.00 | +2.70 | 85.00 | 1 of 1 | 0 |")
     assert lines["MixedWM38 (89 % copy), 50 / class"] == (
         "| MixedWM38 (89 % copy), 50 / class | 96.9 | 12,800 | 90.00 | -6.90 | 80.00 | 1 of 1 | 0 |")
     # the self-training row only where it was run
     assert lines["MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps"] == (
-        "| MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps | 96.9 | 12,800 | 97.50 | +0.60 | "
+        "| MixedWM38 (89 % copy), 50 / class, + self-training on the unlabeled maps | 96.9 | 25,600 (teacher 12,800) | "
+        "97.50 | +0.60 | "
         "80.00 | 1 of 1 | 0 |")
-    assert not any("self-training" in key for key in lines if "20 / class" in key or "NEU" in key)
+    assert not any("self-training" in key for key in lines if "NEU" in key)
     assert lines["demo (`configs/demo.cfg`)"] == (
-        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 15 epochs | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 | 0,1 |")
+        "| demo (`configs/demo.cfg`) | 90.0 in 180 s | 15 epochs | 75.00 ± 7.07 | -15.00 | 67.50 ± 10.61 | 1 of 2 "
+        "| 0,1 |")
 
 
 def test_self_training_report_from_bench_lines(monkeypatch):
@@ -84,7 +97,11 @@ def test_self_training_report_from_bench_lines(monkeypatch):
              # another budget's runs (the lines above, without the field, were made at 3,200 steps)
              *(line(row, 0, correct, budget_steps=12800, **extra) for row, correct, extra in (
                  ("ce", 6000, {}), ("scl_amp_recipe", 6200, {}),
-                 ("self_training", 6280, dict(pseudo_label_precision=0.99, **student))))]
+                 ("self_training", 6280, dict(pseudo_label_precision=0.99, **student)))),
+             # a budget of epochs (--budget=paper) writes budget_steps None: not the 3,200-step lines
+             *(line(row, 1, correct, budget_steps=None, **extra) for row, correct, extra in (
+                 ("ce", 5000, {}), ("scl_amp_recipe", 5100, {}),
+                 ("self_training", 5200, dict(pseudo_label_precision=0.9, **student))))]
     rows = module.report(lines, 4.0).splitlines()
     assert rows[0].endswith("| pseudo-labels (of 26,290) | their precision |") and len(rows) == 5
     assert rows[2] == "| 0 | 85.37 | 90.66 | **92.08** | +1.42 | 3,040 | 98.5 % |"
@@ -103,6 +120,8 @@ def test_self_training_report_from_bench_lines(monkeypatch):
         "| 0 | 85.37 | 90.66 | **92.39** | +1.73 | 3,040 | 98.0 % |"]
     assert module.report(lines, 4.0, budget_steps=12800).splitlines()[2:] == [
         "| 0 | 88.69 | 91.65 | **92.83** | +1.18 | 3,040 | 99.0 % |"]
+    assert module.report(lines, 4.0, budget_steps=None).splitlines()[2:] == [
+        "| 1 | 73.91 | 75.39 | **76.87** | +1.48 | 3,040 | 90.0 % |"]
 
 
 def test_written_lines_match_the_defaults_a_key_leaves_out(tmp_path, monkeypatch):
