@@ -28,9 +28,10 @@ too, so that CE is the strongest baseline measured):
   the exact step count.
 
 And for training on a CPU: ``backbone="resnet_tiny"`` (more steps of a small network beat fewer
-of a large one) and ``steps``, one step budget for any number of images: the fewest steps from which doubling them adds
-less than half a point of test accuracy for both SCL-AMP and CE under the decaying rate
-(BENCHMARKS.md, "Learning curves under the decaying rate"; CE flattens later than SCL-AMP).
+of a large one) and ``steps``, one step budget for any number of images: the fewest steps from
+which doubling them adds less than half a point of test accuracy for both SCL-AMP and CE under the
+decaying rate (BENCHMARKS.md, "Learning curves under the decaying rate"; CE flattens later than
+SCL-AMP).
 """
 from __future__ import annotations
 
