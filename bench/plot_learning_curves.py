@@ -131,6 +131,7 @@ def main():
             ax.legend(fontsize=8)
             fig.tight_layout()
             name = "learning_curve_" + "".join(c if c.isalnum() else "_" for c in setting).strip("_") + ".png"
+            os.makedirs(args.output_dir, exist_ok=True)
             fig.savefig(os.path.join(args.output_dir, name), dpi=100)
             plt.close(fig)
             print(f"\n![{setting}]({name})")
