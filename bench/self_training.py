@@ -218,9 +218,8 @@ def main():
                           + (f"_steps{args.student_steps}" if args.student_steps else "")
                           + (f"_validation{vf:g}" if vf else ""))
                 student = dataclasses.replace(
-                    teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training", args.budget
-                                                    + (f"-{budget_steps}steps" if budget_steps else ""),
-                                                    args.cell, folder),
+                    teacher, model_dir=os.path.join(args.work_dir, "runs", "self_training",
+                                                    reproducing.budget_tag(args.budget), args.cell, folder),
                     unlabeled_data="rest", pseudo_labels_from=teacher.model_dir, pseudo_label_ratio=ratio,
                     **({"steps": args.student_steps} if args.student_steps else {}))
                 teacher = student  # the next round's teacher

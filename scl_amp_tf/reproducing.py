@@ -38,13 +38,19 @@ def run_config(cell, row, seed, budget, overrides, options):
     settings.update(dataset=spec, manual_dir=manual_dir, data_dir=options["data_dir"],
                     synthetic_per_class=options["synthetic_per_class"])
     settings.update(overrides)
-    tag = budget + (f"-{BUDGETS[budget]['steps']}steps" if BUDGETS[budget]["steps"] else "") + (
+    tag = budget_tag(budget) + (
         "-" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8] if overrides else "")
     model_dir = os.path.join(options["runs_dir"], f"table_{options['table']}", tag, cell.key, f"{row}_seed{seed}")
     if ROWS[row].teacher is not None:  # self-training: the teacher is the same cell and seed's run of its row
         settings["pseudo_labels_from"] = run_config(cell, ROWS[row].teacher, seed, budget, overrides,
                                                     options).model_dir
     return TrainConfig(model_dir=model_dir, seed=seed, method=ROWS[row].method, verbose=0, **settings)
+
+
+def budget_tag(budget):
+    """The folder name of a budget's runs: its name and, under a step budget, its steps (``cpu-12800steps``),
+    so that runs made before the budget moved are never taken for its runs."""
+    return budget + (f"-{BUDGETS[budget]['steps']}steps" if BUDGETS[budget]["steps"] else "")
 
 
 def check_steps(config, metrics):
