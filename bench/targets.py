@@ -11,6 +11,10 @@ table is only as complete as the runs committed so far, and it says which seeds 
 
     python bench/targets.py                      # the committed results
     python bench/targets.py --results=/tmp/out   # another reproduce --output
+    python bench/targets.py --update README.md BENCHMARKS.md   # rewrite their targets blocks
+
+``--update`` replaces, in each file, the lines between ``<!-- targets-start -->`` and
+``<!-- targets-end -->`` with the table, so the figures in the docs are the ones the results give.
 """
 import argparse
 import glob
@@ -101,22 +105,54 @@ def demo_row(path, tag):
                       _by_seed(rows, "scl_amp"), _by_seed(rows, "ce"), epochs)
 
 
+def targets_table(results, demo_lines, demo_tag):
+    """The Markdown table's lines."""
+    lines = ["| cell | target % | steps per run | recommended recipe % | − target | CE % (same seeds) | recipe > CE "
+             "| seeds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for table, cell, target in TARGETS:
+        tables = _tables(results, table)
+        lines.append(cell_row(tables, table, cell, target))
+        if _first_with(tables, SELF_TRAINING, cell)[1]:  # where the cell has an unlabeled pool and the row was run
+            lines.append(cell_row(tables, table, cell, target, SELF_TRAINING,
+                                  ", + self-training on the unlabeled maps"))
+    if os.path.exists(demo_lines):
+        lines.append(demo_row(demo_lines, demo_tag))
+    return lines
+
+
+BLOCK = re.compile(r"(<!-- targets-start -->\n).*?(<!-- targets-end -->)", re.S)
+
+
+def update_block(path, lines):
+    """Replaces the text between the file's targets markers with ``lines``; an error if the file
+    has no such block (or more than one), so a renamed marker is never skipped silently."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    found = len(BLOCK.findall(text))
+    if found != 1:
+        raise SystemExit(f"{path}: {found} blocks between <!-- targets-start --> and <!-- targets-end -->, "
+                         "expected 1.")
+    new = BLOCK.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
+    if new != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    print(f"{path}: {'updated' if new != text else 'unchanged'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="a reproduce --output folder")
     parser.add_argument("--demo_lines", default="bench/results/demo_recipe_synthetic_wafers.jsonl")
     parser.add_argument("--demo_tag", default="demo_cosine_15ep")
+    parser.add_argument("--update", nargs="+", metavar="FILE",
+                        help="rewrite the targets block of these files instead of printing the table")
     args = parser.parse_args(argv)
-    print("| cell | target % | steps per run | recommended recipe % | − target | CE % (same seeds) | recipe > CE "
-          "| seeds |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for table, cell, target in TARGETS:
-        tables = _tables(args.results, table)
-        print(cell_row(tables, table, cell, target))
-        if _first_with(tables, SELF_TRAINING, cell)[1]:  # where the cell has an unlabeled pool and the row was run
-            print(cell_row(tables, table, cell, target, SELF_TRAINING, ", + self-training on the unlabeled maps"))
-    if os.path.exists(args.demo_lines):
-        print(demo_row(args.demo_lines, args.demo_tag))
+    lines = targets_table(args.results, args.demo_lines, args.demo_tag)
+    if not args.update:
+        print("\n".join(lines))
+    for path in args.update or ():
+        update_block(path, lines)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,31 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
         "| 0,1 |")
 
 
+def test_update_rewrites_only_the_targets_block(tmp_path, capsys, monkeypatch):
+    (tmp_path / "table_3.json").write_text(json.dumps({"conditions": {"settings": {"steps": 12800}}, "runs": [
+        _run("20shot", "ce", 0, 0.90), _run("20shot", "scl_amp_recipe", 0, 0.95)]}))
+    doc = tmp_path / "DOC.md"
+    doc.write_text("before\n<!-- targets-start -->\n| stale | table |\n<!-- targets-end -->\nafter\n")
+    targets = _bench_module(monkeypatch, "targets")
+    args = ["--results", str(tmp_path), "--demo_lines", str(tmp_path / "none.jsonl")]
+    targets.main(args + ["--update", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("before\n<!-- targets-start -->\n| cell | target % |") and text.endswith(
+        "<!-- targets-end -->\nafter\n")
+    assert "stale" not in text
+    assert "| NEU, 20 / class | 95.0 | 12,800 | 95.00 | +0.00 | 90.00 | 1 of 1 | 0 |\n" in text
+    capsys.readouterr()
+    targets.main(args)  # the printed table is the block's
+    assert capsys.readouterr().out in text
+    doc.write_text("no markers here\n")
+    try:
+        targets.main(args + ["--update", str(doc)])
+    except SystemExit as e:
+        assert "0 blocks" in str(e)
+    else:
+        raise AssertionError("a file without the block must be an error")
+
+
 def test_self_training_report_from_bench_lines(monkeypatch):
     module = _bench_module(monkeypatch, "self_training")
 
