@@ -121,23 +121,35 @@ def targets_table(results, demo_lines, demo_tag):
     return lines
 
 
-BLOCK = re.compile(r"(<!-- targets-start -->\n).*?(<!-- targets-end -->)", re.S)
+START, END = "<!-- targets-start -->", "<!-- targets-end -->"
 
 
-def update_block(path, lines):
-    """Replaces the text between the file's targets markers with ``lines``; an error if the file
-    has no such block (or more than one), so a renamed marker is never skipped silently."""
-    with open(path, encoding="utf-8") as f:
+def with_block(path, lines):
+    """The file's text with the lines between its targets markers replaced by ``lines``. An error
+    unless the file has each marker exactly once, start before end, so that a renamed or stray
+    marker is never skipped or overwritten silently. Line endings are kept as the file has them."""
+    with open(path, encoding="utf-8", newline="") as f:
         text = f.read()
-    found = len(BLOCK.findall(text))
-    if found != 1:
-        raise SystemExit(f"{path}: {found} blocks between <!-- targets-start --> and <!-- targets-end -->, "
-                         "expected 1.")
-    new = BLOCK.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
-    if new != text:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(new)
-    print(f"{path}: {'updated' if new != text else 'unchanged'}")
+    starts, ends = text.count(START), text.count(END)
+    if starts != 1 or ends != 1 or text.index(START) > text.index(END):
+        raise SystemExit(f"{path}: {starts} {START} and {ends} {END} markers; expected one of each, "
+                         "start first.")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return head + START + newline + "".join(line + newline for line in lines) + END + tail
+
+
+def update_blocks(paths, lines):
+    """Rewrites the targets block of every file, after checking them all (a bad file changes none)."""
+    texts = {path: with_block(path, lines) for path in paths}
+    for path, text in texts.items():
+        with open(path, encoding="utf-8", newline="") as f:
+            changed = f.read() != text
+        if changed:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        print(f"{path}: {'updated' if changed else 'unchanged'}")
 
 
 def main(argv=None):
@@ -151,8 +163,8 @@ def main(argv=None):
     lines = targets_table(args.results, args.demo_lines, args.demo_tag)
     if not args.update:
         print("\n".join(lines))
-    for path in args.update or ():
-        update_block(path, lines)
+    if args.update:
+        update_blocks(args.update, lines)
 
 
 if __name__ == "__main__":

@@ -79,28 +79,38 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
 
 
 def test_update_rewrites_only_the_targets_block(tmp_path, capsys, monkeypatch):
+    import pytest
+
     (tmp_path / "table_3.json").write_text(json.dumps({"conditions": {"settings": {"steps": 12800}}, "runs": [
         _run("20shot", "ce", 0, 0.90), _run("20shot", "scl_amp_recipe", 0, 0.95)]}))
-    doc = tmp_path / "DOC.md"
-    doc.write_text("before\n<!-- targets-start -->\n| stale | table |\n<!-- targets-end -->\nafter\n")
+    start, end = "<!-- targets-start -->", "<!-- targets-end -->"
+    doc, crlf = tmp_path / "DOC.md", tmp_path / "CRLF.md"
+    doc.write_text(f"before\n{start}\n| stale | table |\n{end}\nmiddle\n<!-- targets-end-old -->\nafter\n")
+    crlf.write_bytes(f"a\r\n{start}\r\nstale\r\n{end}\r\nb\r\n".encode())
     targets = _bench_module(monkeypatch, "targets")
     args = ["--results", str(tmp_path), "--demo_lines", str(tmp_path / "none.jsonl")]
-    targets.main(args + ["--update", str(doc)])
+    targets.main(args + ["--update", str(doc), str(crlf)])
     text = doc.read_text()
-    assert text.startswith("before\n<!-- targets-start -->\n| cell | target % |") and text.endswith(
-        "<!-- targets-end -->\nafter\n")
+    assert text.startswith(f"before\n{start}\n| cell | target % |")
+    assert text.endswith(f"|\n{end}\nmiddle\n<!-- targets-end-old -->\nafter\n")  # only the block changes
     assert "stale" not in text
     assert "| NEU, 20 / class | 95.0 | 12,800 | 95.00 | +0.00 | 90.00 | 1 of 1 | 0 |\n" in text
+    raw = crlf.read_bytes()
+    assert raw.startswith(f"a\r\n{start}\r\n| cell |".encode()) and raw.endswith(f"|\r\n{end}\r\nb\r\n".encode())
+    assert b"stale" not in raw and raw.count(b"\n") == raw.count(b"\r\n")  # the file's line endings kept
     capsys.readouterr()
     targets.main(args)  # the printed table is the block's
     assert capsys.readouterr().out in text
-    doc.write_text("no markers here\n")
-    try:
-        targets.main(args + ["--update", str(doc)])
-    except SystemExit as e:
-        assert "0 blocks" in str(e)
-    else:
-        raise AssertionError("a file without the block must be an error")
+    targets.main(args + ["--update", str(doc)])  # idempotent
+    assert capsys.readouterr().out.strip().endswith("DOC.md: unchanged") and doc.read_text() == text
+    # a missing, doubled or stray marker, or the markers swapped: an error, and no file changes
+    for bad in ("no markers\n", f"{start}\n{end}\n{start}\n{end}\n", f"{start}\n{start}\n{end}\n",
+                f"{start}\n{end}\n{end}\n", f"{end}\n{start}\n"):
+        (tmp_path / "BAD.md").write_text(bad)
+        doc.write_text(f"{start}\nstale\n{end}\n")
+        with pytest.raises(SystemExit, match="markers; expected one of each"):
+            targets.main(args + ["--update", str(doc), str(tmp_path / "BAD.md")])
+        assert "stale" in doc.read_text() and (tmp_path / "BAD.md").read_text() == bad
 
 
 def test_self_training_report_from_bench_lines(monkeypatch):
