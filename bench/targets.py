@@ -23,6 +23,7 @@ import os
 import re
 
 import bench_lines
+from scl_amp_tf.files import atomic_write
 from scl_amp_tf.table_markdown import cell_text, stats
 
 # (table, cell, target in %) from issue #15: the paper's SCL-AMP on MixedWM38, round figures on NEU.
@@ -124,12 +125,10 @@ def targets_table(results, demo_lines, demo_tag):
 START, END = "<!-- targets-start -->", "<!-- targets-end -->"
 
 
-def with_block(path, lines):
-    """The file's text with the lines between its targets markers replaced by ``lines``. An error
-    unless the file has each marker exactly once, start before end, so that a renamed or stray
-    marker is never skipped or overwritten silently. Line endings are kept as the file has them."""
-    with open(path, encoding="utf-8", newline="") as f:
-        text = f.read()
+def with_block(path, text, lines):
+    """``text`` (the file ``path``'s) with the lines between its targets markers replaced by
+    ``lines``. An error unless it has each marker exactly once, start before end, so that a renamed
+    or stray marker is never skipped or overwritten silently. Line endings are kept as they are."""
     starts, ends = text.count(START), text.count(END)
     if starts != 1 or ends != 1 or text.index(START) > text.index(END):
         raise SystemExit(f"{path}: {starts} {START} and {ends} {END} markers; expected one of each, "
@@ -141,15 +140,20 @@ def with_block(path, lines):
 
 
 def update_blocks(paths, lines):
-    """Rewrites the targets block of every file, after checking them all (a bad file changes none)."""
-    texts = {path: with_block(path, lines) for path in paths}
-    for path, text in texts.items():
+    """Rewrites the targets block of every file, after checking them all (a bad file changes none);
+    each file is read once and replaced atomically."""
+    texts = {}
+    for path in paths:
         with open(path, encoding="utf-8", newline="") as f:
-            changed = f.read() != text
-        if changed:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-        print(f"{path}: {'updated' if changed else 'unchanged'}")
+            old = f.read()
+        texts[path] = old, with_block(path, old, lines)
+    for path, (old, new) in texts.items():
+        if new != old:
+            def write(tmp, new=new):
+                with open(tmp, "w", encoding="utf-8", newline="") as f:
+                    f.write(new)
+            atomic_write(path, write)
+        print(f"{path}: {'updated' if new != old else 'unchanged'}")
 
 
 def main(argv=None):
@@ -161,10 +165,10 @@ def main(argv=None):
                         help="rewrite the targets block of these files instead of printing the table")
     args = parser.parse_args(argv)
     lines = targets_table(args.results, args.demo_lines, args.demo_tag)
-    if not args.update:
-        print("\n".join(lines))
     if args.update:
         update_blocks(args.update, lines)
+    else:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -79,8 +81,6 @@ def test_targets_table_from_reproduced_runs(tmp_path, capsys, monkeypatch):
 
 
 def test_update_rewrites_only_the_targets_block(tmp_path, capsys, monkeypatch):
-    import pytest
-
     (tmp_path / "table_3.json").write_text(json.dumps({"conditions": {"settings": {"steps": 12800}}, "runs": [
         _run("20shot", "ce", 0, 0.90), _run("20shot", "scl_amp_recipe", 0, 0.95)]}))
     start, end = "<!-- targets-start -->", "<!-- targets-end -->"
