@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["ArcMargin"]
+__all__ = ["ArcMargin", "BatchNormalization", "fuse_batchnorm"]
 
 
 @keras.saving.register_keras_serializable(package="scl_amp_tf")
@@ -133,3 +133,61 @@ class ArcMargin(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="scl_amp_tf")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras's ``BatchNormalization`` whose training pass runs as TensorFlow's one fused kernel.
+
+    It keeps Keras's class name on purpose: Keras names the weights in ``.weights.h5`` files (the
+    runs' ``backbone.weights.h5``, the resume checkpoints) by class name, so files written with
+    either layer load into the other.
+
+    Keras 3 builds batch normalisation in training from a dozen small ops (``moments``, then
+    ``(x - mean) * rsqrt(var + eps) * gamma + beta``) and so does its gradient; in a small
+    network on a CPU these ops take a large share of the step (BENCHMARKS.md, "Fused batch
+    normalisation"). ``tf.nn.fused_batch_norm`` computes the same normalisation (the batch's
+    mean and biased variance over N, H, W) and its gradient in one kernel each (oneDNN on CPU,
+    cuDNN on GPU). The moving statistics are updated as Keras does, with the biased variance
+    (the kernel returns the unbiased one, which is scaled back by ``(n - 1) / n``).
+
+    Same weights, same configuration, the same outputs and gradients up to float round-off
+    (tested against Keras's layer and NumPy). Only the training pass of a 4-D channels-last
+    input in float32 or half precision changes; inference, masks, renormalisation, float64 and
+    ``synchronized`` (cross-replica statistics) take Keras's own path, so exported models are
+    unchanged.
+    """
+
+    def _fusable(self, inputs, training, mask):
+        return (training and self.trainable and mask is None and not self.renorm and not self.synchronized
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))  # the kernel has no float64
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)  # as Keras's layer: statistics in float32 under mixed precision
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        y, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        # the kernel's variance divides by max(n - 1, 1): back to Keras's biased one (over n)
+        variance = unbiased_variance * tf.maximum(count - 1.0, 1.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
+def fuse_batchnorm(model):
+    """Switches every ``keras.layers.BatchNormalization`` layer of ``model`` (nested models
+    included) to this module's :class:`BatchNormalization`, in place: the same layer objects with
+    the same weights, configuration and call signature, so nothing is rebuilt and no random draw
+    is spent (a seeded run initialises as with Keras's layers). Returns how many were switched."""
+    switched = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) is keras.layers.BatchNormalization:
+            layer.__class__ = BatchNormalization
+            switched += 1
+    return switched

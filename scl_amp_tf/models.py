@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from scl_amp_tf import losses
 from scl_amp_tf.layers import ArcMargin
+from scl_amp_tf.layers import fuse_batchnorm
 
 BACKBONES = ("resnet50", "resnet18", "resnet_tiny")
 STEMS = ("imagenet", "small_pool", "small")  # basic_resnet's first layers
@@ -129,14 +130,17 @@ def _resnet50(input_shape, weights):
             "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5") from e
 
 
-def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum=0.99, stem="imagenet"):
+def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum=0.99, stem="imagenet",
+                   fused_batchnorm=True):
     """Image ``[H, W, C]`` float in [0, 1] -> pooled backbone features (a ``keras.Model``).
 
     ``weights``: ``"none"`` (random init), ``"imagenet"`` (resnet50 only; Keras's download) or
     a path to a weights file for that backbone. ``bn_momentum`` is set on every batch-norm layer
     (Keras's default 0.99 leaves the moving statistics far from the data after the few hundred
     steps of a small-data run; see BENCHMARKS.md). ``stem``: see :func:`basic_resnet` (resnet18
-    and resnet_tiny; Keras's ResNet-50 has the ImageNet stem only).
+    and resnet_tiny; Keras's ResNet-50 has the ImageNet stem only). ``fused_batchnorm``: train
+    batch normalisation with TensorFlow's fused kernel (:class:`scl_amp_tf.layers.BatchNormalization`,
+    the same computation, faster); False keeps Keras's own layer (the runs made before it).
     """
     image_shape = tuple(image_shape)
     backbone_shape = (*image_shape[:2], 3)
@@ -161,6 +165,8 @@ def build_features(image_shape, backbone="resnet50", weights="none", bn_momentum
         mode = "symmetric"
     else:
         raise ValueError(f"--backbone={backbone!r} is not one of {', '.join(BACKBONES)}.")
+    if fused_batchnorm:
+        fuse_batchnorm(net)
     set_batchnorm(net, momentum=bn_momentum)
     inputs = keras.Input(image_shape, name="image")
     x = ImagePreprocessing(mode, name="preprocessing")(inputs)

@@ -117,6 +117,10 @@ flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, list(PRECISIONS)
                   "Keras dtype policy of the network; losses, embeddings and logits stay float32.")
 flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
                   "Compile the training step with XLA (faster on GPUs; 5-9x slower on a small CPU).")
+flags.DEFINE_bool("fused_batchnorm", _DEFAULTS.fused_batchnorm,
+                  "Train batch normalisation with TensorFlow's fused kernel: the same computation as Keras's "
+                  "layer (up to float round-off) in less time (BENCHMARKS.md, Fused batch normalisation). "
+                  "--nofused_batchnorm uses Keras's layer, as the runs made before 2026-12-05 did.")
 flags.DEFINE_string("profile_batches", None,
                     "Record a TensorFlow profiler trace of these training steps of the first epoch (N or "
                     "FIRST,LAST, e.g. 10,20) in MODEL_DIR/logs/train: TensorBoard's Profile tab (pip install "

@@ -30,13 +30,15 @@ METHODS = ("scl_amp", "ce", "contrastive")
 OPTIMIZERS = ("adam", "sgd")
 # Settings that do not change what a run computes; they may differ when a run is resumed.
 # ``epochs`` (or ``steps``) may grow: rerunning a finished run with more epochs continues its training.
-# The strategy and XLA change where and how fast a run computes, not what (same global batch, same
-# update), so a run may be resumed on other hardware.
+# The strategy, XLA and the fused batch normalisation change where and how fast a run computes, not
+# what (same global batch, same update, up to float round-off), so a run may be resumed on other
+# hardware or code.
 # The teacher of --pseudo_labels_from is read once, when the run starts: its choice is saved in the
 # model directory (pseudo_labels.npz) and a resume reads that, so the teacher may have moved or gone
 # (flags.cfg and metrics.json still name it).
 RESUMABLE_KEYS = ("model_dir", "verbose", "data_dir", "manual_dir", "epochs", "steps", "strategy", "tpu", "jit_compile",
-                  "profile_batches", "max_image_pixels", "checkpoint_seconds", "pseudo_labels_from")
+                  "profile_batches", "max_image_pixels", "checkpoint_seconds", "pseudo_labels_from",
+                  "fused_batchnorm")
 
 
 @dataclasses.dataclass
@@ -91,6 +93,9 @@ class TrainConfig:
     tpu: str | None = None
     mixed_precision: str = "float32"
     jit_compile: bool = False
+    # Batch normalisation's training pass as one fused TensorFlow kernel (layers.BatchNormalization):
+    # the same computation as Keras's layer, faster. Runs whose config.json lacks it used Keras's layer.
+    fused_batchnorm: bool = True
     profile_batches: str | None = None
     verbose: int = 1
     # How often the resume checkpoint is written (at an epoch's end; always after the last epoch).

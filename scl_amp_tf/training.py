@@ -154,7 +154,8 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
     """
     with strategy.scope(), distribute.dtype_policy(config.mixed_precision):
         features = models.build_features(image_shape, config.backbone, initial_backbone_weights(config),
-                                         config.bn_momentum, config.stem_used(image_shape[0]))
+                                         config.bn_momentum, config.stem_used(image_shape[0]),
+                                         fused_batchnorm=config.fused_batchnorm)
         if strategy.num_replicas_in_sync > 1:
             models.set_batchnorm(features, synchronized=True)
         optimizer = OPTIMIZER_CLASSES[config.optimizer](schedules.learning_rate(

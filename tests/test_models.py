@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import pytest
 
+from scl_amp_tf import layers
 from scl_amp_tf import models
 
 
@@ -43,6 +44,7 @@ def test_bn_momentum_reaches_every_batch_norm_layer():
     bns = [layer for layer in features._flatten_layers(recursive=True)
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bns) == 53 and all(layer.momentum == 0.9 for layer in bns)
+    assert all(type(layer) is layers.BatchNormalization for layer in bns)  # trained with the fused kernel
 
 
 def test_encoder_round_trips_through_a_keras_file(tmp_path):
