@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
+    if set(args.batchnorms.split(",")) - {"keras", "fused"}:
+        parser.error(f"--batchnorms={args.batchnorms}: give keras, fused or both")
 
     import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
     import bench_lines
@@ -53,8 +55,6 @@ def main():
         for precision in args.mixed_precisions.split(","):
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 for batchnorm in args.batchnorms.split(","):
-                    if batchnorm not in ("keras", "fused"):
-                        parser.error(f"--batchnorms: {batchnorm!r} is not keras or fused")
                     config = train_config.TrainConfig(
                         model_dir="/tmp/unused", method=args.method, backbone=args.backbone, stem=stem,
                         image_size=args.image_size, arc_on_views=True, mixed_precision=precision,

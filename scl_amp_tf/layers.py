@@ -135,6 +135,10 @@ class ArcMargin(keras.layers.Layer):
         return config
 
 
+# cuDNN's smallest batch-norm epsilon (CUDNN_BN_MIN_EPSILON is 1e-5), as Keras 2 checked before fusing
+CUDNN_MIN_EPSILON = 1.001e-5
+
+
 @keras.saving.register_keras_serializable(package="scl_amp_tf")
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras's ``BatchNormalization`` whose training pass runs as TensorFlow's one fused kernel.
@@ -146,22 +150,28 @@ class BatchNormalization(keras.layers.BatchNormalization):
     Keras 3 builds batch normalisation in training from a dozen small ops (``moments``, then
     ``(x - mean) * rsqrt(var + eps) * gamma + beta``) and so does its gradient; in a small
     network on a CPU these ops take a large share of the step (BENCHMARKS.md, "Fused batch
-    normalisation"). ``tf.nn.fused_batch_norm`` computes the same normalisation (the batch's
+    normalisation"). ``tf.compat.v1.nn.fused_batch_norm`` computes the same normalisation (the batch's
     mean and biased variance over N, H, W) and its gradient in one kernel each (oneDNN on CPU,
     cuDNN on GPU). The moving statistics are updated as Keras does, with the biased variance
     (the kernel returns the unbiased one, which is scaled back by ``(n - 1) / n``).
 
     Same weights, same configuration, the same outputs and gradients up to float round-off
     (tested against Keras's layer and NumPy). Only the training pass of a 4-D channels-last
-    input in float32 or half precision changes; inference, masks, renormalisation, float64 and
-    ``synchronized`` (cross-replica statistics) take Keras's own path, so exported models are
-    unchanged.
+    input in float32 or half precision changes; inference, masks, renormalisation, float64, an
+    epsilon under cuDNN's minimum and ``synchronized`` (cross-replica statistics) take Keras's own
+    path, so SavedModel and TFLite exports are unchanged (``.keras`` files name this class, and
+    load where scl_amp_tf is installed, as they already need its other layers).
+
+    :func:`fuse_batchnorm` switches existing layers to this class in place, so it may override
+    only ``call`` and its helpers: Keras binds ``build`` and ``quantize`` wrappers when a layer is
+    created, and overrides of those would be ignored on switched layers.
     """
 
     def _fusable(self, inputs, training, mask):
         return (training and self.trainable and mask is None and not self.renorm and not self.synchronized
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16))  # the kernel has no float64
+                and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16)  # the kernel has no float64
+                and self.epsilon >= CUDNN_MIN_EPSILON)
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):

@@ -94,7 +94,8 @@ class TrainConfig:
     mixed_precision: str = "float32"
     jit_compile: bool = False
     # Batch normalisation's training pass as one fused TensorFlow kernel (layers.BatchNormalization):
-    # the same computation as Keras's layer, faster. Runs whose config.json lacks it used Keras's layer.
+    # the same computation as Keras's layer, faster. Resumable, so not in config.json: metrics.json
+    # records the value of the run's last call; runs whose metrics.json lacks it used Keras's layer.
     fused_batchnorm: bool = True
     profile_batches: str | None = None
     verbose: int = 1

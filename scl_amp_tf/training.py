@@ -338,7 +338,7 @@ def _train_and_evaluate(config, callbacks, held):
     metrics.update(made=provenance.made(), train_seconds=train_seconds, dataset_description=data.description,
                    epochs=epochs,
                    steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
-                   stem_used=config.stem_used(config.image_size),
+                   stem_used=config.stem_used(config.image_size), fused_batchnorm=config.fused_batchnorm,
                    frame_score=score, pseudo_labels=None if pseudo is None else pseudo[2],
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},

@@ -44,7 +44,8 @@ def _layers(channels, momentum=0.9, **kwargs):
 
 
 @pytest.mark.parametrize("shape,kwargs", [((6, 5, 4, 3), {}), ((2, 3, 3, 4), {"scale": False, "center": False}),
-                                          ((1, 1, 1, 2), {})])  # the last: one value per channel
+                                          ((2, 1, 1, 2), {}),  # two values per channel: variance over n, not n - 1
+                                          ((1, 1, 1, 2), {})])  # one value per channel: variance 0
 def test_training_pass_matches_numpy(shape, kwargs):
     (_, fused), (gamma, beta, moving_mean, moving_variance) = _layers(shape[-1], **kwargs)
     x = np.random.default_rng(0).normal(2.0, 3.0, shape).astype(np.float32)
@@ -125,9 +126,11 @@ def test_mixed_precision_keeps_float32_statistics():
         y = fused(tf.constant(x, tf.bfloat16), training=True)
         assert y.dtype == tf.bfloat16 and fused.moving_mean.dtype == "float32"
         x16 = tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy()
-        want_y, want_mean, _ = numpy_batchnorm(x16, gamma, beta, moving_mean, moving_variance, 0.9, fused.epsilon)
+        want_y, want_mean, want_variance = numpy_batchnorm(x16, gamma, beta, moving_mean, moving_variance, 0.9,
+                                                           fused.epsilon)
         np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), want_y, rtol=2e-2, atol=2e-2)
         np.testing.assert_allclose(fused.moving_mean.numpy(), want_mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-5, atol=1e-5)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
 
@@ -145,3 +148,35 @@ def test_float64_takes_keras_path():  # the fused kernel has no float64; Keras's
         np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-6)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _kernels(layer, x, training):
+    """The op types of a traced call of ``layer``: which kernel the call runs."""
+    graph = tf.function(lambda v: layer(v, training=training)).get_concrete_function(
+        tf.TensorSpec(x.shape, x.dtype)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_the_fused_kernel_runs_in_training_only():
+    (_, fused), _ = _layers(3)
+    x = tf.zeros((2, 3, 3, 3))
+    assert "FusedBatchNormV3" in _kernels(fused, x, training=True)
+    assert "FusedBatchNormV3" not in _kernels(fused, x, training=False)
+    for change in ({"trainable": False}, {"synchronized": True}, {"epsilon": 1e-6}):
+        (_, other), _ = _layers(3)
+        for key, value in change.items():
+            setattr(other, key, value)
+        assert "FusedBatchNormV3" not in _kernels(other, x, training=True), change
+    (_, fused64), _ = _layers(3, dtype="float64")
+    assert "FusedBatchNormV3" not in _kernels(fused64, tf.zeros((2, 3, 3, 3), tf.float64), training=True)
+
+
+def test_xla_compiles_the_fused_kernel_to_the_same_result():
+    x = tf.constant(np.random.default_rng(0).normal(1.0, 2.0, (4, 5, 5, 3)).astype(np.float32))
+    results = []
+    for jit_compile in (False, True):
+        (_, fused), _ = _layers(3)
+        step = tf.function(lambda v, layer=fused: layer(v, training=True), jit_compile=jit_compile)
+        results.append((step(x).numpy(), fused.moving_variance.numpy()))
+    for plain, compiled in zip(*results):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-5)

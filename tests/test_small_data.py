@@ -200,7 +200,10 @@ def test_the_small_stem_learns_and_auto_is_recorded(tmp_path):
     config = _config(tmp_path, stem="auto", epochs=6)
     metrics = train_and_evaluate(config)
     assert metrics["stem_used"] == "small_pool"
+    assert metrics["fused_batchnorm"] is True  # the default, recorded
     assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]
     encoder = keras.models.load_model(os.path.join(config.model_dir, "encoder.keras"))
+    from scl_amp_tf import layers
+    assert type(encoder.get_layer("resnet_tiny").get_layer("stem_bn")) is layers.BatchNormalization
     assert any(layer.name == "stem_conv" and layer.kernel_size == (3, 3)
                for layer in encoder.get_layer("resnet_tiny").layers)
