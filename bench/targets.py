@@ -160,7 +160,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="a reproduce --output folder")
     parser.add_argument("--demo_lines", default="bench/results/demo_recipe_synthetic_wafers.jsonl")
-    parser.add_argument("--demo_tag", default="demo_cosine_15ep")
+    parser.add_argument("--demo_tag", default="demo_fused_20ep")
     parser.add_argument("--update", nargs="+", metavar="FILE",
                         help="rewrite the targets block of these files instead of printing the table")
     args = parser.parse_args(argv)
