@@ -1,5 +1,5 @@
 """Benchmark: training-step time of each ``--stem`` (and, optionally, each ``--mixed_precision``,
-batch size and batch normalisation: Keras's layer or the fused kernel, ``--fused_batchnorm``)
+batch size and batch normalisation: Keras's layer or the fused kernel of ``--fused_batchnorm``)
 against the first one, in one process.
 
 Step times swing about 2x over minutes on the shared 2-core machine, so the variants take turns
@@ -21,6 +21,7 @@ batch, and, per training image, to the first variant. One line per variant:
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 
@@ -51,20 +52,18 @@ def main():
     images = data_lib.load("synthetic_wafers", image_size=args.image_size, synthetic_per_class=10, seed=0)
     strategy = tf.distribute.get_strategy()
     runs = {}
-    for stem in args.stems.split(","):
-        for precision in args.mixed_precisions.split(","):
-            for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-                for batchnorm in args.batchnorms.split(","):
-                    config = train_config.TrainConfig(
-                        model_dir="/tmp/unused", method=args.method, backbone=args.backbone, stem=stem,
-                        image_size=args.image_size, arc_on_views=True, mixed_precision=precision,
-                        batch_size=batch_size, fused_batchnorm=batchnorm == "fused")
-                    model, _, _, views = training.build_model(config, strategy, images.images.shape[1:],
-                                                              images.num_classes)
-                    dataset = input_pipeline.pipeline(images, batch_size=batch_size, views=views, seed=0,
-                                                      shuffle=True, drop_remainder=True).repeat()
-                    model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing, first steps
-                    runs[stem, precision, batch_size, batchnorm] = (model, dataset)
+    for variant in itertools.product(args.stems.split(","), args.mixed_precisions.split(","),
+                                     [int(b) for b in args.batch_sizes.split(",")], args.batchnorms.split(",")):
+        stem, precision, batch_size, batchnorm = variant
+        config = train_config.TrainConfig(
+            model_dir="/tmp/unused", method=args.method, backbone=args.backbone, stem=stem,
+            image_size=args.image_size, arc_on_views=True, mixed_precision=precision, batch_size=batch_size,
+            fused_batchnorm=batchnorm == "fused")
+        model, _, _, views = training.build_model(config, strategy, images.images.shape[1:], images.num_classes)
+        dataset = input_pipeline.pipeline(images, batch_size=batch_size, views=views, seed=0, shuffle=True,
+                                          drop_remainder=True).repeat()
+        model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing, first steps
+        runs[variant] = (model, dataset)
     times = {variant: [] for variant in runs}
     for _ in range(args.rounds):
         for variant, (model, dataset) in runs.items():

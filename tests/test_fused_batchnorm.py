@@ -119,35 +119,27 @@ def test_a_backbone_with_fused_batchnorm_computes_what_keras_layers_compute(tmp_
 
 
 def test_mixed_precision_keeps_float32_statistics():
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        (_, fused), (gamma, beta, moving_mean, moving_variance) = _layers(3)
-        x = np.random.default_rng(0).normal(1.0, 2.0, (4, 3, 3, 3)).astype(np.float32)
-        y = fused(tf.constant(x, tf.bfloat16), training=True)
-        assert y.dtype == tf.bfloat16 and fused.moving_mean.dtype == "float32"
-        x16 = tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy()
-        want_y, want_mean, want_variance = numpy_batchnorm(x16, gamma, beta, moving_mean, moving_variance, 0.9,
-                                                           fused.epsilon)
-        np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), want_y, rtol=2e-2, atol=2e-2)
-        np.testing.assert_allclose(fused.moving_mean.numpy(), want_mean, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-5, atol=1e-5)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
+    (_, fused), (gamma, beta, moving_mean, moving_variance) = _layers(3, dtype="mixed_bfloat16")
+    x = np.random.default_rng(0).normal(1.0, 2.0, (4, 3, 3, 3)).astype(np.float32)
+    y = fused(tf.constant(x, tf.bfloat16), training=True)
+    assert y.dtype == tf.bfloat16 and fused.moving_mean.dtype == "float32"
+    x16 = tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy()
+    want_y, want_mean, want_variance = numpy_batchnorm(x16, gamma, beta, moving_mean, moving_variance, 0.9,
+                                                       fused.epsilon)
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), want_y, rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), want_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-5, atol=1e-5)
 
 
 def test_float64_takes_keras_path():  # the fused kernel has no float64; Keras's formula serves it
-    keras.mixed_precision.set_dtype_policy("float64")
-    try:
-        (_, fused), (gamma, beta, moving_mean, moving_variance) = _layers(2)
-        x = np.random.default_rng(0).normal(1.0, 2.0, (3, 4, 4, 2))
-        want_y, want_mean, want_variance = numpy_batchnorm(x, gamma, beta, moving_mean, moving_variance, 0.9,
-                                                           fused.epsilon)
-        y = fused(tf.constant(x), training=True)
-        assert y.dtype == tf.float64
-        np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-6)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
+    (_, fused), (gamma, beta, moving_mean, moving_variance) = _layers(2, dtype="float64")
+    x = np.random.default_rng(0).normal(1.0, 2.0, (3, 4, 4, 2))
+    want_y, want_mean, want_variance = numpy_batchnorm(x, gamma, beta, moving_mean, moving_variance, 0.9,
+                                                       fused.epsilon)
+    y = fused(tf.constant(x), training=True)
+    assert y.dtype == tf.float64
+    np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-6)
 
 
 def _kernels(layer, x, training):
