@@ -139,6 +139,7 @@ def test_float64_takes_keras_path():  # the fused kernel has no float64; Keras's
     y = fused(tf.constant(x), training=True)
     assert y.dtype == tf.float64
     np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), want_mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(fused.moving_variance.numpy(), want_variance, rtol=1e-6)
 
 
