@@ -125,28 +125,29 @@ def targets_table(results, demo_lines, demo_tag):
 START, END = "<!-- targets-start -->", "<!-- targets-end -->"
 
 
-def with_block(path, text, lines):
-    """``text`` (the file ``path``'s) with the lines between its targets markers replaced by
-    ``lines``. An error unless it has each marker exactly once, start before end, so that a renamed
-    or stray marker is never skipped or overwritten silently. Line endings are kept as they are."""
-    starts, ends = text.count(START), text.count(END)
-    if starts != 1 or ends != 1 or text.index(START) > text.index(END):
-        raise SystemExit(f"{path}: {starts} {START} and {ends} {END} markers; expected one of each, "
+def with_block(path, text, lines, start=START, end=END):
+    """``text`` (the file ``path``'s) with the lines between its ``start`` and ``end`` markers (the
+    targets block's by default) replaced by ``lines``. An error unless it has each marker exactly
+    once, start before end, so that a renamed or stray marker is never skipped or overwritten
+    silently. Line endings are kept as they are."""
+    starts, ends = text.count(start), text.count(end)
+    if starts != 1 or ends != 1 or text.index(start) > text.index(end):
+        raise SystemExit(f"{path}: {starts} {start} and {ends} {end} markers; expected one of each, "
                          "start first.")
     newline = "\r\n" if "\r\n" in text else "\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return head + START + newline + "".join(line + newline for line in lines) + END + tail
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + newline + "".join(line + newline for line in lines) + end + tail
 
 
-def update_blocks(paths, lines):
-    """Rewrites the targets block of every file, after checking them all (a bad file changes none);
-    each file is read once and replaced atomically."""
+def update_blocks(paths, lines, start=START, end=END):
+    """Rewrites the block between ``start`` and ``end`` (the targets block by default) of every file,
+    after checking them all (a bad file changes none); each file is read once and replaced atomically."""
     texts = {}
     for path in paths:
         with open(path, encoding="utf-8", newline="") as f:
             old = f.read()
-        texts[path] = old, with_block(path, old, lines)
+        texts[path] = old, with_block(path, old, lines, start, end)
     for path, (old, new) in texts.items():
         if new != old:
             def write(tmp, new=new):

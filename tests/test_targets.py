@@ -1,6 +1,9 @@
 """bench/targets.py reads the reproduced tables right: the recipe's mean over the seeds CE also has,
 the paired wins, the gap to the target, and the cells not run yet; the ``--report`` tables of
-bench/self_training.py and bench/pretrain_few_shot.py pair their runs right."""
+bench/self_training.py and bench/pretrain_few_shot.py pair their runs right; bench/reproduced_tables.py
+summarises the reproduced tables right (each table's figure: test accuracy, Table V's class average,
+Table IV's few-shot accuracy on backbone features; the paper's recipe over its own seeds; only its
+own block rewritten)."""
 import importlib.util
 import json
 import os
@@ -214,3 +217,77 @@ def test_pretrain_report_pairs_scratch_and_pretrained_by_seed(monkeypatch):
         "91.67 ± 0.79 | +1.67 ± 0.79 (2 of 2 seeds better) |",
     ]
     assert "| 4800 | 0 | 900 | 171 | 612 | 50.00 |" in lines
+
+def _steps_conditions(steps):
+    return {"settings": {"steps": steps}}
+
+
+def _class_run(method, seed, accuracies):
+    return {"cell": "80pct", "method": method, "seed": seed, "test_accuracy": 0.5,  # not Table V's figure
+            "per_class_accuracy": dict(zip(["A", "B", "C"], accuracies))}
+
+
+def _few_shot_run(method, seed, backbone_k1, embedding_k1):
+    def entry(k1):
+        return {"accuracy_k1": k1, "accuracy_k3": [0.5], "accuracy_k5": [0.6]}
+    return {"cell": "base_In_Pa_RS", "method": method, "seed": seed, "test_accuracy": None,
+            "few_shot": {"representations": {"backbone": entry(backbone_k1), "embedding": entry(embedding_k1)}}}
+
+
+def test_summary_rows_from_reproduced_runs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "table_2.json").write_text(json.dumps({"conditions": _steps_conditions(12800), "runs": [
+        _run("60pct", "ce", 0, 0.90), _run("60pct", "ce", 1, 0.94), _run("60pct", "ce", 2, 0.80),
+        _run("60pct", "scl_amp_recipe", 0, 0.92), _run("60pct", "scl_amp_recipe", 1, 0.93),  # no seed 2
+        _run("60pct", "scl_amp", 0, 0.70),
+        _run("70pct", "scl_amp_recipe", 0, 0.99)]}))  # no CE in 70pct at 12,800: the 3,200-step table's
+    (tmp_path / "table_2_3200steps.json").write_text(json.dumps({"conditions": _steps_conditions(3200), "runs": [
+        _run("70pct", "ce", 0, 0.96), _run("70pct", "scl_amp_recipe", 0, 0.95)]}))
+    (tmp_path / "table_5.json").write_text(json.dumps({"conditions": _steps_conditions(12800), "runs": [
+        _class_run("ce", 0, [1.0, 0.9, 0.8]), _class_run("scl_amp_recipe", 0, [1.0, 1.0, 0.7]),
+        _class_run("scl_amp", 0, [0.6, 0.6, 0.6])]}))
+    (tmp_path / "table_4.json").write_text(json.dumps({"conditions": _steps_conditions(12800), "runs": [
+        _few_shot_run("ce", 0, [0.6, 0.8], [0.0]), _few_shot_run("scl_amp_recipe", 0, [0.9, 0.8], [0.1]),
+        _few_shot_run("ce", 1, [0.7], [0.0]), _few_shot_run("scl_amp_recipe", 1, [0.6], [1.0])]}))
+
+    summary = _bench_module(monkeypatch, "reproduced_tables")
+    summary.main(["--results", str(tmp_path)])
+    rows = {tuple(line.split(" | ")[:2]): line for line in capsys.readouterr().out.splitlines()}
+
+    # seeds 0, 1 paired: recipe 92.5 ± 0.71, CE 92.0 ± 2.83, 1 of 2; the paper's recipe over its own seed 0
+    assert rows[("| II", "NEU, 60 % of each class")] == (
+        "| II | NEU, 60 % of each class | 12,800 | 92.00 ± 2.83 | 70.00 (seeds 0) | 92.50 ± 0.71 | 1 of 2 | 0,1 "
+        "| 99.58 / − |")
+    assert rows[("| II", "NEU, 70 % of each class")] == (  # from the earlier budget, which pairs it
+        "| II | NEU, 70 % of each class | 3,200 | 96.00 | not run yet | 95.00 | 0 of 1 | 0 | 99.81 / − |")
+    assert rows[("| II", "NEU, 80 % of each class")] == (
+        "| II | NEU, 80 % of each class | | not run yet | | | | | 100.00 / − |")
+    # class averages 90.0, 90.0, 60.0: the recipe does not beat CE on a tie
+    assert rows[("| V", "MixedWM38, 80 % / class (class average)")] == (
+        "| V | MixedWM38, 80 % / class (class average) | 12,800 | 90.00 | 60.00 | 90.00 | 0 of 1 | 0 | 98.22 / − |")
+    # per seed, the mean of its episodes on backbone features (not embeddings): CE 70, 70; recipe 85, 60
+    assert rows[("| IV", "NEU, unseen classes, k = 1 (backbone features)")] == (
+        "| IV | NEU, unseen classes, k = 1 (backbone features) | 12,800 | 70.00 ± 0.00 | not run yet "
+        "| 72.50 ± 17.68 | 1 of 2 | 0,1 | 82.16 / − |")
+    assert rows[("| IV", "NEU, unseen classes, k = 5 (backbone features)")] == (  # a tie is no win
+        "| IV | NEU, unseen classes, k = 5 (backbone features) | 12,800 | 60.00 ± 0.00 | not run yet "
+        "| 60.00 ± 0.00 | 0 of 2 | 0,1 | 86.29 / − |")
+    assert rows[("| VI", "MixedWM38, 20 maps / class")].endswith("| not run yet | | | | | 92.27 / 55.36 |")
+
+
+def test_update_rewrites_only_its_own_block(tmp_path, capsys, monkeypatch):
+    (tmp_path / "table_3.json").write_text(json.dumps({"conditions": _steps_conditions(12800), "runs": [
+        _run("20shot", "ce", 0, 0.90), _run("20shot", "scl_amp_recipe", 0, 0.95)]}))
+    targets_block = "<!-- targets-start -->\nkept\n<!-- targets-end -->\n"
+    doc = tmp_path / "DOC.md"
+    doc.write_text(f"a\n{targets_block}<!-- reproduced-start -->\nstale\n<!-- reproduced-end -->\nb\n")
+    summary = _bench_module(monkeypatch, "reproduced_tables")
+    summary.main(["--results", str(tmp_path), "--update", str(doc)])
+    text = doc.read_text()
+    assert text.startswith(f"a\n{targets_block}<!-- reproduced-start -->\n| table | cell |")
+    assert text.endswith("|\n<!-- reproduced-end -->\nb\n") and "stale" not in text
+    assert ("| III | NEU, 20 images / class | 12,800 | 90.00 | not run yet | 95.00 | 1 of 1 | 0 "
+            "| 98.83 / 97.72 |\n") in text
+    doc.write_text("<!-- targets-start -->\n<!-- targets-end -->\n")  # no block of its own: an error, no change
+    with pytest.raises(SystemExit, match="0 <!-- reproduced-start -->"):
+        summary.main(["--results", str(tmp_path), "--update", str(doc)])
+    assert doc.read_text() == "<!-- targets-start -->\n<!-- targets-end -->\n"
