@@ -185,7 +185,9 @@ def main():
     def line(key, config, metrics, seconds=None):
         return {**key, "test_accuracy": round(metrics["test_accuracy"], 4), "num_test": metrics["num_test"],
                 "fit_images": metrics.get("fit_images"), "steps": metrics.get("steps"),
-                "train_seconds": round(metrics.get("train_seconds") or 0, 1), "model_dir": config.model_dir,
+                # None when the run was resumed from a checkpoint that does not record its earlier sessions
+                "train_seconds": None if metrics.get("train_seconds") is None else round(metrics["train_seconds"], 1),
+                "model_dir": config.model_dir,
                 **({"validation_accuracy": round(metrics["validation"]["history"][-1], 4),
                     "num_validation": metrics["validation"]["num_images"]} if vf else {}),
                 **({"seconds": round(seconds, 1)} if seconds is not None else {}), **bench_lines.provenance()}

@@ -3,7 +3,13 @@
 Layout of ``model_dir/backup/``::
 
     epoch-00007.weights.h5     the model and optimizer state after epoch 7
-    checkpoint.json            {"epoch": 7, "weights": "epoch-00007.weights.h5"}
+    checkpoint.json            {"epoch": 7, "weights": "epoch-00007.weights.h5", "sessions": [...]}
+
+``sessions`` are the training sessions that made those weights, in order: for each process that
+trained the run, its machine, date, first and last epoch, and training seconds up to the
+checkpoint (:class:`EpochCheckpoint`). A run resumed after a kill, perhaps on another machine,
+so still says where and for how long all of it was trained: a seeded run repeats exactly on one
+machine, not across CPUs, and its time is the sum of its sessions'.
 
 Each file is written under a temporary name and renamed into place, the weights before the
 record that names them, and an older weights file is deleted only after the record names the
@@ -87,6 +93,36 @@ def restore(model, backup_dir):
     return 0
 
 
+def recorded_sessions(backup_dir, epoch):
+    """The training sessions that made the checkpoint of ``epoch`` (what :func:`restore` returned,
+    or the last epoch a finished run trained): those of its record; ``[]`` for epoch 0. When the
+    record does not name that epoch's sessions (it was lost to a kill, or written before records
+    kept them), one session of unknown machine, date and time stands for epochs 1 to ``epoch``, so
+    that nothing is claimed that is not known."""
+    if epoch == 0:
+        return []
+    try:
+        with open(os.path.join(backup_dir, RECORD)) as f:
+            record = json.load(f)
+        if int(record["epoch"]) == epoch and record.get("sessions"):
+            return list(record["sessions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return [{"machine": None, "date": None, "epochs": [1, epoch], "seconds": None}]
+
+
+def session(made, first_epoch, last_epoch, seconds):
+    """One training session: ``made`` (:func:`scl_amp_tf.provenance.made`), the epochs it trained
+    (first and last, 1-based) and its training seconds."""
+    return {**made, "epochs": [first_epoch, last_epoch], "seconds": round(float(seconds), 1)}
+
+
+def total_seconds(sessions):
+    """The training seconds of a run over its sessions; None when a session's are unknown."""
+    seconds = [s.get("seconds") for s in sessions]
+    return None if any(t is None for t in seconds) else float(sum(seconds))
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Writes the checkpoint at the end of an epoch once ``every_seconds`` have passed since the
     last one, and always after the last epoch (only ``chief`` writes: in a multi-worker run the
@@ -96,32 +132,38 @@ class EpochCheckpoint(keras.callbacks.Callback):
     per class: 1,600 epochs of 2 steps), and writing the model and optimizer state costs about as
     much as a few training steps on a CPU. Resuming from an older epoch computes the same run,
     since each epoch's batches are a function of (seed, epoch); a kill loses at most
-    ``every_seconds`` of training. ``every_seconds=0``: after every epoch."""
+    ``every_seconds`` of training. ``every_seconds=0``: after every epoch.
 
-    def __init__(self, backup_dir, chief=True, every_seconds=0.0):
+    Each record names the sessions that made its weights: ``before`` (:func:`recorded_sessions`)
+    and this one, ``made`` (the machine and date) from ``first_epoch`` on."""
+
+    def __init__(self, backup_dir, chief=True, every_seconds=0.0, before=(), made=None, first_epoch=1):
         super().__init__()
         self.backup_dir, self.chief, self.every_seconds = backup_dir, chief, every_seconds
-        self._last = time.monotonic()
+        self.before, self.made, self.first_epoch = list(before), made or {}, first_epoch
+        self._last = self._start = time.monotonic()
 
     def on_train_begin(self, logs=None):
-        self._last = time.monotonic()
+        self._last = self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.chief or any(isinstance(v, float) and not math.isfinite(v) for v in (logs or {}).values()):
             return
         last_epoch = epoch + 1 == (self.params or {}).get("epochs")
         if last_epoch or time.monotonic() - self._last >= self.every_seconds:
-            save(self.model, self.backup_dir, epoch + 1)
+            this = session(self.made, self.first_epoch, epoch + 1, time.monotonic() - self._start)
+            save(self.model, self.backup_dir, epoch + 1, [*self.before, this])
             self._last = time.monotonic()
 
 
-def save(model, backup_dir, epoch):
-    """One checkpoint: the weights file, then the record naming it, then older files go."""
+def save(model, backup_dir, epoch, sessions=()):
+    """One checkpoint: the weights file, then the record naming it (and the ``sessions`` that made
+    it), then older files go."""
     os.makedirs(backup_dir, exist_ok=True)
     name = _weights_name(epoch)
+    record = {"epoch": epoch, "weights": name, "sessions": list(sessions)}
     atomic_write(os.path.join(backup_dir, name), lambda tmp: model.save_weights(tmp))
-    atomic_write(os.path.join(backup_dir, RECORD),
-                 lambda tmp: open(tmp, "w").write(json.dumps({"epoch": epoch, "weights": name}) + "\n"))
+    atomic_write(os.path.join(backup_dir, RECORD), lambda tmp: open(tmp, "w").write(json.dumps(record) + "\n"))
     for path in glob.glob(os.path.join(backup_dir, "epoch-*.weights.h5")) + [
             os.path.join(backup_dir, _KERAS_WEIGHTS), os.path.join(backup_dir, _KERAS_RECORD)]:
         if os.path.basename(path) != name and os.path.exists(path):

@@ -202,6 +202,8 @@ def run_table(table, seeds, budget, output, methods=tuple(ROWS), cells=None, ove
                        "dataset_description": metrics.get("dataset_description"),
                        "train_seconds": metrics.get("train_seconds"), "model_dir": config.model_dir,
                        "made": metrics.get("made"),  # the machine and date of the run (None before recorded)
+                       # every process that trained it (a resumed run's, perhaps on other machines)
+                       "training_sessions": metrics.get("training_sessions"),
                        # a student's teacher, as it trained: this table's run, or one made elsewhere
                        "teacher": (metrics.get("pseudo_labels") or {}).get("teacher")}
                 if ROWS[method].teacher is not None and run["teacher"]:

@@ -175,19 +175,31 @@ def _teacher_note(runs):
 
 
 def _made_text(runs, conditions):
-    """The machines and dates of the runs (recorded by each run when it finished), and where and
-    when this table was written; runs from before that record are counted as such."""
+    """The machines and dates of the runs (recorded by each run when it finished, and by each
+    session that trained it), and where and when this table was written; runs from before those
+    records are counted as such, and runs trained on more than one machine (resumed elsewhere) or
+    partly where no record says are named: a seeded run repeats exactly on one machine only."""
     made = [r.get("made") for r in runs]
     known = [m for m in made if m]
     written = f"table written on {conditions['machine']}, {conditions['date']}"
     if not known:
         return f"* Hardware and date: {written}; the runs do not record theirs (made before runs recorded them)."
-    dates = sorted({m["date"] for m in known})
-    text = (f"* Hardware of the runs: {'; '.join(sorted({m['machine'] for m in known}))}; dates of the runs: "
+    sessions = [s for r in runs for s in r.get("training_sessions") or []]
+    machines = {m["machine"] for m in known} | {s["machine"] for s in sessions if s.get("machine")}
+    dates = sorted({m["date"] for m in known} | {s["date"] for s in sessions if s.get("date")})
+    text = (f"* Hardware of the runs: {'; '.join(sorted(machines))}; dates of the runs: "
             + (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"))
     if len(known) < len(made):
         text += f" ({len(made) - len(known)} of the {len(made)} runs were made before runs recorded these)"
+    mixed = [r for r in runs if len({s.get("machine") for s in r.get("training_sessions") or []}) > 1]
+    if mixed:
+        text += (f"; {len(mixed)} run(s) were trained on more than one machine, or partly where no record says "
+                 f"(resumed; `training_sessions` in their metrics.json): {', '.join(_run_name(r) for r in mixed)}")
     return text + f"; {written}."
+
+
+def _run_name(run):
+    return f"{run['cell']} {run['method']} seed {run['seed']}"
 
 
 def _epochs_text(cells, runs):

@@ -12,7 +12,8 @@ fills one model directory::
       split.npz            train and test indices into the dataset
       encoder.keras        the trained encoder (SCL-AMP) or classifier (CE baseline)
       reference_db.npz     the reference database of the training images' embeddings
-      metrics.json         test accuracy and per-class accuracy
+      metrics.json         test accuracy and per-class accuracy; the training sessions that made the
+                           run (machine, date, epochs, seconds: a resumed run names each)
 
 The final files are written to temporary names and renamed into place, so a model directory
 never holds a half-written artefact.
@@ -28,7 +29,6 @@ import contextlib
 import json
 import math
 import os
-import time
 
 import keras
 import numpy as np
@@ -279,6 +279,8 @@ def _train_and_evaluate(config, callbacks, held):
     # (seed, epoch), so a resumed run trains on what the uninterrupted run would have.
     backup_dir = os.path.join(config.model_dir, run_folder.BACKUP)
     initial_epoch = checkpoints.restore(model, backup_dir)
+    trained_before = checkpoints.recorded_sessions(backup_dir, initial_epoch)  # where those epochs were trained
+    made = provenance.made()
     if initial_epoch > epochs:
         raise ValueError(f"--model_dir={config.model_dir} has trained {initial_epoch} epochs already; "
                          f"{'--steps=' + str(config.steps) if config.steps else '--epochs=' + str(config.epochs)} "
@@ -311,17 +313,16 @@ def _train_and_evaluate(config, callbacks, held):
         ] if len(val_pos) else []
         # Validation first: the progress bar, TensorBoard and the history then see val_accuracy.
         divergence = checkpoints.StopOnDivergence()
-        callbacks = [divergence, *validating, checkpoints.EpochCheckpoint(backup_dir, chief=chief,
-                                                                       every_seconds=config.checkpoint_seconds),
+        callbacks = [divergence, *validating, checkpoints.EpochCheckpoint(
+                         backup_dir, chief=chief, every_seconds=config.checkpoint_seconds, before=trained_before,
+                         made=made, first_epoch=initial_epoch + 1),
                      keras.callbacks.TensorBoard(log_dir, profile_batch=config.profiled_steps()
                                                  if config.profile_batches and chief else 0), *callbacks]
-        start = time.time()
         # One dataset for all the epochs left (steps_per_epoch keeps Keras on one iterator);
         # shuffle=False: the tf.data pipeline orders the images (seeded), Keras cannot shuffle a dataset.
         history = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=per_epoch,
                             callbacks=callbacks, verbose=config.verbose if chief else 0,
                             shuffle=False) if initial_epoch < epochs else _no_history()
-        train_seconds = time.time() - start
         if divergence.where is not None:
             epoch, step, loss = divergence.where
             raise checkpoints.Diverged(
@@ -335,7 +336,11 @@ def _train_and_evaluate(config, callbacks, held):
         models.recalibrate_batchnorm(features, data_lib.to_float(train_data.images[np.sort(sample)]))
 
     metrics, database = evaluate(config, encoder, features, train_data, test_data)
-    metrics.update(made=provenance.made(), train_seconds=train_seconds, dataset_description=data.description,
+    # The whole run's sessions, as the last epoch's checkpoint records them: a resumed run says every
+    # machine that trained it and its total time.
+    sessions = checkpoints.recorded_sessions(backup_dir, history.epoch[-1] + 1 if history.epoch else initial_epoch)
+    metrics.update(made=provenance.made(), train_seconds=checkpoints.total_seconds(sessions),
+                   training_sessions=sessions, dataset_description=data.description,
                    epochs=epochs,
                    steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
                    stem_used=config.stem_used(config.image_size), fused_batchnorm=config.fused_batchnorm,

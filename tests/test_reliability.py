@@ -45,8 +45,33 @@ def test_a_truncated_checkpoint_and_an_empty_record_do_not_stop_a_resume(tmp_pat
     metrics = train_and_evaluate(config)
     assert metrics["epochs_run_in_this_call"] == [2, 3]  # resumed from epoch 1, the last good one
     assert sorted(os.listdir(backup)) == ["checkpoint.json", "epoch-00003.weights.h5"]
-    assert json.load(open(os.path.join(backup, checkpoints.RECORD))) == {
-        "epoch": 3, "weights": "epoch-00003.weights.h5"}
+    record = json.load(open(os.path.join(backup, checkpoints.RECORD)))
+    assert {k: record[k] for k in ("epoch", "weights")} == {"epoch": 3, "weights": "epoch-00003.weights.h5"}
+    # the lost record said where epoch 1 was trained: that session is unknown, so is the run's time
+    unknown = {"machine": None, "date": None, "epochs": [1, 1], "seconds": None}
+    assert record["sessions"][0] == unknown and record["sessions"][1]["epochs"] == [2, 3]
+    assert record["sessions"][1]["seconds"] > 0
+    assert metrics["training_sessions"] == record["sessions"] and metrics["train_seconds"] is None
+
+
+def test_the_sessions_of_a_checkpoint_are_those_its_record_names_for_that_epoch(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    backup = str(tmp_path / "backup")
+    first = checkpoints.session({"machine": "A", "date": "2026-12-01"}, 1, 4, 12.34)
+    second = checkpoints.session({"machine": "B", "date": "2026-12-02"}, 5, 6, 3.0)
+    assert first == {"machine": "A", "date": "2026-12-01", "epochs": [1, 4], "seconds": 12.3}
+    checkpoints.save(model, backup, 6, [first, second])
+    assert checkpoints.restore(model, backup) == 6
+    assert checkpoints.recorded_sessions(backup, 6) == [first, second]
+    assert checkpoints.total_seconds([first, second]) == pytest.approx(15.3)
+    assert checkpoints.recorded_sessions(backup, 0) == []
+    # a checkpoint the record does not describe (an older file taken after a kill): nothing is claimed
+    assert checkpoints.recorded_sessions(backup, 5) == [
+        {"machine": None, "date": None, "epochs": [1, 5], "seconds": None}]
+    assert checkpoints.total_seconds(checkpoints.recorded_sessions(backup, 5)) is None
+    checkpoints.save(model, backup, 7)  # a record without sessions, as before they were kept
+    assert checkpoints.recorded_sessions(backup, 7)[0]["machine"] is None
 
 
 def test_checkpoints_wait_checkpoint_seconds_and_the_last_epoch_always_has_one(tmp_path):
@@ -56,7 +81,8 @@ def test_checkpoints_wait_checkpoint_seconds_and_the_last_epoch_always_has_one(t
     assert not os.path.exists(os.path.join(config.model_dir, "backup"))  # an hour has not passed
     metrics = train_and_evaluate(config)  # so the rerun trains from the start
     assert metrics["epochs_run_in_this_call"] == [1, 2, 3, 4]
-    assert json.load(open(os.path.join(config.model_dir, "backup", checkpoints.RECORD))) == {
+    record = json.load(open(os.path.join(config.model_dir, "backup", checkpoints.RECORD)))
+    assert {k: record[k] for k in ("epoch", "weights")} == {
         "epoch": 4, "weights": "epoch-00004.weights.h5"}  # the finished run's checkpoint
     with pytest.raises(ValueError, match="--checkpoint_seconds=-1 must be at least 0"):
         _config(tmp_path, checkpoint_seconds=-1).validate()

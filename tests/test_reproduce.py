@@ -53,6 +53,12 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     # each run records where and when it was made; the table names them and where it was written
     made = {json.dumps(r["made"], sort_keys=True) for r in json.load(open(tmp_path / "table_3.json"))["runs"]}
     assert len(made) == 1 and json.loads(made.pop())["machine"] == provenance.hardware()
+    # and the one session that trained each, in the table's record of the run (none was resumed)
+    for run in json.load(open(tmp_path / "table_3.json"))["runs"]:
+        (only,) = run["training_sessions"]
+        assert only["machine"] == provenance.hardware() and only["epochs"] == [1, run["epochs"]]
+        assert run["train_seconds"] == only["seconds"] > 0
+    assert "trained on more than one machine" not in text
     conditions = json.load(open(tmp_path / "table_3.json"))["conditions"]
     assert f"* Hardware of the runs: {provenance.hardware()}; dates of the runs: " in text
     assert f"table written on {conditions['machine']}, {conditions['date']}." in text
@@ -232,6 +238,21 @@ def test_the_machines_and_dates_of_the_runs_with_runs_that_recorded_none():
     assert table_markdown._made_text(runs[2:], conditions) == (
         "* Hardware and date: table written on M3, 2026-12-09; the runs do not record theirs (made before runs "
         "recorded them).")
+    # a run resumed on another machine, and one resumed from a checkpoint whose first epochs no record
+    # places, are named; their sessions' machines and dates count among the runs'
+    one = {"machine": "M1", "date": "2026-12-03"}
+    runs = [{"cell": "10shot", "method": "ce", "seed": 0, "made": one,
+             "training_sessions": [{**one, "epochs": [1, 5], "seconds": 9.0}]},
+            {"cell": "10shot", "method": "scl_amp", "seed": 1, "made": one,
+             "training_sessions": [{"machine": "M4", "date": "2026-11-30", "epochs": [1, 2], "seconds": 3.0},
+                                   {**one, "epochs": [3, 5], "seconds": 4.0}]},
+            {"cell": "20shot", "method": "ce", "seed": 2, "made": one,
+             "training_sessions": [{"machine": None, "date": None, "epochs": [1, 2], "seconds": None},
+                                   {**one, "epochs": [3, 5], "seconds": 4.0}]}]
+    assert table_markdown._made_text(runs, conditions) == (
+        "* Hardware of the runs: M1; M4; dates of the runs: 2026-11-30 to 2026-12-03; 2 run(s) were trained on "
+        "more than one machine, or partly where no record says (resumed; `training_sessions` in their "
+        "metrics.json): 10shot scl_amp seed 1, 20shot ce seed 2; table written on M3, 2026-12-09.")
 
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):

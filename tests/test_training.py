@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import models
+from scl_amp_tf import provenance
 from scl_amp_tf.reference import ReferenceDatabase
 from scl_amp_tf.train_config import TrainConfig
 from scl_amp_tf.training import train_and_evaluate
@@ -58,8 +59,20 @@ def test_resume_after_interruption(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(config, callbacks=[Interrupt()])
     assert not os.path.exists(os.path.join(config.model_dir, "metrics.json"))
+    # the first session's record, as a different machine would have left it
+    record_path = os.path.join(config.model_dir, "backup", "checkpoint.json")
+    record = json.load(open(record_path))
+    assert [(s["epochs"], s["machine"] == provenance.hardware()) for s in record["sessions"]] == [([1, 2], True)]
+    record["sessions"][0].update(machine="another CPU", date="2026-01-01")
+    json.dump(record, open(record_path, "w"))
     metrics = train_and_evaluate(config)
     assert metrics["epochs_run_in_this_call"] == [3, 4]
+    # the run says both sessions: where each trained which epochs, and the time of both
+    first, second = metrics["training_sessions"]
+    assert (first["machine"], first["date"], first["epochs"]) == ("another CPU", "2026-01-01", [1, 2])
+    assert (second["machine"], second["epochs"]) == (provenance.hardware(), [3, 4])
+    assert metrics["train_seconds"] == pytest.approx(first["seconds"] + second["seconds"])
+    assert 0 < first["seconds"] and 0 < second["seconds"]
     # The resumed run is the uninterrupted run: the same weights, the same answers.
     whole = train_and_evaluate(dataclasses.replace(config, model_dir=str(tmp_path / "whole")))
     assert whole["epochs_run_in_this_call"] == [1, 2, 3, 4]
@@ -67,8 +80,10 @@ def test_resume_after_interruption(tmp_path):
                             for d in (config.model_dir, tmp_path / "whole"))
     np.testing.assert_array_equal(resumed_db["prototypes"], whole_db["prototypes"])
     assert metrics["test_accuracy"] == whole["test_accuracy"]
-    again = train_and_evaluate(config)  # a finished run: nothing left to train
-    assert again["epochs_run_in_this_call"] == []
+    assert [s["epochs"] for s in whole["training_sessions"]] == [[1, 4]]
+    assert whole["train_seconds"] == whole["training_sessions"][0]["seconds"]
+    again = train_and_evaluate(config)  # a finished run: nothing left to train, its sessions kept
+    assert again["epochs_run_in_this_call"] == [] and again["training_sessions"] == metrics["training_sessions"]
     with pytest.raises(ValueError, match="has trained 4 epochs already; --epochs=2 asks for 2"):
         train_and_evaluate(dataclasses.replace(config, epochs=2))
     with pytest.raises(ValueError, match="other settings .*margin"):
