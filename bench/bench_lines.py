@@ -5,22 +5,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 
-from scl_amp_tf.provenance import cpu_name  # noqa: F401  (bench scripts call bench_lines.cpu_name)
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+from scl_amp_tf.provenance import code_commit, cpu_name  # noqa: F401  (bench scripts call bench_lines.cpu_name)
 
 
 def provenance():
-    """Where and when a figure was made: machine, date, commit."""
-    return {"machine": cpu_name(), "date": datetime.date.today().isoformat(), "commit": git_commit()}
+    """Where and when a figure was made: machine, date, the library's commit (``+modified`` when its
+    files differ from it)."""
+    return {"machine": cpu_name(), "date": datetime.date.today().isoformat(), "commit": code_commit()}
 
 
 def emit(line, out=None):

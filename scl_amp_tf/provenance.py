@@ -1,12 +1,14 @@
-"""Where and when a result was made: the machine (CPU model, cores, GPUs, TensorFlow and Python
-versions) and the date. A run records both in its metrics.json when it finishes, so that a table
-put together from runs of several sessions says which machines and dates made it, not only where
-the table was written (seeded runs repeat exactly on one machine, not across CPUs)."""
+"""Where, when and by what code a result was made: the machine (CPU model, cores, GPUs, TensorFlow
+and Python versions), the date and the git commit of the library. A run records them in its
+metrics.json (and each training session in its checkpoint), so that a table put together from
+runs of several sessions says which machines, dates and code made it, not only where the table
+was written (seeded runs repeat exactly on one machine, not across CPUs)."""
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import subprocess
 
 
 def cpu_name():
@@ -30,6 +32,25 @@ def hardware():
             + f"; TensorFlow {tf.__version__}, Python {platform.python_version()}")
 
 
+def code_commit():
+    """The git commit of the library that runs (``"1a2b3c4"``), with ``"+modified"`` when its files
+    differ from that commit; None when it is not a git checkout's tracked files (an installed
+    package, or a copy inside someone else's repository)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+    try:
+        git("ls-files", "--error-unmatch", os.path.basename(__file__))  # this file is tracked here
+        commit = git("rev-parse", "--short", "HEAD")
+        modified = git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+modified" if modified else "")
+
+
 def made():
-    """``{"machine": hardware(), "date": "YYYY-MM-DD"}``: today, on this machine."""
-    return {"machine": hardware(), "date": datetime.date.today().isoformat()}
+    """``{"machine": hardware(), "date": "YYYY-MM-DD", "commit": code_commit()}``: today, on this
+    machine, with this code."""
+    return {"machine": hardware(), "date": datetime.date.today().isoformat(), "commit": code_commit()}

@@ -175,10 +175,11 @@ def _teacher_note(runs):
 
 
 def _made_text(runs, conditions):
-    """The machines and dates of the runs (recorded by each run when it finished, and by each
-    session that trained it), and where and when this table was written; runs from before those
-    records are counted as such, and runs trained on more than one machine (resumed elsewhere) or
-    partly where no record says are named: a seeded run repeats exactly on one machine only."""
+    """The machines, dates and code commits of the runs (recorded by each run when it finished, and
+    by each session that trained it), and where and when this table was written; runs from before
+    those records are counted as such, and runs trained on more than one machine or commit (resumed
+    elsewhere) or partly where no record says are named: a seeded run repeats exactly on one
+    machine only."""
     made = [r.get("made") for r in runs]
     known = [m for m in made if m]
     written = f"table written on {conditions['machine']}, {conditions['date']}"
@@ -191,10 +192,14 @@ def _made_text(runs, conditions):
             + (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"))
     if len(known) < len(made):
         text += f" ({len(made) - len(known)} of the {len(made)} runs were made before runs recorded these)"
-    mixed = [r for r in runs if len({s.get("machine") for s in r.get("training_sessions") or []}) > 1]
+    commits = sorted({m["commit"] for m in [*known, *sessions] if m.get("commit")})
+    if commits:
+        text += f"; code of the runs: {', '.join(commits)}"
+    mixed = [r for r in runs
+             if len({(s.get("machine"), s.get("commit")) for s in r.get("training_sessions") or []}) > 1]
     if mixed:
-        text += (f"; {len(mixed)} run(s) were trained on more than one machine, or partly where no record says "
-                 f"(resumed; `training_sessions` in their metrics.json): {', '.join(_run_name(r) for r in mixed)}")
+        text += (f"; {len(mixed)} run(s) were trained on more than one machine or code, or partly where no record "
+                 f"says (resumed; `training_sessions` in their metrics.json): {', '.join(_run_name(r) for r in mixed)}")
     return text + f"; {written}."
 
 

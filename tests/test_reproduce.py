@@ -3,6 +3,7 @@ expected rows, finished runs are skipped, the few-shot table uses unseen classes
 import json
 import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -53,6 +54,14 @@ def test_table_3_rows_json_and_resume(neu_like, tmp_path):
     # each run records where and when it was made; the table names them and where it was written
     made = {json.dumps(r["made"], sort_keys=True) for r in json.load(open(tmp_path / "table_3.json"))["runs"]}
     assert len(made) == 1 and json.loads(made.pop())["machine"] == provenance.hardware()
+    # ...and the code: this checkout's commit, as git names it (None outside a git checkout)
+    commit = json.load(open(tmp_path / "table_3.json"))["runs"][0]["made"]["commit"]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(provenance.__file__)).stdout.strip()
+    if head:
+        assert commit.split("+")[0] == head and f"code of the runs: {commit}" in text
+    else:
+        assert commit is None and "code of the runs" not in text
     # and the one session that trained each, in the table's record of the run (none was resumed)
     for run in json.load(open(tmp_path / "table_3.json"))["runs"]:
         (only,) = run["training_sessions"]
@@ -240,19 +249,23 @@ def test_the_machines_and_dates_of_the_runs_with_runs_that_recorded_none():
         "recorded them).")
     # a run resumed on another machine, and one resumed from a checkpoint whose first epochs no record
     # places, are named; their sessions' machines and dates count among the runs'
-    one = {"machine": "M1", "date": "2026-12-03"}
+    one = {"machine": "M1", "date": "2026-12-03", "commit": "abc1234"}
     runs = [{"cell": "10shot", "method": "ce", "seed": 0, "made": one,
              "training_sessions": [{**one, "epochs": [1, 5], "seconds": 9.0}]},
             {"cell": "10shot", "method": "scl_amp", "seed": 1, "made": one,
-             "training_sessions": [{"machine": "M4", "date": "2026-11-30", "epochs": [1, 2], "seconds": 3.0},
-                                   {**one, "epochs": [3, 5], "seconds": 4.0}]},
+             "training_sessions": [{"machine": "M4", "date": "2026-11-30", "commit": "abc1234", "epochs": [1, 2],
+                                    "seconds": 3.0}, {**one, "epochs": [3, 5], "seconds": 4.0}]},
             {"cell": "20shot", "method": "ce", "seed": 2, "made": one,
              "training_sessions": [{"machine": None, "date": None, "epochs": [1, 2], "seconds": None},
+                                   {**one, "epochs": [3, 5], "seconds": 4.0}]},
+            {"cell": "20shot", "method": "scl_amp", "seed": 2, "made": one,  # the code changed between sessions
+             "training_sessions": [{**one, "commit": "def5678+modified", "epochs": [1, 2], "seconds": 2.0},
                                    {**one, "epochs": [3, 5], "seconds": 4.0}]}]
     assert table_markdown._made_text(runs, conditions) == (
-        "* Hardware of the runs: M1; M4; dates of the runs: 2026-11-30 to 2026-12-03; 2 run(s) were trained on "
-        "more than one machine, or partly where no record says (resumed; `training_sessions` in their "
-        "metrics.json): 10shot scl_amp seed 1, 20shot ce seed 2; table written on M3, 2026-12-09.")
+        "* Hardware of the runs: M1; M4; dates of the runs: 2026-11-30 to 2026-12-03; code of the runs: abc1234, "
+        "def5678+modified; 3 run(s) were trained on more than one machine or code, or partly where no record says "
+        "(resumed; `training_sessions` in their metrics.json): 10shot scl_amp seed 1, 20shot ce seed 2, 20shot "
+        "scl_amp seed 2; table written on M3, 2026-12-09.")
 
 
 def test_report_only_and_bad_arguments(tmp_path, neu_like):
@@ -320,3 +333,35 @@ def test_a_kept_run_must_have_made_its_rows_steps():
     with pytest.raises(ValueError, match="finished with 12852 steps"):
         reproducing.check_steps(config, {"steps": 12852, "epochs": 108})
     reproducing.check_steps(config, {"epochs": 54})  # a run from before steps were recorded
+
+
+def test_the_code_commit_names_modified_files_and_is_none_outside_git(tmp_path):
+    import importlib.util
+    import shutil
+
+    from scl_amp_tf import provenance
+
+    def commit_of(folder):  # provenance.py as a copy in ``folder`` sees it
+        spec = importlib.util.spec_from_file_location("copied_provenance", folder / "provenance.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.code_commit()
+
+    (tmp_path / "lib").mkdir()
+    shutil.copy(provenance.__file__, tmp_path / "lib" / "provenance.py")
+    assert commit_of(tmp_path / "lib") is None  # not a git checkout
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    git("init", "-q")
+    assert commit_of(tmp_path / "lib") is None  # in a repository, but not tracked there
+    git("add", "lib/provenance.py")
+    git("commit", "-q", "-m", "x")
+    head = git("rev-parse", "--short", "HEAD")
+    assert commit_of(tmp_path / "lib") == head
+    (tmp_path / "lib" / "other.py").write_text("x = 1\n")  # a file of the library the commit does not have
+    assert commit_of(tmp_path / "lib") == head + "+modified"
+    (tmp_path / "elsewhere.txt").write_text("not the library\n")
+    (tmp_path / "lib" / "other.py").unlink()
+    assert commit_of(tmp_path / "lib") == head  # only the library's own folder counts
