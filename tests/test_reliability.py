@@ -57,6 +57,7 @@ def test_a_truncated_checkpoint_and_an_empty_record_do_not_stop_a_resume(tmp_pat
 def test_the_sessions_of_a_checkpoint_are_those_its_record_names_for_that_epoch(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # saved with its slots, as a trained model is
     backup = str(tmp_path / "backup")
     first = checkpoints.session({"machine": "A", "date": "2026-12-01"}, 1, 4, 12.34)
     second = checkpoints.session({"machine": "B", "date": "2026-12-02"}, 5, 6, 3.0)
