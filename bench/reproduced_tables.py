@@ -90,8 +90,9 @@ def summary_table(results):
                     lines.append(cell_row(number, tables, cell.key, f"NEU, unseen classes, k = {k} (backbone features)",
                                           _few_shot(k), f"{_paper(scl[k])} / −"))
             elif number == 5:
-                lines.append(cell_row(number, tables, cell.key, f"MixedWM38, {cell.label} / class (class average)",
-                                      _class_average, f"{_paper(PAPER_TABLE_V_GROUPS['all'])} / −"))
+                label = f"MixedWM38, {cell.label} of each class (class average)"
+                lines.append(cell_row(number, tables, cell.key, label, _class_average,
+                                      f"{_paper(PAPER_TABLE_V_GROUPS['all'])} / −"))
             else:
                 dataset = "NEU" if cell.dataset == "neu" else "MixedWM38"
                 unit = "of each class" if number == 2 else "images / class" if number == 3 else "maps / class"

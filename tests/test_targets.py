@@ -262,8 +262,9 @@ def test_summary_rows_from_reproduced_runs(tmp_path, capsys, monkeypatch):
     assert rows[("| II", "NEU, 80 % of each class")] == (
         "| II | NEU, 80 % of each class | | not run yet | | | | | 100.00 / − |")
     # class averages 90.0, 90.0, 60.0: the recipe does not beat CE on a tie
-    assert rows[("| V", "MixedWM38, 80 % / class (class average)")] == (
-        "| V | MixedWM38, 80 % / class (class average) | 12,800 | 90.00 | 60.00 | 90.00 | 0 of 1 | 0 | 98.22 / − |")
+    assert rows[("| V", "MixedWM38, 80 % of each class (class average)")] == (
+        "| V | MixedWM38, 80 % of each class (class average) | 12,800 | 90.00 | 60.00 | 90.00 | 0 of 1 | 0 "
+        "| 98.22 / − |")
     # per seed, the mean of its episodes on backbone features (not embeddings): CE 70, 70; recipe 85, 60
     assert rows[("| IV", "NEU, unseen classes, k = 1 (backbone features)")] == (
         "| IV | NEU, unseen classes, k = 1 (backbone features) | 12,800 | 70.00 ± 0.00 | not run yet "
