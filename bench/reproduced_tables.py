@@ -35,15 +35,6 @@ HEADER = ["| table | cell | steps per run | CE % | SCL-AMP, paper's recipe % | S
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
 
-def _per_seed(runs, method, cell, figure):
-    """``{seed: figure(run)}`` of one method's runs of one cell."""
-    return {r["seed"]: figure(r) for r in runs if r["method"] == method and r["cell"] == cell}
-
-
-def _test_accuracy(run):
-    return run["test_accuracy"]
-
-
 def _class_average(run):
     """Table V's figure: the mean of the per-class accuracies (each class counts once)."""
     return float(np.mean(list(run["per_class_accuracy"].values())))
@@ -54,6 +45,12 @@ def _few_shot(k):
     return lambda run: float(np.mean(run["few_shot"]["representations"]["backbone"][f"accuracy_k{k}"]))
 
 
+# The cell labels of the tables with one row per cell, and the figures that are not the test accuracy.
+LABELS = {2: "NEU, {} of each class", 3: "NEU, {} images / class",
+          5: "MixedWM38, {} of each class (class average)", 6: "MixedWM38, {} maps / class"}
+FIGURES = {5: _class_average}
+
+
 def _paper(value):
     return "−" if value is None else f"{value:.2f}"
 
@@ -61,8 +58,8 @@ def _paper(value):
 def cell_row(table_number, tables, cell_key, label, figure, paper):
     """One row: each method's mean ± std from the first of ``tables`` that pairs the recipe with CE in
     the cell (its seeds; a method with other seeds names them), the recipe's wins over CE per seed."""
-    conditions, runs = targets._first_with(tables, RECIPE, cell_key)
-    values = {m: _per_seed(runs, m, cell_key, figure) for m in ROWS}
+    conditions, runs = targets.first_with(tables, RECIPE, cell_key)
+    values = {m: targets.by_seed(runs, m, figure, cell=cell_key) for m in ROWS}
     paired = sorted(set(values[RECIPE]) & set(values["ce"]))
     if not paired:
         return f"| {NUMERALS[table_number]} | {label} | | not run yet | | | | | {paper} |"
@@ -74,7 +71,7 @@ def cell_row(table_number, tables, cell_key, label, figure, paper):
             text += f" (seeds {','.join(map(str, seeds))})"
         texts.append(text)
     wins = sum(values[RECIPE][s] > values["ce"][s] for s in paired)
-    return (f"| {NUMERALS[table_number]} | {label} | {targets._steps_text(conditions, RECIPE)} | "
+    return (f"| {NUMERALS[table_number]} | {label} | {targets.steps_text(conditions, RECIPE)} | "
             f"{' | '.join(texts)} | {wins} of {len(paired)} | {','.join(map(str, paired))} | {paper} |")
 
 
@@ -82,22 +79,17 @@ def summary_table(results):
     """The Markdown table's lines: Tables II, III, IV, V, VI, every cell."""
     lines = list(HEADER)
     for number in sorted(TABLES):
-        tables = targets._tables(results, number)
+        tables = targets.tables_of(results, number)
         for cell in TABLES[number][2]:
-            scl, ce = cell.paper.get("scl_amp"), cell.paper.get("ce")
-            if number == 4:
+            if number == 4:  # one row per k, the paper's figure per k
                 for k in FEW_SHOT_KS:
                     lines.append(cell_row(number, tables, cell.key, f"NEU, unseen classes, k = {k} (backbone features)",
-                                          _few_shot(k), f"{_paper(scl[k])} / −"))
-            elif number == 5:
-                label = f"MixedWM38, {cell.label} of each class (class average)"
-                lines.append(cell_row(number, tables, cell.key, label, _class_average,
-                                      f"{_paper(PAPER_TABLE_V_GROUPS['all'])} / −"))
-            else:
-                dataset = "NEU" if cell.dataset == "neu" else "MixedWM38"
-                unit = "of each class" if number == 2 else "images / class" if number == 3 else "maps / class"
-                lines.append(cell_row(number, tables, cell.key, f"{dataset}, {cell.label} {unit}", _test_accuracy,
-                                      f"{_paper(scl)} / {_paper(ce)}"))
+                                          _few_shot(k), f"{_paper(cell.paper['scl_amp'][k])} / −"))
+                continue
+            scl = PAPER_TABLE_V_GROUPS["all"] if number == 5 else cell.paper.get("scl_amp")
+            lines.append(cell_row(number, tables, cell.key, LABELS[number].format(cell.label),
+                                  FIGURES.get(number, targets.test_accuracy),
+                                  f"{_paper(scl)} / {_paper(cell.paper.get('ce'))}"))
     return lines
 
 

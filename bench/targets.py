@@ -37,7 +37,7 @@ DEMO_TARGET = 90.0
 DEMO_SECONDS = 180.0
 
 
-def _tables(results_dir, table):
+def tables_of(results_dir, table):
     """``[(conditions, runs)]`` of the table's results: the current budget's ``table_N.json``, then
     those kept from earlier budgets (``table_N_<steps>steps.json``), the most steps first."""
     kept = {}
@@ -54,14 +54,14 @@ def _tables(results_dir, table):
     return out
 
 
-def _first_with(tables, method, cell):
+def first_with(tables, method, cell):
     """The conditions and runs of the first table where ``method`` and CE share a seed in ``cell``
     (a row pairs runs of one budget), or ``({}, [])``."""
     return next(((conditions, runs) for conditions, runs in tables
-                 if set(_by_seed(runs, method, cell=cell)) & set(_by_seed(runs, "ce", cell=cell))), ({}, []))
+                 if set(by_seed(runs, method, cell=cell)) & set(by_seed(runs, "ce", cell=cell))), ({}, []))
 
 
-def _steps_text(conditions, method):
+def steps_text(conditions, method):
     """The steps per run of ``method``'s row: the budget's, or the row's own where it trains more
     (the self-training row's student), with the budget's as its teacher's."""
     budget = conditions.get("settings", {}).get("steps")
@@ -71,9 +71,14 @@ def _steps_text(conditions, method):
     return f"{budget:,}" if row == budget else f"{row:,} (teacher {budget:,})"
 
 
-def _by_seed(rows, method, **match):
-    """``{seed: test accuracy}`` of one method's rows that match every ``key=value``."""
-    return {r["seed"]: r["test_accuracy"] for r in rows
+def test_accuracy(row):
+    return row["test_accuracy"]
+
+
+def by_seed(rows, method, value=test_accuracy, **match):
+    """``{seed: value(row)}`` (the test accuracy by default) of one method's rows that match every
+    ``key=value``."""
+    return {r["seed"]: value(r) for r in rows
             if r["method"] == method and all(r.get(k) == v for k, v in match.items())}
 
 
@@ -92,10 +97,10 @@ def paired_row(label, target, target_text, ours, ce, budget):
 def cell_row(tables, table, cell, target, method="scl_amp_recipe", suffix=""):
     """A reproduced cell's row: the recommended recipe (or ``method``) against CE, from the first of
     ``tables`` (:func:`_tables`) that pairs the method with CE in the cell."""
-    conditions, runs = _first_with(tables, method, cell)
+    conditions, runs = first_with(tables, method, cell)
     return paired_row(f"{DATASETS[table]}, {cell[:-4]} / class{suffix}", target, f"{target:.1f}",
-                      _by_seed(runs, method, cell=cell), _by_seed(runs, "ce", cell=cell),
-                      _steps_text(conditions, method))
+                      by_seed(runs, method, cell=cell), by_seed(runs, "ce", cell=cell),
+                      steps_text(conditions, method))
 
 
 def demo_row(path, tag):
@@ -103,7 +108,7 @@ def demo_row(path, tag):
     rows = [r for r in bench_lines.read(path, "accuracy") if r.get("tag") == tag]
     epochs = ", ".join(sorted({f"{r['epochs']} epochs" for r in rows if "epochs" in r}))
     return paired_row("demo (`configs/demo.cfg`)", DEMO_TARGET, f"{DEMO_TARGET:.1f} in {DEMO_SECONDS:.0f} s",
-                      _by_seed(rows, "scl_amp"), _by_seed(rows, "ce"), epochs)
+                      by_seed(rows, "scl_amp"), by_seed(rows, "ce"), epochs)
 
 
 def targets_table(results, demo_lines, demo_tag):
@@ -112,9 +117,9 @@ def targets_table(results, demo_lines, demo_tag):
              "| seeds |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for table, cell, target in TARGETS:
-        tables = _tables(results, table)
+        tables = tables_of(results, table)
         lines.append(cell_row(tables, table, cell, target))
-        if _first_with(tables, SELF_TRAINING, cell)[1]:  # where the cell has an unlabeled pool and the row was run
+        if first_with(tables, SELF_TRAINING, cell)[1]:  # where the cell has an unlabeled pool and the row was run
             lines.append(cell_row(tables, table, cell, target, SELF_TRAINING,
                                   ", + self-training on the unlabeled maps"))
     if os.path.exists(demo_lines):
