@@ -6,6 +6,7 @@ was written (seeded runs repeat exactly on one machine, not across CPUs)."""
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import subprocess
@@ -32,10 +33,15 @@ def hardware():
             + f"; TensorFlow {tf.__version__}, Python {platform.python_version()}")
 
 
+@functools.cache
 def code_commit():
     """The git commit of the library that runs (``"1a2b3c4"``), with ``"+modified"`` when its files
     differ from that commit; None when it is not a git checkout's tracked files (an installed
-    package, or a copy inside someone else's repository)."""
+    package, or a copy inside someone else's repository).
+
+    Asked once per process (three git calls): the code that runs is the code imported at its
+    start, so a file edited while a long run trains does not make its end record "+modified", and
+    a run's start and end, or a benchmark's many lines, do not ask again."""
     package = os.path.dirname(os.path.abspath(__file__))
 
     def git(*args):
