@@ -365,3 +365,22 @@ def test_the_code_commit_names_modified_files_and_is_none_outside_git(tmp_path):
     (tmp_path / "elsewhere.txt").write_text("not the library\n")
     (tmp_path / "lib" / "other.py").unlink()
     assert commit_of(tmp_path / "lib") == head  # only the library's own folder counts
+
+
+def test_the_cpu_name_says_the_widest_vector_instructions(tmp_path):
+    """Two CPUs a virtual machine calls "AMD EPYC" train at speeds 2-3x apart and round differently
+    when one has AVX-512 and the other only AVX2: the records must tell them apart."""
+    from scl_amp_tf import provenance
+
+    def name(model, flags):
+        path = tmp_path / "cpuinfo"
+        path.write_text(f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: {flags}\n\n"
+                        f"processor\t: 1\nmodel name\t: {model}\nflags\t\t: {flags}\n")
+        return provenance.cpu_name(str(path))
+
+    assert name("AMD EPYC", "fpu sse2 avx fma avx2 bmi2") == "AMD EPYC, AVX2"
+    assert name("AMD EPYC", "fpu sse2 avx2 avx512f avx512bw avx512_bf16") == "AMD EPYC, AVX-512"
+    assert name("Intel(R) Xeon(R) Processor", "sse2 avx512f amx_tile") == "Intel(R) Xeon(R) Processor, AVX-512"
+    assert name("Some CPU", "fpu sse2 avx") == "Some CPU"  # neither extension: the name alone
+    (tmp_path / "cpuinfo").write_text("model name\t: Odd CPU\n")  # no flags line
+    assert provenance.cpu_name(str(tmp_path / "cpuinfo")) == "Odd CPU"
