@@ -17,8 +17,8 @@ def cpu_name(cpuinfo="/proc/cpuinfo"):
 
     Seeded runs repeat on one kind of CPU, not across kinds, and a virtual machine often reports
     only a family name: two "AMD EPYC" of different generations, one with AVX-512 and one without,
-    train the same network at speeds 2-3x apart and round differently. The vector extension (AVX-512
-    or AVX2; nothing when neither, or when the flags cannot be read) tells them apart."""
+    trained the same network about 2x apart in speed. The vector extension (AVX-512 or AVX2; nothing
+    when neither, or when the flags cannot be read) tells them apart."""
     name = flags = None
     try:
         with open(cpuinfo) as f:

@@ -368,8 +368,9 @@ def test_the_code_commit_names_modified_files_and_is_none_outside_git(tmp_path):
 
 
 def test_the_cpu_name_says_the_widest_vector_instructions(tmp_path):
-    """Two CPUs a virtual machine calls "AMD EPYC" train at speeds 2-3x apart and round differently
-    when one has AVX-512 and the other only AVX2: the records must tell them apart."""
+    """Two CPUs a virtual machine calls "AMD EPYC", one with AVX-512 and one with AVX2 only, trained
+    about 2x apart in speed (and seeded runs repeat only on one kind of CPU): the records must tell
+    them apart."""
     from scl_amp_tf import provenance
 
     def name(model, flags):
