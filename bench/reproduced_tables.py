@@ -23,7 +23,7 @@ import argparse
 import numpy as np
 
 import targets
-from scl_amp_tf.table_markdown import cell_text
+from scl_amp_tf.table_markdown import cell_text, paper_text
 from scl_amp_tf.tables import FEW_SHOT_KS, PAPER_TABLE_V_GROUPS, TABLES
 
 NUMERALS = {2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
@@ -49,10 +49,6 @@ def _few_shot(k):
 LABELS = {2: "NEU, {} of each class", 3: "NEU, {} images / class",
           5: "MixedWM38, {} of each class (class average)", 6: "MixedWM38, {} maps / class"}
 FIGURES = {5: _class_average}
-
-
-def _paper(value):
-    return "−" if value is None else f"{value:.2f}"
 
 
 def cell_row(table_number, tables, cell_key, label, figure, paper):
@@ -84,12 +80,12 @@ def summary_table(results):
             if number == 4:  # one row per k, the paper's figure per k
                 for k in FEW_SHOT_KS:
                     lines.append(cell_row(number, tables, cell.key, f"NEU, unseen classes, k = {k} (backbone features)",
-                                          _few_shot(k), f"{_paper(cell.paper['scl_amp'][k])} / −"))
+                                          _few_shot(k), f"{paper_text(cell.paper['scl_amp'][k])} / -"))
                 continue
             scl = PAPER_TABLE_V_GROUPS["all"] if number == 5 else cell.paper.get("scl_amp")
             lines.append(cell_row(number, tables, cell.key, LABELS[number].format(cell.label),
                                   FIGURES.get(number, targets.test_accuracy),
-                                  f"{_paper(scl)} / {_paper(cell.paper.get('ce'))}"))
+                                  f"{paper_text(scl)} / {paper_text(cell.paper.get('ce'))}"))
     return lines
 
 

@@ -256,22 +256,22 @@ def test_summary_rows_from_reproduced_runs(tmp_path, capsys, monkeypatch):
     # seeds 0, 1 paired: recipe 92.5 ± 0.71, CE 92.0 ± 2.83, 1 of 2; the paper's recipe over its own seed 0
     assert rows[("| II", "NEU, 60 % of each class")] == (
         "| II | NEU, 60 % of each class | 12,800 | 92.00 ± 2.83 | 70.00 (seeds 0) | 92.50 ± 0.71 | 1 of 2 | 0,1 "
-        "| 99.58 / − |")
+        "| 99.58 / - |")
     assert rows[("| II", "NEU, 70 % of each class")] == (  # from the earlier budget, which pairs it
-        "| II | NEU, 70 % of each class | 3,200 | 96.00 | not run yet | 95.00 | 0 of 1 | 0 | 99.81 / − |")
+        "| II | NEU, 70 % of each class | 3,200 | 96.00 | not run yet | 95.00 | 0 of 1 | 0 | 99.81 / - |")
     assert rows[("| II", "NEU, 80 % of each class")] == (
-        "| II | NEU, 80 % of each class | | not run yet | | | | | 100.00 / − |")
+        "| II | NEU, 80 % of each class | | not run yet | | | | | 100.00 / - |")
     # class averages 90.0, 90.0, 60.0: the recipe does not beat CE on a tie
     assert rows[("| V", "MixedWM38, 80 % of each class (class average)")] == (
         "| V | MixedWM38, 80 % of each class (class average) | 12,800 | 90.00 | 60.00 | 90.00 | 0 of 1 | 0 "
-        "| 98.22 / − |")
+        "| 98.22 / - |")
     # per seed, the mean of its episodes on backbone features (not embeddings): CE 70, 70; recipe 85, 60
     assert rows[("| IV", "NEU, unseen classes, k = 1 (backbone features)")] == (
         "| IV | NEU, unseen classes, k = 1 (backbone features) | 12,800 | 70.00 ± 0.00 | not run yet "
-        "| 72.50 ± 17.68 | 1 of 2 | 0,1 | 82.16 / − |")
+        "| 72.50 ± 17.68 | 1 of 2 | 0,1 | 82.16 / - |")
     assert rows[("| IV", "NEU, unseen classes, k = 5 (backbone features)")] == (  # a tie is no win
         "| IV | NEU, unseen classes, k = 5 (backbone features) | 12,800 | 60.00 ± 0.00 | not run yet "
-        "| 60.00 ± 0.00 | 0 of 2 | 0,1 | 86.29 / − |")
+        "| 60.00 ± 0.00 | 0 of 2 | 0,1 | 86.29 / - |")
     assert rows[("| VI", "MixedWM38, 20 maps / class")].endswith("| not run yet | | | | | 92.27 / 55.36 |")
 
 
