@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
 
 import numpy as np
 
-from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+from bench_lines import emit, hardware_provenance  # bench/ is on the path when run as python bench/<script>.py
 
 
 
@@ -91,7 +90,7 @@ def run(args, version_dir, export_seconds):
     database = ReferenceDatabase.load(os.path.join(args.model_dir, "reference_db.npz"))
     common = {"dataset": test.description, "model_dir": os.path.abspath(args.model_dir),
               "backbone": settings["backbone"], "image_size": settings["image_size"], "tag": args.tag,
-              "machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
+              **hardware_provenance()}
 
     reference = export_parity.keras_embeddings(encoder, images)
     emit({**common, "figure": "export_parity", "artefact": "keras", "images": len(labels),

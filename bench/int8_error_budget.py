@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
-import time
 
 import numpy as np
 
-from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+from bench_lines import emit, hardware_provenance  # bench/ is on the path when run as python bench/<script>.py
 
 
 def main():
@@ -54,7 +52,7 @@ def main():
     reference = export_parity.keras_embeddings(encoder, images)
     common = {"dataset": test.description, "model_dir": os.path.abspath(args.model_dir),
               "backbone": settings["backbone"], "image_size": settings["image_size"], "images": len(images),
-              "machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
+              **hardware_provenance()}
 
     scratch = tempfile.mkdtemp(prefix="int8_budget_")
     try:

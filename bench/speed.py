@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import time
 
 import numpy as np
 
-from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+from bench_lines import emit, hardware_provenance  # bench/ is on the path when run as python bench/<script>.py
 
 NUM_CLASSES = 6
 DEFAULT_CONFIGS = "resnet50:200,resnet50:64,resnet_tiny:64,resnet_tiny:52"
@@ -151,7 +150,7 @@ def measure_methods(args, backbone, size):
     images = _random_images(args.images, size, args.channels)
     n = args.batch_size
     common = {"backbone": backbone, "image_size": size, "channels": args.channels, "batch_size": n,
-              "strategy": "default (1 device)", "rounds": args.rounds, **_machine()}
+              "strategy": "default (1 device)", "rounds": args.rounds, **hardware_provenance()}
     runners = {("scl_amp", n, "pipeline"): Runner(strategy, "scl_amp", n, images, backbone, "pipeline"),
                ("scl_amp", n, "memory"): Runner(strategy, "scl_amp", n, images, backbone, "memory"),
                ("ce", n, "pipeline"): Runner(strategy, "ce", n, images, backbone, "pipeline"),
@@ -200,20 +199,13 @@ def measure_scaling(args, backbone, size, setup):
         return
     common = {"backbone": backbone, "image_size": size, "channels": args.channels, "batch_size": args.batch_size,
               "setup": setup, "replicas": strategy.num_replicas_in_sync, "rounds": args.rounds, "input": "pipeline",
-              **_machine()}
+              **hardware_provenance()}
     for method, r in runners.items():
         t = np.asarray(r.times)
         emit({"figure": "scaling_images_per_second", "method": method, **common, "steps_per_round": steps[method],
                "step_seconds": _mean_std(t), **_mean_std(args.batch_size / t)}, args.out)
     emit({"figure": "scaling_step_ratio_scl_over_ce", **common,
            **_mean_std(np.asarray(runners["scl_amp"].times) / np.asarray(runners["ce"].times))}, args.out)
-
-
-def _machine():
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"machine": f"{platform.machine()} {os.cpu_count()} cores" + (f", {len(gpus)} GPU" if gpus else ""),
-            "tensorflow": tf.__version__, "date": time.strftime("%Y-%m-%d")}
 
 
 # --- the driver: one fresh process per measurement ----------------------------------------------
