@@ -6,20 +6,13 @@ import datetime
 import json
 import os
 
-from scl_amp_tf.provenance import code_commit, cpu_name, hardware  # noqa: F401  (bench scripts call bench_lines.cpu_name)
+from scl_amp_tf.provenance import code_commit, cpu_name  # noqa: F401  (bench scripts call bench_lines.cpu_name)
 
 
 def provenance():
     """Where and when a figure was made: machine, date, the library's commit (``+modified`` when its
     files differ from it)."""
     return {"machine": cpu_name(), "date": datetime.date.today().isoformat(), "commit": code_commit()}
-
-
-def hardware_provenance():
-    """:func:`provenance` with the machine in full, for the speed and export figures, which depend on
-    all of it: cores, CPU model and vector extension, GPUs, TensorFlow and Python
-    (``"2 CPU cores (AMD EPYC, AVX2), no GPU; TensorFlow 2.21.0, Python 3.11.7"``)."""
-    return {**provenance(), "machine": hardware()}
 
 
 def emit(line, out=None):

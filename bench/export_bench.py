@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from bench_lines import emit, hardware_provenance  # bench/ is on the path when run as python bench/<script>.py
+from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+from scl_amp_tf.provenance import made
 
 
 
@@ -89,8 +90,7 @@ def run(args, version_dir, export_seconds):
     encoder = keras.models.load_model(os.path.join(args.model_dir, "encoder.keras"))
     database = ReferenceDatabase.load(os.path.join(args.model_dir, "reference_db.npz"))
     common = {"dataset": test.description, "model_dir": os.path.abspath(args.model_dir),
-              "backbone": settings["backbone"], "image_size": settings["image_size"], "tag": args.tag,
-              **hardware_provenance()}
+              "backbone": settings["backbone"], "image_size": settings["image_size"], "tag": args.tag, **made()}
 
     reference = export_parity.keras_embeddings(encoder, images)
     emit({**common, "figure": "export_parity", "artefact": "keras", "images": len(labels),

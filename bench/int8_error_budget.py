@@ -23,7 +23,8 @@ import tempfile
 
 import numpy as np
 
-from bench_lines import emit, hardware_provenance  # bench/ is on the path when run as python bench/<script>.py
+from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+from scl_amp_tf.provenance import made
 
 
 def main():
@@ -51,8 +52,7 @@ def main():
     database = ReferenceDatabase.load(os.path.join(args.model_dir, "reference_db.npz"))
     reference = export_parity.keras_embeddings(encoder, images)
     common = {"dataset": test.description, "model_dir": os.path.abspath(args.model_dir),
-              "backbone": settings["backbone"], "image_size": settings["image_size"], "images": len(images),
-              **hardware_provenance()}
+              "backbone": settings["backbone"], "image_size": settings["image_size"], "images": len(images), **made()}
 
     scratch = tempfile.mkdtemp(prefix="int8_budget_")
     try:

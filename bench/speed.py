@@ -40,7 +40,8 @@ import time
 
 import numpy as np
 
-from bench_lines import emit, hardware_provenance  # bench/ is on the path when run as python bench/<script>.py
+from bench_lines import emit  # bench/ is on the path when run as python bench/<script>.py
+from scl_amp_tf.provenance import made
 
 NUM_CLASSES = 6
 DEFAULT_CONFIGS = "resnet50:200,resnet50:64,resnet_tiny:64,resnet_tiny:52"
@@ -150,7 +151,7 @@ def measure_methods(args, backbone, size):
     images = _random_images(args.images, size, args.channels)
     n = args.batch_size
     common = {"backbone": backbone, "image_size": size, "channels": args.channels, "batch_size": n,
-              "strategy": "default (1 device)", "rounds": args.rounds, **hardware_provenance()}
+              "strategy": "default (1 device)", "rounds": args.rounds, **made()}
     runners = {("scl_amp", n, "pipeline"): Runner(strategy, "scl_amp", n, images, backbone, "pipeline"),
                ("scl_amp", n, "memory"): Runner(strategy, "scl_amp", n, images, backbone, "memory"),
                ("ce", n, "pipeline"): Runner(strategy, "ce", n, images, backbone, "pipeline"),
@@ -199,7 +200,7 @@ def measure_scaling(args, backbone, size, setup):
         return
     common = {"backbone": backbone, "image_size": size, "channels": args.channels, "batch_size": args.batch_size,
               "setup": setup, "replicas": strategy.num_replicas_in_sync, "rounds": args.rounds, "input": "pipeline",
-              **hardware_provenance()}
+              **made()}
     for method, r in runners.items():
         t = np.asarray(r.times)
         emit({"figure": "scaling_images_per_second", "method": method, **common, "steps_per_round": steps[method],
