@@ -77,15 +77,15 @@ def summary_table(results):
     for number in sorted(TABLES):
         tables = targets.tables_of(results, number)
         for cell in TABLES[number][2]:
+            paper_ce = paper_text(cell.paper.get("ce"))
             if number == 4:  # one row per k, the paper's figure per k
                 for k in FEW_SHOT_KS:
                     lines.append(cell_row(number, tables, cell.key, f"NEU, unseen classes, k = {k} (backbone features)",
-                                          _few_shot(k), f"{paper_text(cell.paper['scl_amp'][k])} / -"))
+                                          _few_shot(k), f"{paper_text(cell.paper['scl_amp'][k])} / {paper_ce}"))
                 continue
             scl = PAPER_TABLE_V_GROUPS["all"] if number == 5 else cell.paper.get("scl_amp")
             lines.append(cell_row(number, tables, cell.key, LABELS[number].format(cell.label),
-                                  FIGURES.get(number, targets.test_accuracy),
-                                  f"{paper_text(scl)} / {paper_text(cell.paper.get('ce'))}"))
+                                  FIGURES.get(number, targets.test_accuracy), f"{paper_text(scl)} / {paper_ce}"))
     return lines
 
 
