@@ -2,17 +2,17 @@
 appended to a ``.jsonl`` file (``bench/summarize.py`` reads them back)."""
 from __future__ import annotations
 
-import datetime
 import json
 import os
 
-from scl_amp_tf.provenance import code_commit, cpu_name  # noqa: F401  (bench scripts call bench_lines.cpu_name)
+from scl_amp_tf.provenance import cpu_name, made
 
 
 def provenance():
-    """Where and when a figure was made: machine, date, the library's commit (``+modified`` when its
-    files differ from it)."""
-    return {"machine": cpu_name(), "date": datetime.date.today().isoformat(), "commit": code_commit()}
+    """Where and when a figure was made: the CPU (:func:`cpu_name`), date, the library's commit
+    (``+modified`` when its files differ from it): :func:`scl_amp_tf.provenance.made` with the CPU
+    alone as the machine."""
+    return made(machine=cpu_name())
 
 
 def emit(line, out=None):

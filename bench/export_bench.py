@@ -28,7 +28,6 @@ from bench_lines import emit  # bench/ is on the path when run as python bench/<
 from scl_amp_tf.provenance import made
 
 
-
 def _folder_bytes(path):
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, names in os.walk(path) for f in names)
 
