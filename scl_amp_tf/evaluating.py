@@ -41,7 +41,7 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     if use_softmax and reject_threshold is not None:
         raise ValueError("--reject_threshold works on reference databases: a CE run needs "
                          "--representation=backbone for it.")
-    model = inference.features_of(encoder) if representation == "backbone" else encoder
+    model = inference.representation_model(encoder, representation)
     refs = (np.arange(len(train_data.labels)) if reference_shots is None
             else reference.sample_references(train_data.labels, reference_shots, seed))
     tta = run_folder.tta_of(settings) if tta is None else tta

@@ -1,15 +1,18 @@
-"""Command line: export a trained SCL-AMP model for TF Serving (SavedModel) and the edge (LiteRT).
+"""Command line: export a trained model for TF Serving (SavedModel) and the edge (LiteRT).
 
     python -m scl_amp_tf.export --model_dir=runs/demo --export_dir=exported
     python -m scl_amp_tf.export --model_dir=runs/neu_20shot --export_dir=/models --model_name=neu \
         --formats=saved_model,tflite_fp32,tflite_int8
+    python -m scl_amp_tf.export --model_dir=runs/base --export_dir=exported --representation=backbone
 
 Writes ``EXPORT/<model_name>/<version>/`` (the next version number unless ``--version``): a
 SavedModel with the signatures serving_default, classify_bytes and embed, the reference database
 inside, and in its ``assets.extra/`` folder the LiteRT models, the reference database and the edge
 runner; and ``EXPORT/models.config``, TF Serving's config naming every model under EXPORT. Every
 artefact is checked against the Keras model before the version is published (a failed check
-publishes nothing). See the README's Deployment section.
+publishes nothing). Every artefact classifies by the reference database (section IV.A) on the
+run's embeddings or, with ``--representation=backbone``, on its pooled backbone features (then a
+CE run exports too). See the README's Deployment section.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import sys
 from absl import app, flags
 
 from scl_amp_tf import command_flags
+from scl_amp_tf.evaluating import REPRESENTATIONS  # NumPy only: TensorFlow loads in main
 
-flags.DEFINE_string("model_dir", None, "A finished SCL-AMP training run (python -m scl_amp_tf.train).")
+flags.DEFINE_string("model_dir", None, "A finished training run (python -m scl_amp_tf.train): SCL-AMP, or CE with "
+                    "--representation=backbone.")
 flags.DEFINE_string("export_dir", None, "Root of the exported models: EXPORT/<model_name>/<version>/.")
 flags.DEFINE_string("model_name", None, "Name under --export_dir (TF Serving's model name); "
                     "default: the --model_dir folder's name.")
@@ -28,6 +33,10 @@ flags.DEFINE_string("formats", "saved_model,tflite",
                     "saved_model, plus tflite (fp32, fp16 and int8) and/or some of tflite_fp32, tflite_fp16, "
                     "tflite_int8, tflite_int16x8 (int8 weights, int16 activations: closer to float than int8, "
                     "slower on CPU).")
+flags.DEFINE_enum("representation", "embedding", list(REPRESENTATIONS),
+                  "What the artefacts output and the reference database holds. embedding: an SCL-AMP run's "
+                  "embeddings, best on the classes it trained on; backbone: the pooled backbone features "
+                  "(SCL-AMP or CE), best on classes it never trained on, which enroll adds.")
 flags.DEFINE_integer("representative_images", 200,
                      "Training images (drawn with --seed) that calibrate the int8 and int16x8 quantisation.")
 command_flags.define_reject_threshold("are classified as unknown (class id -1) by every artefact; enrolment "
@@ -53,7 +62,8 @@ def main(argv):
             FLAGS.model_dir, FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
             formats=FLAGS.formats, representative_images=FLAGS.representative_images,
             check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed,
-            reject_threshold=open_set.parse_threshold(FLAGS.reject_threshold), reject_quantile=FLAGS.reject_quantile)
+            reject_threshold=open_set.parse_threshold(FLAGS.reject_threshold), reject_quantile=FLAGS.reject_quantile,
+            representation=FLAGS.representation)
     except (ValueError, OSError) as e:  # ExportError, DataError, bad settings, unwritable folders
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,9 @@ One exported version is one folder, in TF Serving's layout::
         reference_db.npz           one prototype per class (section IV.A)
         model_fp32.tflite ...      LiteRT models: pixels [N, S, S, C] -> embedding (L2-normalised,
                                    except int16x8's: the runner normalises every variant's output)
-        encoder.keras              the Keras encoder (enrolment builds the next version from it)
+        encoder.keras              the Keras network the artefacts run: the run's encoder, or its
+                                   backbone features (--representation=backbone); enrolment
+                                   builds the next version from it
         edge_classify.py           the LiteRT runner (needs LiteRT, NumPy and Pillow only)
 
 A version is written into a hidden temporary folder beside the others, reloaded and checked
@@ -36,11 +38,12 @@ import tempfile
 import keras
 import numpy as np
 
-from scl_amp_tf import evaluation, open_set
+from scl_amp_tf import evaluation, inference, open_set
 from scl_amp_tf import files
 from scl_amp_tf import models  # noqa: F401  (registers the custom layers that encoder.keras holds)
 from scl_amp_tf import run_folder
 from scl_amp_tf.edge import edge_classify
+from scl_amp_tf.evaluating import REPRESENTATIONS
 from scl_amp_tf.export_parity import check_version, keras_embeddings
 from scl_amp_tf.export_versions import (ENCODER_FILE, EXTRA, METADATA_FILE, REFERENCE_DB_FILE, TMP_PREFIX,
                                         remove_abandoned_versions, versions)
@@ -129,8 +132,15 @@ def calibration_and_check_images(train_images, representative_images, check_imag
 
 def export_model(model_dir, export_dir, *, model_name=None, version=None, formats="saved_model,tflite",
                  representative_images=200, check_images=64, data_dir=None, manual_dir=None, seed=0,
-                 reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE):
-    """Exports a finished SCL-AMP training run; returns the published version's path.
+                 reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE,
+                 representation="embedding"):
+    """Exports a finished training run; returns the published version's path.
+
+    ``representation`` is what every artefact outputs and the reference database holds:
+    ``"embedding"``, an SCL-AMP run's embeddings and the run's own database; ``"backbone"``, the
+    pooled backbone features of an SCL-AMP or CE run, with a database of the run's training images
+    rebuilt on them (section IV.A). Classes trained on score better on the embeddings; classes
+    never trained on, which ``enroll`` adds, on the backbone features (README, "Deployment").
 
     ``representative_images`` training images (drawn with ``seed``) calibrate int8, and
     ``check_images`` of them check every artefact against the Keras encoder. ``reject_threshold``
@@ -141,32 +151,44 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     variants = parse_formats(formats)
     if check_images < 1 or representative_images < 1:
         raise ExportError("--check_images and --representative_images must be at least 1.")
+    if representation not in REPRESENTATIONS:
+        raise ExportError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
     settings, train_data, _ = run_folder.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
-    if settings.get("method") != "scl_amp":
-        raise ExportError(f"{model_dir} holds a {settings.get('method')!r} model; export serves SCL-AMP models, "
-                          "which classify by the reference database (the CE baseline is for comparison: "
-                          "load its encoder.keras with Keras).")
-    encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
-    database = ReferenceDatabase.load(os.path.join(model_dir, "reference_db.npz"))
+    method = settings.get("method")
+    if method == "ce" and representation == "embedding":
+        raise ExportError(f"{model_dir} holds a 'ce' model, which classifies by its softmax: an export classifies "
+                          "by a reference database, which a CE run has on its backbone features only. Export "
+                          "them with --representation=backbone.")
+    if method not in ("scl_amp", "ce"):
+        raise ExportError(f"{model_dir} holds a {method!r} model, which learnt without labels: it has no classes "
+                          "to serve (start a labelled run from it with --init_from, then export that run).")
+    network = inference.representation_model(
+        keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER)), representation)
     tta = run_folder.tta_of(settings)
+    train_embeddings = (keras_embeddings(network, train_data.images, tta)
+                        if representation == "backbone" or reject_threshold == "auto" else None)
+    if representation == "embedding":
+        database = ReferenceDatabase.load(os.path.join(model_dir, run_folder.REFERENCE_DB))
+    else:  # on the features, built as training builds the run's database: every training image a reference
+        database = ReferenceDatabase.from_embeddings(train_embeddings, train_data.labels, train_data.class_names)
     if reject_threshold == "auto":
-        reject_threshold = run_folder.auto_reject_threshold(
-            model_dir, keras_embeddings(encoder, train_data.images, tta), train_data.labels, reject_quantile)
+        reject_threshold = run_folder.auto_reject_threshold(model_dir, train_embeddings, train_data.labels,
+                                                            reject_quantile)
     elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
         raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")
     calibration, checks = calibration_and_check_images(train_data.images, representative_images, check_images, seed)
     model_name = model_name or os.path.basename(os.path.normpath(model_dir))
     model_root = os.path.join(export_dir, model_name)
     version = int(version) if version is not None else (versions(model_root) or [0])[-1] + 1
-    metadata = {"format": 1, "model_name": model_name, "method": "scl_amp",
-                "image_size": int(encoder.input_shape[1]), "channels": int(encoder.input_shape[-1]),
-                "embedding_dim": int(encoder.output_shape[-1]), "signatures": list(SIGNATURES),
+    metadata = {"format": 1, "model_name": model_name, "method": method, "representation": representation,
+                "image_size": int(network.input_shape[1]), "channels": int(network.input_shape[-1]),
+                "embedding_dim": int(network.output_shape[-1]), "signatures": list(SIGNATURES),
                 "reject_threshold": None if reject_threshold is None else float(reject_threshold),
                 "tta": tta,
                 "training": {"model_dir": os.path.abspath(model_dir), **settings,
                              "dataset_description": train_data.description},
                 "history": [f"{now()} exported from {os.path.abspath(model_dir)}"]}
-    return publish_version(model_root, version, encoder, database, metadata, check_images=checks,
+    return publish_version(model_root, version, network, database, metadata, check_images=checks,
                            tflite_variants=variants, representative_images=calibration)
 
 
@@ -174,8 +196,10 @@ def describe_version(version_dir):
     """A short table of what a published version holds and how closely it matches Keras."""
     with open(os.path.join(version_dir, EXTRA, METADATA_FILE)) as f:
         metadata = json.load(f)
+    on = "backbone features" if metadata.get("representation") == "backbone" else "embeddings"
     lines = [f"Published {version_dir}: {len(metadata['class_names'])} classes, "
-             f"{metadata['image_size']}x{metadata['image_size']}x{metadata['channels']} inputs.",
+             f"{metadata['image_size']}x{metadata['image_size']}x{metadata['channels']} inputs, "
+             f"a reference database on the {on}.",
              "artefact                        bytes       min cosine  top-1 agreement (vs Keras)"]
     for name, figure in metadata["parity"].items():
         variant = name.split("/")[1] if name.startswith("tflite/") else None

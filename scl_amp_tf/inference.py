@@ -76,6 +76,17 @@ class Embedder:
         return np.concatenate(outputs) if outputs else np.zeros((0, *self.model.output_shape[1:]), np.float32)
 
 
+def representation_model(encoder, representation):
+    """The network a reference database is built on: ``"embedding"``, the run's own network (an
+    SCL-AMP encoder's embeddings, section III.A); ``"backbone"``, its pooled backbone features
+    (:func:`features_of`, before the projection head or the CE softmax layer)."""
+    if representation == "backbone":
+        return features_of(encoder)
+    if representation == "embedding":
+        return encoder
+    raise ValueError(f"representation={representation!r} must be embedding or backbone.")
+
+
 def features_of(encoder):
     """The pooled-backbone-features model inside a run's encoder (SCL-AMP) or classifier (CE)."""
     head = "projection_hidden" if any(layer.name == "projection_hidden" for layer in encoder.layers) else "logits"

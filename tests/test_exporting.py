@@ -498,12 +498,63 @@ def test_export_refuses_what_it_cannot_serve_and_publishes_nothing_on_failure(ex
     assert os.listdir(out / "m") == []
 
 
-def test_export_refuses_the_ce_baseline(tmp_path, tiny_runs):
+def test_the_ce_baseline_exports_its_backbone_features_only(tmp_path, tiny_runs):
+    """A CE run classifies by its softmax, which an export cannot enrol into: refused on the
+    embedding; on the backbone features its database is the one CE's training built (on them)."""
     config = tiny_runs["ce"][0]
     result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={tmp_path / 'out'}",
                   cwd=tmp_path)
-    assert result.returncode == 2 and "'ce' model" in result.stderr
+    assert result.returncode == 2 and "'ce' model" in result.stderr and "--representation=backbone" in result.stderr
     assert not os.path.exists(tmp_path / "out" / "ce" / "1")
+    result = _cli("scl_amp_tf.export", f"--model_dir={config.model_dir}", f"--export_dir={tmp_path / 'out'}",
+                  "--representation=backbone", "--formats=saved_model,tflite_fp32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reference database on the backbone features" in result.stdout
+    bundle = tmp_path / "out" / "ce" / "1" / "assets.extra"
+    metadata = json.loads((bundle / "scl_amp_tf.json").read_text())
+    assert (metadata["method"], metadata["representation"]) == ("ce", "backbone")
+    exported_db = ReferenceDatabase.load(bundle / "reference_db.npz")
+    trained_db = ReferenceDatabase.load(os.path.join(config.model_dir, "reference_db.npz"))
+    np.testing.assert_allclose(exported_db.prototypes, trained_db.prototypes, atol=1e-6)
+    assert exported_db.class_names == trained_db.class_names
+
+
+def test_export_on_backbone_features_and_enrol_on_them(exported, tmp_path):
+    """--representation=backbone: every artefact outputs the pooled backbone features, the database
+    holds the per-class means of the training images' normalised features (checked here in NumPy
+    from the run's split), and enrolment adds a class on the same features."""
+    from scl_amp_tf import inference
+
+    encoder, _ = _keras(exported)
+    features = inference.features_of(encoder)
+    path = exporting.export_model(exported["model_dir"], str(tmp_path / "exported"), model_name="wafers",
+                                  formats="saved_model,tflite_fp32", check_images=16, representation="backbone")
+    metadata = json.loads(open(os.path.join(path, "assets.extra", "scl_amp_tf.json")).read())
+    assert (metadata["method"], metadata["representation"]) == ("scl_amp", "backbone")
+    assert metadata["embedding_dim"] == features.output_shape[-1]
+    data = data_lib.load(f"folder:{exported['data_root']}", image_size=SIZE)
+    train = np.load(os.path.join(exported["model_dir"], "split.npz"))["train"]
+    unit = l2_normalize(features.predict(data.images[train] / 255.0, verbose=0))
+    expected = np.stack([unit[data.labels[train] == c].mean(axis=0) for c in range(len(TRAINED))])
+    database = ReferenceDatabase.load(os.path.join(path, "assets.extra", "reference_db.npz"))
+    np.testing.assert_allclose(database.prototypes, expected, atol=1e-5)
+    images = exported["images"]
+    queries = l2_normalize(features.predict(images / 255.0, verbose=0))
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["embedding"].numpy(), queries, atol=1e-5)
+    np.testing.assert_allclose(served["scores"].numpy(), queries @ expected.T, atol=1e-5)
+    edge = edge_classify.EdgeClassifier(os.path.join(path, "assets.extra"), "fp32").embed(images)
+    np.testing.assert_allclose(l2_normalize(edge), queries, atol=1e-4)
+
+    new_images = _new_class_folder(tmp_path / NEW)
+    enrolled = enrolment.enroll(str(tmp_path / "exported"), NEW, images=str(new_images))
+    references = np.stack([data_lib.resize_images(np.asarray(Image.open(p))[None, ..., None], SIZE)[0]
+                           for p in sorted(new_images.iterdir())])
+    prototype = l2_normalize(features.predict(references / 255.0, verbose=0)).mean(axis=0)
+    np.testing.assert_allclose(ReferenceDatabase.load(os.path.join(enrolled, "assets.extra", "reference_db.npz"))
+                               .prototypes[-1], prototype, atol=1e-5)
+    assert json.loads(open(os.path.join(enrolled, "assets.extra", "scl_amp_tf.json")).read())["representation"] \
+        == "backbone"
 
 
 def test_preprocess_is_the_training_resize():
