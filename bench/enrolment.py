@@ -1,0 +1,137 @@
+"""Benchmark: ``enroll`` on the embeddings against the backbone features (``export --representation``).
+
+``python -m scl_amp_tf.enroll`` adds a class to an exported model: the mean of its images'
+normalised outputs joins the reference database beside the trained classes' prototypes
+(section IV.A). Which output serves the enrolled classes better, the projection head's
+embeddings or the pooled backbone features? Table IV compares them with a database of the new
+classes alone; an enrolled class shares the database with the trained ones, and a query of it
+can be taken by a trained class.
+
+For each finished run trained on some classes of a dataset (``--classes``, e.g. Table IV's runs,
+``reproduce --table=4``), each representation (SCL-AMP: embedding and backbone; CE: backbone) and
+each k: the database of the export (every training image of the trained classes, as ``export``
+builds it), plus k images of each class the run never saw, drawn per episode exactly as Table IV
+draws its references (the run's seed, one generator per k); every other image of those classes a
+query. One line per run, representation and k, means over the episodes:
+
+* ``new_accuracy``: the queries of the enrolled classes classified right among every class;
+* ``new_as_trained``: the share of them taken by a trained class;
+* ``new_alone``: the same queries against the enrolled classes alone (Table IV's figure; checked
+  against the run's ``few_shot.json`` when it has one);
+* ``trained_accuracy``: the run's test images of the trained classes classified right after the
+  enrolment (None when the run trained on every image of them, as Table IV's runs do).
+
+Lines already in ``--output`` are skipped (the command resumes):
+
+    python bench/enrolment.py --runs RUN_DIR [RUN_DIR ...] --episodes=100 \\
+        --output=bench/results/enrolment.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+KS = (1, 3, 5)
+
+
+def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, seed, trained=None, trained_labels=None):
+    """The means over ``episodes`` of the figures above for normalised outputs ``novel`` of the
+    unseen classes (labels 0..n-1) and, if given, ``trained`` test outputs of the trained classes."""
+    from scl_amp_tf import evaluation
+    from scl_amp_tf.reference import ReferenceDatabase
+
+    rng = np.random.default_rng(seed)  # evaluation.few_shot_accuracies draws Table IV's episodes so
+    num_base = len(base_prototypes)
+    rows = []
+    for _ in range(episodes):
+        references, queries = evaluation.episode_split(novel_labels, shots, rng)
+        enrolled = ReferenceDatabase.from_embeddings(novel[references], novel_labels[references]).prototypes
+        full = ReferenceDatabase(np.concatenate([base_prototypes, enrolled]),
+                                 np.ones(num_base + len(enrolled)), range(num_base + len(enrolled)))
+        predicted = full.predict(novel[queries])
+        alone = np.argmax(novel[queries] @ enrolled.T, axis=1)
+        row = {"new_accuracy": np.mean(predicted == num_base + novel_labels[queries]),
+               "new_as_trained": np.mean(predicted < num_base),
+               "new_alone": np.mean(alone == novel_labels[queries])}
+        if trained is not None and len(trained):
+            row["trained_accuracy"] = np.mean(full.predict(trained) == trained_labels)
+        rows.append(row)
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="finished runs trained with --classes")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--ks", default=",".join(map(str, KS)))
+    parser.add_argument("--manual_dir", default=None, help="default: the one each run recorded")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+
+    import scl_amp_tf  # noqa: F401  (quiets TensorFlow's C++ log before TF loads)
+    import bench_lines
+    import keras
+
+    from scl_amp_tf import data as data_lib
+    from scl_amp_tf import inference, run_folder
+    from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+
+    ks = [int(k) for k in args.ks.split(",")]
+    for model_dir in args.runs:
+        model_dir = os.path.normpath(model_dir)
+        run = os.path.join(*model_dir.split(os.sep)[-3:])  # e.g. cpu-12800steps/base_In_Pa_RS/ce_seed0
+        settings, train_data, test_data = run_folder.load_run(model_dir, manual_dir=args.manual_dir)
+        if not settings.get("classes"):
+            raise SystemExit(f"{model_dir} trained on every class of its dataset: no class is left to enrol.")
+        recorded = run_folder.saved_data_flags(model_dir)
+        everything = data_lib.load_dataset(settings["dataset"], settings["image_size"], data_dir=recorded["data_dir"],
+                                           manual_dir=args.manual_dir or recorded["manual_dir"],
+                                           synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"])
+        novel_ids = [i for i, n in enumerate(everything.class_names) if n not in train_data.class_names]
+        novel_mask = np.isin(everything.labels, novel_ids)
+        novel_labels = np.searchsorted(np.unique(everything.labels[novel_mask]), everything.labels[novel_mask])
+        with open(os.path.join(model_dir, run_folder.METRICS)) as f:
+            steps = json.load(f)["steps"]
+        few_shot_path = os.path.join(model_dir, "few_shot.json")
+        few_shot = json.load(open(few_shot_path)) if os.path.exists(few_shot_path) else None
+        encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
+        tta = run_folder.tta_of(settings)
+        for representation in (("embedding", "backbone") if settings["method"] == "scl_amp" else ("backbone",)):
+            todo = [k for k in ks if not bench_lines.written(args.output, {
+                "figure": "enrolment", "run": run, "representation": representation, "k": k,
+                "episodes": args.episodes})]
+            if not todo:
+                continue
+            network = inference.representation_model(encoder, representation)
+
+            def outputs(images):
+                return l2_normalize(inference.embed(network, images, tta=tta))
+
+            base = ReferenceDatabase.from_embeddings(outputs(train_data.images), train_data.labels,
+                                                     train_data.class_names)
+            novel = outputs(everything.images[novel_mask])
+            trained = outputs(test_data.images) if len(test_data.labels) else None
+            for k in todo:
+                figures = enrolment_figures(base.prototypes, novel, novel_labels, k, args.episodes,
+                                            settings["seed"], trained, test_data.labels)
+                if few_shot and representation in few_shot["representations"] and \
+                        few_shot["episodes"] == args.episodes:
+                    table = float(np.mean(few_shot["representations"][representation][f"accuracy_k{k}"]))
+                    if abs(table - figures["new_alone"]) > 1e-6:
+                        raise SystemExit(f"{model_dir}: {representation} k={k} alone gives {figures['new_alone']}, "
+                                         f"Table IV's few_shot.json {table}: not the same episodes.")
+                bench_lines.emit({
+                    "figure": "enrolment", "run": run, "method": settings["method"], "seed": settings["seed"],
+                    "steps": steps, "dataset": settings["dataset"],
+                    "trained_classes": list(train_data.class_names),
+                    "enrolled_classes": [everything.class_names[i] for i in novel_ids],
+                    "representation": representation, "k": k, "episodes": args.episodes,
+                    "num_trained_test": int(len(test_data.labels)), **figures,
+                    "trained_accuracy": figures.get("trained_accuracy"), **bench_lines.provenance()}, args.output)
+
+
+if __name__ == "__main__":
+    main()
