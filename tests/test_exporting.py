@@ -519,6 +519,20 @@ def test_the_ce_baseline_exports_its_backbone_features_only(tmp_path, tiny_runs)
     assert exported_db.class_names == trained_db.class_names
 
 
+def test_export_refuses_a_run_trained_without_labels(tmp_path, tiny_runs):
+    import shutil
+
+    run = tmp_path / "pretrained"
+    shutil.copytree(tiny_runs["scl_amp"][0].model_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "method": "contrastive"}))
+    for representation in ("embedding", "backbone"):
+        with pytest.raises(exporting.ExportError, match="learnt without labels"):
+            exporting.export_model(str(run), str(tmp_path / "out"), formats="saved_model",
+                                   representation=representation)
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_export_on_backbone_features_and_enrol_on_them(exported, tmp_path):
     """--representation=backbone: every artefact outputs the pooled backbone features, the database
     holds the per-class means of the training images' normalised features (checked here in NumPy
