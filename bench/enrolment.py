@@ -43,7 +43,7 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
     from scl_amp_tf import evaluation
     from scl_amp_tf.reference import ReferenceDatabase
 
-    rng = np.random.default_rng(seed)  # evaluation.few_shot_accuracies draws Table IV's episodes so
+    rng = np.random.default_rng(seed)  # as evaluation.few_shot_accuracies draws Table IV's episodes
     num_base = len(base_prototypes)
     rows = []
     for _ in range(episodes):
