@@ -48,14 +48,13 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
     rows = []
     for _ in range(episodes):
         references, queries = evaluation.episode_split(novel_labels, shots, rng)
-        enrolled = ReferenceDatabase.from_embeddings(novel[references], novel_labels[references]).prototypes
-        full = ReferenceDatabase(np.concatenate([base_prototypes, enrolled]),
-                                 np.ones(num_base + len(enrolled)), range(num_base + len(enrolled)))
+        enrolled = ReferenceDatabase.from_embeddings(novel[references], novel_labels[references])
+        full = ReferenceDatabase(np.concatenate([base_prototypes, enrolled.prototypes]),
+                                 np.ones(num_base + enrolled.num_classes), range(num_base + enrolled.num_classes))
         predicted = full.predict(novel[queries])
-        alone = np.argmax(novel[queries] @ enrolled.T, axis=1)
         row = {"new_accuracy": np.mean(predicted == num_base + novel_labels[queries]),
                "new_as_trained": np.mean(predicted < num_base),
-               "new_alone": np.mean(alone == novel_labels[queries])}
+               "new_alone": np.mean(enrolled.predict(novel[queries]) == novel_labels[queries])}
         if trained is not None and len(trained):
             row["trained_accuracy"] = np.mean(full.predict(trained) == trained_labels)
         rows.append(row)
@@ -96,7 +95,10 @@ def main():
         with open(os.path.join(model_dir, run_folder.METRICS)) as f:
             steps = json.load(f)["steps"]
         few_shot_path = os.path.join(model_dir, "few_shot.json")
-        few_shot = json.load(open(few_shot_path)) if os.path.exists(few_shot_path) else None
+        few_shot = None
+        if os.path.exists(few_shot_path):
+            with open(few_shot_path) as f:
+                few_shot = json.load(f)
         encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
         tta = run_folder.tta_of(settings)
         for representation in (("embedding", "backbone") if settings["method"] == "scl_amp" else ("backbone",)):
