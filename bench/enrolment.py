@@ -19,7 +19,9 @@ query. One line per run, representation and k, means over the episodes:
 * ``new_alone``: the same queries against the enrolled classes alone (Table IV's figure; checked
   against the run's ``few_shot.json`` when it has one);
 * ``trained_accuracy``: the run's test images of the trained classes classified right after the
-  enrolment (None when the run trained on every image of them, as Table IV's runs do).
+  enrolment (None when the run trained on every image of them, as Table IV's runs do);
+* ``trained_alone``: the same images against the trained classes alone, before the enrolment
+  (the export's own accuracy on them; None likewise).
 
 Lines already in ``--output`` are skipped (the command resumes):
 
@@ -58,7 +60,11 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
         if trained is not None and len(trained):
             row["trained_accuracy"] = np.mean(full.predict(trained) == trained_labels)
         rows.append(row)
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    figures = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    if trained is not None and len(trained):
+        base = ReferenceDatabase(base_prototypes, np.ones(num_base), range(num_base))
+        figures["trained_alone"] = float(np.mean(base.predict(trained) == trained_labels))
+    return figures
 
 
 def main():
@@ -93,7 +99,11 @@ def main():
         novel_mask = np.isin(everything.labels, novel_ids)
         novel_labels = np.searchsorted(np.unique(everything.labels[novel_mask]), everything.labels[novel_mask])
         with open(os.path.join(model_dir, run_folder.METRICS)) as f:
-            steps = json.load(f)["steps"]
+            metrics = json.load(f)
+        steps = metrics["steps"]
+        # the run's own test accuracy on each representation's database: what trained_alone must repeat
+        recorded_alone = {"embedding": metrics.get("test_accuracy"),
+                          "backbone": metrics.get("reference_db_accuracy_on_features")}
         few_shot_path = os.path.join(model_dir, "few_shot.json")
         few_shot = None
         if os.path.exists(few_shot_path):
@@ -125,6 +135,11 @@ def main():
                     if abs(table - figures["new_alone"]) > 1e-6:
                         raise SystemExit(f"{model_dir}: {representation} k={k} alone gives {figures['new_alone']}, "
                                          f"Table IV's few_shot.json {table}: not the same episodes.")
+                recorded = recorded_alone[representation]  # a CE run is measured on its backbone only
+                if figures.get("trained_alone") is not None and recorded is not None and \
+                        abs(recorded - figures["trained_alone"]) > 1e-6:
+                    raise SystemExit(f"{model_dir}: {representation} gives {figures['trained_alone']} on the trained "
+                                     f"classes' test images, the run's metrics.json {recorded}: not the same database.")
                 bench_lines.emit({
                     "figure": "enrolment", "run": run, "method": settings["method"], "seed": settings["seed"],
                     "steps": steps, "dataset": settings["dataset"],
@@ -132,7 +147,8 @@ def main():
                     "enrolled_classes": [everything.class_names[i] for i in novel_ids],
                     "representation": representation, "k": k, "episodes": args.episodes,
                     "num_trained_test": int(len(test_data.labels)), **figures,
-                    "trained_accuracy": figures.get("trained_accuracy"), **bench_lines.provenance()}, args.output)
+                    "trained_accuracy": figures.get("trained_accuracy"),
+                    "trained_alone": figures.get("trained_alone"), **bench_lines.provenance()}, args.output)
 
 
 if __name__ == "__main__":
