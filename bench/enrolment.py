@@ -12,7 +12,9 @@ For each finished run trained on some classes of a dataset (``--classes``, e.g. 
 each k: the database of the export (every training image of the trained classes, as ``export``
 builds it), plus k images of each class the run never saw, drawn per episode exactly as Table IV
 draws its references (the run's seed, one generator per k); every other image of those classes a
-query. One line per run, representation and k, means over the episodes:
+query. Each prototype rule (``prototypes``: ``mean``, the mean cosine to a class's references
+that ``export`` and ``enroll`` store; ``normalised``, the cosine to their mean direction, see
+:func:`enrolment_figures`). One line per run, representation, rule and k, means over the episodes:
 
 * ``new_accuracy``: the queries of the enrolled classes classified right among every class;
 * ``new_as_trained``: the share of them taken by a trained class;
@@ -21,7 +23,12 @@ query. One line per run, representation and k, means over the episodes:
 * ``trained_accuracy``: the run's test images of the trained classes classified right after the
   enrolment (None when the run trained on every image of them, as Table IV's runs do);
 * ``trained_alone``: the same images against the trained classes alone, before the enrolment
-  (the export's own accuracy on them; None likewise).
+  (with ``mean``, the export's own accuracy on them, checked against the run's ``metrics.json``;
+  None likewise);
+* ``balanced_accuracy``: after the enrolment, the mean over every class, trained and enrolled, of
+  its images classified right (None likewise).
+
+Lines written before the rule was an option have no ``prototypes`` field: they are ``mean``.
 
 Lines already in ``--output`` are skipped (the command resumes):
 
@@ -37,33 +44,53 @@ import os
 import numpy as np
 
 KS = (1, 3, 5)
+PROTOTYPES = ("mean", "normalised")
 
 
-def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, seed, trained=None, trained_labels=None):
+def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, seed, trained=None, trained_labels=None,
+                      prototypes="mean"):
     """The means over ``episodes`` of the figures above for normalised outputs ``novel`` of the
-    unseen classes (labels 0..n-1) and, if given, ``trained`` test outputs of the trained classes."""
+    unseen classes (labels 0..n-1) and, if given, ``trained`` test outputs of the trained classes.
+
+    ``prototypes``: ``"mean"`` scores a class by the mean cosine to its references (section IV.A,
+    what ``export`` and ``enroll`` store); ``"normalised"`` by the cosine to their mean direction
+    (every prototype scaled to unit length), which does not favour a class whose few references
+    lie close together: an enrolled class of k images has a longer mean vector than a trained class
+    of hundreds."""
     from scl_amp_tf import evaluation
-    from scl_amp_tf.reference import ReferenceDatabase
+    from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+
+    if prototypes not in PROTOTYPES:
+        raise ValueError(f"prototypes={prototypes!r} must be one of {PROTOTYPES}")
+
+    def database(vectors):
+        vectors = l2_normalize(vectors) if prototypes == "normalised" else vectors
+        return ReferenceDatabase(vectors, np.ones(len(vectors)), range(len(vectors)))
 
     rng = np.random.default_rng(seed)  # as evaluation.few_shot_accuracies draws Table IV's episodes
     num_base = len(base_prototypes)
+    has_trained = trained is not None and len(trained) > 0
     rows = []
     for _ in range(episodes):
         references, queries = evaluation.episode_split(novel_labels, shots, rng)
-        enrolled = ReferenceDatabase.from_embeddings(novel[references], novel_labels[references])
-        full = ReferenceDatabase(np.concatenate([base_prototypes, enrolled.prototypes]),
-                                 np.ones(num_base + enrolled.num_classes), range(num_base + enrolled.num_classes))
+        enrolled = database(ReferenceDatabase.from_embeddings(novel[references], novel_labels[references]).prototypes)
+        full = database(np.concatenate([base_prototypes, enrolled.prototypes]))
         predicted = full.predict(novel[queries])
-        row = {"new_accuracy": np.mean(predicted == num_base + novel_labels[queries]),
+        truth = num_base + novel_labels[queries]
+        row = {"new_accuracy": np.mean(predicted == truth),
                "new_as_trained": np.mean(predicted < num_base),
                "new_alone": np.mean(enrolled.predict(novel[queries]) == novel_labels[queries])}
-        if trained is not None and len(trained):
-            row["trained_accuracy"] = np.mean(full.predict(trained) == trained_labels)
+        if has_trained:
+            predicted_trained = full.predict(trained)
+            row["trained_accuracy"] = np.mean(predicted_trained == trained_labels)
+            # every class, trained or enrolled, counts alike
+            row["balanced_accuracy"] = np.mean(
+                [np.mean(predicted_trained[trained_labels == c] == c) for c in np.unique(trained_labels)]
+                + [np.mean(predicted[truth == c] == c) for c in np.unique(truth)])
         rows.append(row)
     figures = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
-    if trained is not None and len(trained):
-        base = ReferenceDatabase(base_prototypes, np.ones(num_base), range(num_base))
-        figures["trained_alone"] = float(np.mean(base.predict(trained) == trained_labels))
+    if has_trained:
+        figures["trained_alone"] = float(np.mean(database(base_prototypes).predict(trained) == trained_labels))
     return figures
 
 
@@ -112,9 +139,9 @@ def main():
         encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
         tta = run_folder.tta_of(settings)
         for representation in (("embedding", "backbone") if settings["method"] == "scl_amp" else ("backbone",)):
-            todo = [k for k in ks if not bench_lines.written(args.output, {
-                "figure": "enrolment", "run": run, "representation": representation, "k": k,
-                "episodes": args.episodes})]
+            todo = [(rule, k) for rule in PROTOTYPES for k in ks if not bench_lines.written(args.output, {
+                "figure": "enrolment", "run": run, "representation": representation, "prototypes": rule, "k": k,
+                "episodes": args.episodes}, defaults={"prototypes": "mean"})]  # lines before the option: "mean"
             if not todo:
                 continue
             network = inference.representation_model(encoder, representation)
@@ -126,30 +153,36 @@ def main():
                                                      train_data.class_names)
             novel = outputs(everything.images[novel_mask])
             trained = outputs(test_data.images) if len(test_data.labels) else None
-            for k in todo:
+            for rule, k in todo:
                 figures = enrolment_figures(base.prototypes, novel, novel_labels, k, args.episodes,
-                                            settings["seed"], trained, test_data.labels)
-                if few_shot and representation in few_shot["representations"] and \
-                        few_shot["episodes"] == args.episodes:
-                    table = float(np.mean(few_shot["representations"][representation][f"accuracy_k{k}"]))
-                    if abs(table - figures["new_alone"]) > 1e-6:
-                        raise SystemExit(f"{model_dir}: {representation} k={k} alone gives {figures['new_alone']}, "
-                                         f"Table IV's few_shot.json {table}: not the same episodes.")
-                recorded = recorded_alone[representation]  # a CE run is measured on its backbone only
-                if figures.get("trained_alone") is not None and recorded is not None and \
-                        abs(recorded - figures["trained_alone"]) > 1e-6:
-                    raise SystemExit(f"{model_dir}: {representation} gives {figures['trained_alone']} on the trained "
-                                     f"classes' test images, the run's metrics.json {recorded}: not the same database.")
+                                            settings["seed"], trained, test_data.labels, prototypes=rule)
+                if rule == "mean":  # what the run itself recorded, with the same database
+                    check_against_run(model_dir, representation, k, figures, few_shot, args.episodes,
+                                      recorded_alone[representation])
                 bench_lines.emit({
                     "figure": "enrolment", "run": run, "method": settings["method"], "seed": settings["seed"],
                     "steps": steps, "dataset": settings["dataset"],
                     "trained_classes": list(train_data.class_names),
                     "enrolled_classes": [everything.class_names[i] for i in novel_ids],
-                    "representation": representation, "k": k, "episodes": args.episodes,
+                    "representation": representation, "prototypes": rule, "k": k, "episodes": args.episodes,
                     "num_trained_test": int(len(test_data.labels)), **figures,
-                    "trained_accuracy": figures.get("trained_accuracy"),
-                    "trained_alone": figures.get("trained_alone"), **bench_lines.provenance()}, args.output)
+                    **{key: figures.get(key) for key in ("trained_accuracy", "trained_alone", "balanced_accuracy")},
+                    **bench_lines.provenance()}, args.output)
 
+
+def check_against_run(model_dir, representation, k, figures, few_shot, episodes, recorded_alone):
+    """Stops if the "alone" figures differ from the run's own: Table IV's ``few_shot.json`` (the
+    same episodes) and the trained classes' test accuracy in ``metrics.json`` (a CE run is
+    measured on its backbone features only, its ``reference_db_accuracy_on_features``)."""
+    if few_shot and representation in few_shot["representations"] and few_shot["episodes"] == episodes:
+        table = float(np.mean(few_shot["representations"][representation][f"accuracy_k{k}"]))
+        if abs(table - figures["new_alone"]) > 1e-6:
+            raise SystemExit(f"{model_dir}: {representation} k={k} alone gives {figures['new_alone']}, "
+                             f"Table IV's few_shot.json {table}: not the same episodes.")
+    if figures.get("trained_alone") is not None and recorded_alone is not None and \
+            abs(recorded_alone - figures["trained_alone"]) > 1e-6:
+        raise SystemExit(f"{model_dir}: {representation} gives {figures['trained_alone']} on the trained "
+                         f"classes' test images, the run's metrics.json {recorded_alone}: not the same database.")
 
 if __name__ == "__main__":
     main()
