@@ -12,9 +12,10 @@ For each finished run trained on some classes of a dataset (``--classes``, e.g. 
 each k: the database of the export (every training image of the trained classes, as ``export``
 builds it), plus k images of each class the run never saw, drawn per episode exactly as Table IV
 draws its references (the run's seed, one generator per k); every other image of those classes a
-query. Each prototype rule (``prototypes``: ``mean``, the mean cosine to a class's references
-that ``export`` and ``enroll`` store; ``normalised``, the cosine to their mean direction, see
-:func:`enrolment_figures`). One line per run, representation, rule and k, means over the episodes:
+query. Each database is scored by two prototype rules (``prototypes``: ``mean``, the mean cosine
+to a class's references that ``export`` and ``enroll`` store; ``normalised``, the cosine to their
+mean direction, see :func:`enrolment_figures`). One line per run, representation, rule and k,
+means over the episodes:
 
 * ``new_accuracy``: the queries of the enrolled classes classified right among every class;
 * ``new_as_trained``: the share of them taken by a trained class;
@@ -183,6 +184,7 @@ def check_against_run(model_dir, representation, k, figures, few_shot, episodes,
             abs(recorded_alone - figures["trained_alone"]) > 1e-6:
         raise SystemExit(f"{model_dir}: {representation} gives {figures['trained_alone']} on the trained "
                          f"classes' test images, the run's metrics.json {recorded_alone}: not the same database.")
+
 
 if __name__ == "__main__":
     main()
