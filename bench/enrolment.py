@@ -58,6 +58,8 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
     (every prototype scaled to unit length), which does not favour a class whose few references
     lie close together: an enrolled class of k images has a longer mean vector than a trained class
     of hundreds."""
+    from sklearn import metrics
+
     from scl_amp_tf import evaluation
     from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 
@@ -84,10 +86,9 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
         if has_trained:
             predicted_trained = full.predict(trained)
             row["trained_accuracy"] = np.mean(predicted_trained == trained_labels)
-            # every class, trained or enrolled, counts alike
-            row["balanced_accuracy"] = np.mean(
-                [np.mean(predicted_trained[trained_labels == c] == c) for c in np.unique(trained_labels)]
-                + [np.mean(predicted[truth == c] == c) for c in np.unique(truth)])
+            # every class, trained or enrolled, counts alike: the mean of the per-class recalls
+            row["balanced_accuracy"] = metrics.balanced_accuracy_score(
+                np.concatenate([trained_labels, truth]), np.concatenate([predicted_trained, predicted]))
         rows.append(row)
     figures = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
     if has_trained:
