@@ -44,8 +44,9 @@ import os
 
 import numpy as np
 
+from scl_amp_tf.reference import PROTOTYPE_RULES as PROTOTYPES  # NumPy only
+
 KS = (1, 3, 5)
-PROTOTYPES = ("mean", "normalised")
 
 
 def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, seed, trained=None, trained_labels=None,
@@ -54,21 +55,20 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
     unseen classes (labels 0..n-1) and, if given, ``trained`` test outputs of the trained classes.
 
     ``prototypes``: ``"mean"`` scores a class by the mean cosine to its references (section IV.A,
-    what ``export`` and ``enroll`` store); ``"normalised"`` by the cosine to their mean direction
-    (every prototype scaled to unit length), which does not favour a class whose few references
-    lie close together: an enrolled class of k images has a longer mean vector than a trained class
-    of hundreds."""
+    what ``export`` stores by default); ``"normalised"`` by the cosine to their mean direction
+    (every prototype scaled to unit length, ``export --prototypes=normalised``), which does not
+    favour a class whose few references lie close together: an enrolled class of k images has a
+    longer mean vector than a trained class of hundreds."""
     from sklearn import metrics
 
     from scl_amp_tf import evaluation
-    from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+    from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
 
-    if prototypes not in PROTOTYPES:
-        raise ValueError(f"prototypes={prototypes!r} must be one of {PROTOTYPES}")
+    check_prototype_rule(prototypes)
 
-    def database(vectors):
-        vectors = l2_normalize(vectors) if prototypes == "normalised" else vectors
-        return ReferenceDatabase(vectors, np.ones(len(vectors)), range(len(vectors)))
+    def database(vectors):  # the prototypes as the export stores them under the rule
+        stored = ReferenceDatabase(vectors, np.ones(len(vectors)), range(len(vectors)))
+        return stored.normalised() if prototypes == "normalised" else stored
 
     rng = np.random.default_rng(seed)  # as evaluation.few_shot_accuracies draws Table IV's episodes
     num_base = len(base_prototypes)

@@ -6,7 +6,8 @@
 
 The newest version's own SavedModel embeds the images (any size; resized inside as in training);
 their mean normalised embedding becomes the class's prototype in the reference database (section
-IV.A of the paper: a k-shot reference set). The result is published as the next version (new
+IV.A of the paper: a k-shot reference set), at unit length when the model was exported with
+``--prototypes=normalised``. The result is published as the next version (new
 SavedModel, the same LiteRT files, the new reference database), checked like an export; the
 older versions stay, so TF Serving switches over (and back, by deleting the new folder) safely.
 The summary warns when some of the enrolled images predict as another class than the new one.

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.export_versions import ENCODER_FILE, EXTRA, REFERENCE_DB_FILE, find_model_root, versions
-from scl_amp_tf.exporting import now, publish_version
-from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.exporting import now, prototype_rule, publish_version
+from scl_amp_tf.reference import ReferenceDatabase, class_prototype
 from scl_amp_tf.serving_graph import UNKNOWN_NAME, ExportError, decode
 
 
@@ -40,11 +40,17 @@ def enrolment_check(database, class_name, embeddings):
     """How the enrolled images themselves are classified by the new reference database: all of them
     as the new class when the encoder sets that class apart from the others; those closer to
     another class's prototype than to their own mean say it does not (too few, mixed or
-    out-of-domain images, or an encoder that never learnt such defects)."""
+    out-of-domain images, or an encoder that never learnt such defects). With the lengths of the
+    new prototype and of the longest other one: under the mean rule a longer prototype scores
+    higher for images alike (:mod:`scl_amp_tf.reference`)."""
     counts = collections.Counter(database.class_names[i] for i in database.predict(embeddings))
     others = sorted((name for name in counts if name != class_name), key=lambda name: (-counts[name], name))
+    lengths = np.linalg.norm(database.prototypes, axis=1)
+    index = database.class_names.index(class_name)
     return {"class_name": class_name, "images": len(embeddings), "predicted_as_it": counts[class_name],
-            "closer_to": {name: counts[name] for name in others}}
+            "closer_to": {name: counts[name] for name in others},
+            "prototype_length": round(float(lengths[index]), 4),
+            "longest_other_prototype": round(float(np.delete(lengths, index).max()), 4)}
 
 
 MAX_CLASS_NAME = 100  # characters: a class name is a label in CSVs, JSON and serving answers
@@ -101,7 +107,7 @@ def enroll(export_dir, class_name, *, images=None, mode="add", model_name=None, 
         paths, encoded = read_images(images)
         out = tf.saved_model.load(latest).signatures["classify_bytes"](image_bytes=tf.constant(encoded))
         embeddings = out["embedding"].numpy()
-        prototype = l2_normalize(embeddings).mean(axis=0, keepdims=True)
+        prototype = class_prototype(embeddings, prototype_rule(metadata))[None]  # the rule of the export
         if mode == "add":
             new = ReferenceDatabase(np.concatenate([database.prototypes, prototype]),
                                     np.append(database.counts, len(paths)), [*names, class_name])

@@ -12,7 +12,8 @@ runner; and ``EXPORT/models.config``, TF Serving's config naming every model und
 artefact is checked against the Keras model before the version is published (a failed check
 publishes nothing). Every artefact classifies by the reference database (section IV.A) on the
 run's embeddings or, with ``--representation=backbone``, on its pooled backbone features (then a
-CE run exports too). See the README's Deployment section.
+CE run exports too); ``--prototypes=normalised`` scores a class by the cosine to its references'
+mean direction instead of their mean cosine. See the README's Deployment section.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from absl import app, flags
 
 from scl_amp_tf import command_flags
 from scl_amp_tf.evaluating import REPRESENTATIONS  # NumPy only: TensorFlow loads in main
+from scl_amp_tf.reference import PROTOTYPE_RULES
 
 flags.DEFINE_string("model_dir", None, "A finished training run (python -m scl_amp_tf.train): SCL-AMP, or CE with "
                     "--representation=backbone.")
@@ -37,6 +39,10 @@ flags.DEFINE_enum("representation", "embedding", list(REPRESENTATIONS),
                   "What the artefacts output and the reference database holds. embedding: an SCL-AMP run's "
                   "embeddings, best on the classes it trained on; backbone: the pooled backbone features "
                   "(SCL-AMP or CE), best on classes it never trained on, which enroll adds.")
+flags.DEFINE_enum("prototypes", "mean", list(PROTOTYPE_RULES),
+                  "How a class scores. mean: the mean cosine similarity to its references (the paper's rule, "
+                  "what evaluate reports); normalised: the cosine to their mean direction, so that a class "
+                  "enrolled from a few images does not outscore the trained ones. enroll follows it.")
 flags.DEFINE_integer("representative_images", 200,
                      "Training images (drawn with --seed) that calibrate the int8 and int16x8 quantisation.")
 command_flags.define_reject_threshold("are classified as unknown (class id -1) by every artefact; enrolment "
@@ -63,7 +69,7 @@ def main(argv):
             formats=FLAGS.formats, representative_images=FLAGS.representative_images,
             check_images=FLAGS.check_images, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, seed=FLAGS.seed,
             reject_threshold=open_set.parse_threshold(FLAGS.reject_threshold), reject_quantile=FLAGS.reject_quantile,
-            representation=FLAGS.representation)
+            representation=FLAGS.representation, prototypes=FLAGS.prototypes)
     except (ValueError, OSError) as e:  # ExportError, DataError, bad settings, unwritable folders
         print(f"error: {e}", file=sys.stderr)
         return 2

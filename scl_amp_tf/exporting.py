@@ -24,7 +24,9 @@ place, so TF Serving never sees a half-written or unchecked version.
 
 Classification is the paper's reference-database rule (section IV.A): the score of a class is the
 mean cosine similarity of the query's embedding to the class's references, which equals the dot
-product with the class prototype (the mean of the normalised references).
+product with the class prototype (the mean of the normalised references). With
+``--prototypes=normalised`` the stored prototypes are at unit length, so the score is the cosine to
+the class's mean direction (:mod:`scl_amp_tf.reference`); every artefact just takes the dot product.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from scl_amp_tf.evaluating import REPRESENTATIONS
 from scl_amp_tf.export_parity import check_version, keras_embeddings
 from scl_amp_tf.export_versions import (ENCODER_FILE, EXTRA, METADATA_FILE, REFERENCE_DB_FILE, TMP_PREFIX,
                                         remove_abandoned_versions, versions)
-from scl_amp_tf.reference import ReferenceDatabase
+from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
 from scl_amp_tf.serving_graph import UNKNOWN_NAME, ExportError, build_archive
 from scl_amp_tf.tflite_models import QUANTIZED, TFLITE_DEFAULT, TFLITE_VARIANTS, tflite_op_types, write_tflite
 
@@ -133,7 +135,7 @@ def calibration_and_check_images(train_images, representative_images, check_imag
 def export_model(model_dir, export_dir, *, model_name=None, version=None, formats="saved_model,tflite",
                  representative_images=200, check_images=64, data_dir=None, manual_dir=None, seed=0,
                  reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE,
-                 representation="embedding"):
+                 representation="embedding", prototypes="mean"):
     """Exports a finished training run; returns the published version's path.
 
     ``representation`` is what every artefact outputs and the reference database holds:
@@ -141,18 +143,26 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     pooled backbone features of an SCL-AMP or CE run, with a database of the run's training images
     rebuilt on them (section IV.A). Classes trained on score better on the embeddings; classes
     never trained on, which ``enroll`` adds, on the backbone features (README, "Deployment").
+    ``prototypes`` is the scoring rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`): ``"mean"``,
+    the mean cosine to a class's references (section IV.A, what ``evaluate`` reports);
+    ``"normalised"``, the cosine to their mean direction, which keeps classes enrolled from a few
+    images from outscoring the trained ones (README, "Deployment"); ``enroll`` follows it.
 
     ``representative_images`` training images (drawn with ``seed``) calibrate int8, and
     ``check_images`` of them check every artefact against the Keras encoder. ``reject_threshold``
     (None, ``"auto"`` or a cosine similarity) makes every artefact report images whose best score
     is below it as unknown; ``"auto"`` calibrates it on the training images as ``evaluate`` does
-    (the ``reject_quantile`` of their leave-one-out similarities).
+    (the ``reject_quantile`` of their leave-one-out scores under the ``prototypes`` rule).
     """
     variants = parse_formats(formats)
     if check_images < 1 or representative_images < 1:
         raise ExportError("--check_images and --representative_images must be at least 1.")
     if representation not in REPRESENTATIONS:
         raise ExportError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
+    try:
+        check_prototype_rule(prototypes)
+    except ValueError as e:
+        raise ExportError(f"--{e}") from None
     settings, train_data, _ = run_folder.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
     method = settings.get("method")
     if method == "ce" and representation == "embedding":
@@ -171,9 +181,11 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
         database = ReferenceDatabase.load(os.path.join(model_dir, run_folder.REFERENCE_DB))
     else:  # on the features, built as training builds the run's database: every training image a reference
         database = ReferenceDatabase.from_embeddings(train_embeddings, train_data.labels, train_data.class_names)
+    if prototypes == "normalised":
+        database = database.normalised()
     if reject_threshold == "auto":
         reject_threshold = run_folder.auto_reject_threshold(model_dir, train_embeddings, train_data.labels,
-                                                            reject_quantile)
+                                                            reject_quantile, prototypes)
     elif reject_threshold is not None and not -1.0 <= float(reject_threshold) <= 1.0:
         raise ExportError(f"--reject_threshold={reject_threshold} must be a cosine similarity in [-1, 1].")
     calibration, checks = calibration_and_check_images(train_data.images, representative_images, check_images, seed)
@@ -181,6 +193,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
     model_root = os.path.join(export_dir, model_name)
     version = int(version) if version is not None else (versions(model_root) or [0])[-1] + 1
     metadata = {"format": 1, "model_name": model_name, "method": method, "representation": representation,
+                "prototypes": prototypes,
                 "image_size": int(network.input_shape[1]), "channels": int(network.input_shape[-1]),
                 "embedding_dim": int(network.output_shape[-1]), "signatures": list(SIGNATURES),
                 "reject_threshold": None if reject_threshold is None else float(reject_threshold),
@@ -192,14 +205,21 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
                            tflite_variants=variants, representative_images=calibration)
 
 
+def prototype_rule(metadata):
+    """An exported version's prototype rule; versions exported before the option hold ``mean``."""
+    return metadata.get("prototypes", "mean")
+
+
 def describe_version(version_dir):
     """A short table of what a published version holds and how closely it matches Keras."""
     with open(os.path.join(version_dir, EXTRA, METADATA_FILE)) as f:
         metadata = json.load(f)
     on = "backbone features" if metadata.get("representation") == "backbone" else "embeddings"
+    rule = ("the cosine to each class's mean direction" if prototype_rule(metadata) == "normalised"
+            else "the mean cosine to each class's references")
     lines = [f"Published {version_dir}: {len(metadata['class_names'])} classes, "
              f"{metadata['image_size']}x{metadata['image_size']}x{metadata['channels']} inputs, "
-             f"a reference database on the {on}.",
+             f"a reference database on the {on}, scored by {rule}.",
              "artefact                        bytes       min cosine  top-1 agreement (vs Keras)"]
     for name, figure in metadata["parity"].items():
         variant = name.split("/")[1] if name.startswith("tflite/") else None
@@ -216,6 +236,13 @@ def describe_version(version_dir):
                      f"images enrolled as {enrolment['class_name']!r} predict as another class: {closer}. This "
                      "encoder does not set them apart; more or cleaner images of the class, or retraining with "
                      "it, may help.")
+    if (enrolment and prototype_rule(metadata) == "mean"
+            and enrolment.get("prototype_length", 0) > enrolment.get("longest_other_prototype", 1)):
+        lines.append(f"note: the prototype of {enrolment['class_name']!r} (from {enrolment['images']} images) has "
+                     f"length {enrolment['prototype_length']:.2f}, every other class's at most "
+                     f"{enrolment['longest_other_prototype']:.2f}: under the mean cosine it scores higher than they "
+                     "do for images alike and may take theirs. An export with --prototypes=normalised scores by "
+                     "the direction alone (README, Deployment).")
     for variant in (v for v in QUANTIZED if v in metadata["tflite"]):
         lines.append(f"{variant} ops with float32 outputs: "
                      f"{', '.join(metadata['tflite'][variant]['float_ops']) or 'none'}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from scl_amp_tf.evaluation import episode_split, reference_predictions
-from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
+from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule, l2_normalize
 
 DEFAULT_REJECT_QUANTILE = 0.05
 
@@ -33,7 +33,7 @@ def parse_threshold(value):
                          "similarity in [-1, 1]).") from None
 
 
-def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, held_out=None):
+def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, held_out=None, prototypes="mean"):
     """The conformal ``quantile`` (:func:`conformal_quantile`) of the references' leave-one-out best
     scores (:func:`leave_one_out_best_scores`): at least ``1 - quantile`` of known-class images
     like them are then accepted, on average. (Not the similarity to the own class alone: the rule
@@ -43,9 +43,10 @@ def calibrate_threshold(embeddings, labels, quantile=DEFAULT_REJECT_QUANTILE, he
     ``held_out`` (boolean mask): calibrate on these references only, images the network did not
     fit (a run's validation split). Images it fitted score far higher than new images of their
     class, so a threshold calibrated on them rejects most known-class test images; use
-    :func:`scl_amp_tf.run_folder.auto_reject_threshold` for a run.
+    :func:`scl_amp_tf.run_folder.auto_reject_threshold` for a run. ``prototypes``: the rule the
+    scores are compared under (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`).
     """
-    similarities = leave_one_out_best_scores(embeddings, labels, held_out)
+    similarities = leave_one_out_best_scores(embeddings, labels, held_out, prototypes)
     if len(similarities) == 0:
         raise ValueError("--reject_threshold=auto needs two references of one class at least "
                          "(it calibrates on each reference against the others of its class).")
@@ -85,14 +86,22 @@ def auroc(positive_scores, negative_scores):
     return float(metrics.roc_auc_score(truth, np.r_[pos, neg]))
 
 
-def leave_one_out_best_scores(embeddings, labels, among=None):
+def leave_one_out_best_scores(embeddings, labels, among=None, prototypes="mean"):
     """Each reference's best score over the classes as if it had not been a reference: the mean
     cosine similarity to every class's references, its own class's taken without it, maximised
     over the classes. That is what the reject rule compares with the threshold for a new image
     (:func:`decide`), so a threshold at the ``q`` quantile of these accepts about ``1 - q`` of
     known-class images like them. Classes with a single reference are left out; ``among`` (a
     boolean mask): only those references' scores (the others still count in the class means).
+    ``prototypes="normalised"``: every class mean (the own one without the reference too) at unit
+    length, as a database under that rule scores (:meth:`ReferenceDatabase.normalised`).
     """
+    check_prototype_rule(prototypes)
+
+    def rule(means):
+        return means / np.maximum(np.linalg.norm(means, axis=-1, keepdims=True), 1e-12) \
+            if prototypes == "normalised" else means
+
     z = l2_normalize(embeddings).astype(np.float64)
     labels = np.asarray(labels, np.int64)
     among = np.ones(len(labels), bool) if among is None else np.asarray(among, bool)
@@ -104,8 +113,8 @@ def leave_one_out_best_scores(embeddings, labels, among=None):
         chosen = np.flatnonzero((labels == label) & among)
         if counts[k] < 2 or not len(chosen):
             continue
-        scores = z[chosen] @ (sums / counts[:, None]).T  # [n, classes]: every class with all its references
-        scores[:, k] = np.sum(z[chosen] * (sums[k] - z[chosen]), axis=1) / (counts[k] - 1)  # own class without it
+        scores = z[chosen] @ rule(sums / counts[:, None]).T  # [n, classes]: every class with all its references
+        scores[:, k] = np.sum(z[chosen] * rule((sums[k] - z[chosen]) / (counts[k] - 1)), axis=1)  # own without it
         out.append(scores.max(axis=1))
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -5,6 +5,12 @@ mean cosine similarity between the query and that class's references, and the pr
 the class with the highest mean. Since ``mean_k cos(q, r_k) = q_hat . mean_k(r_hat_k)``, the
 database keeps one prototype per class (the mean of its L2-normalised references), so scoring is
 one matrix product; this is exact, not an approximation.
+
+That mean is shorter the more a class's references differ, so for images alike a class of one
+reference (length 1) scores higher than a class of many varied ones (ours, beyond the paper). The
+``normalised`` prototype rule scales every prototype to unit length: a score is then the cosine to
+the class's mean direction, whatever the number and spread of its references. ``export
+--prototypes`` chooses the rule; ``enroll`` follows the exported one.
 """
 from __future__ import annotations
 
@@ -14,10 +20,25 @@ import numpy as np
 
 from scl_amp_tf.files import atomic_write
 
+PROTOTYPE_RULES = ("mean", "normalised")  # the mean of the normalised references; that mean at unit length
+
 
 def l2_normalize(x, eps=1e-12):
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def check_prototype_rule(rule):
+    if rule not in PROTOTYPE_RULES:
+        raise ValueError(f"prototypes={rule!r} must be one of {', '.join(PROTOTYPE_RULES)}.")
+
+
+def class_prototype(embeddings, rule="mean"):
+    """One class's prototype ``[d]`` from its references' embeddings ``[M, d]`` under ``rule``
+    (:data:`PROTOTYPE_RULES`): the mean of their normalised embeddings, or that mean at unit length."""
+    check_prototype_rule(rule)
+    prototype = l2_normalize(embeddings).mean(axis=0)
+    return l2_normalize(prototype) if rule == "normalised" else prototype
 
 
 class ReferenceDatabase:
@@ -54,12 +75,17 @@ class ReferenceDatabase:
         np.add.at(sums, labels, embeddings)
         return cls((sums / counts[:, None]).astype(np.float32), counts, names)
 
+    def normalised(self):
+        """The same classes with every prototype at unit length (the ``normalised`` rule)."""
+        return ReferenceDatabase(l2_normalize(self.prototypes), self.counts, self.class_names)
+
     @property
     def num_classes(self):
         return len(self.class_names)
 
     def scores(self, queries):
-        """``[N, num_classes]``: mean cosine similarity of each query to each class's references."""
+        """``[N, num_classes]``: mean cosine similarity of each query to each class's references (to
+        their mean direction for a :meth:`normalised` database)."""
         return l2_normalize(queries) @ self.prototypes.T
 
     def predict(self, queries):

@@ -90,14 +90,16 @@ def validation_mask(model_dir, num_train):
     return np.isin(train, held_out)
 
 
-def auto_reject_threshold(model_dir, train_embeddings, train_labels, quantile):
+def auto_reject_threshold(model_dir, train_embeddings, train_labels, quantile, prototypes="mean"):
     """``--reject_threshold=auto`` for a run: calibrated on its validation images, which the
     network never fitted, so that about ``1 - quantile`` of known-class test images are accepted
-    (calibrated on fitted images it would reject most of them). Raises ValueError for a run
-    trained without a validation split."""
+    (calibrated on fitted images it would reject most of them), scored under the ``prototypes``
+    rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`). Raises ValueError for a run trained
+    without a validation split."""
     held_out = validation_mask(model_dir, len(train_labels))
     if not held_out.any():
         raise ValueError(f"--reject_threshold=auto calibrates on training images the network did not fit, and "
                          f"{model_dir} has none: train it with --validation_fraction (e.g. 0.2), or give the "
                          "threshold as a number.")
-    return open_set.calibrate_threshold(train_embeddings, train_labels, quantile, held_out=held_out)
+    return open_set.calibrate_threshold(train_embeddings, train_labels, quantile, held_out=held_out,
+                                        prototypes=prototypes)

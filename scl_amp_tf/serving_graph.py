@@ -121,8 +121,9 @@ def build_archive(encoder, database: ReferenceDatabase, reject_threshold=None, t
     """The serving model: a ``keras.export.ExportArchive`` with the three signatures.
 
     * ``serving_default``: ``images`` uint8 ``[N, H, W, C]`` -> ``class_id`` int64 ``[N]``,
-      ``class_name`` string ``[N]``, ``scores`` float32 ``[N, K]`` (mean cosine similarity to each
-      class's references), ``embedding`` float32 ``[N, d]`` (L2-normalised); with a
+      ``class_name`` string ``[N]``, ``scores`` float32 ``[N, K]`` (the dot product with each class's
+      prototype: the mean cosine similarity to its references, or the cosine to their mean direction
+      for unit-length prototypes), ``embedding`` float32 ``[N, d]`` (L2-normalised); with a
       ``reject_threshold``, an image whose best score is below it is ``-1`` / ``"unknown"``;
     * ``classify_bytes``: ``image_bytes`` string ``[N]`` (encoded images of any size) -> the same;
     * ``embed``: ``images`` uint8 ``[N, H, W, C]`` -> ``embedding``.

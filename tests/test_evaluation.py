@@ -118,6 +118,29 @@ def test_leave_one_out_threshold_by_brute_force():
         open_set.calibrate_threshold(z[:2], [0, 1])
 
 
+def test_leave_one_out_scores_under_normalised_prototypes_by_brute_force():
+    """``prototypes="normalised"``: each class mean (the own one without the reference) at unit length."""
+    rng = np.random.default_rng(3)
+    z, labels = rng.normal(size=(15, 4)) + [2, 0, 0, 0], np.array([0] * 6 + [1] * 8 + [2])
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    def direction(vectors):
+        mean = vectors.mean(0)
+        return mean / np.linalg.norm(mean)
+
+    best = []
+    for i in range(15):
+        others = [j for j in range(15) if labels[j] == labels[i] and j != i]
+        if others:
+            best.append(max(unit[i] @ direction(unit[others] if c == labels[i] else unit[labels == c])
+                            for c in range(3)))
+    scores = open_set.leave_one_out_best_scores(z, labels, prototypes="normalised")
+    np.testing.assert_allclose(np.sort(scores), np.sort(best), atol=1e-6)
+    assert not np.allclose(np.sort(scores), np.sort(open_set.leave_one_out_best_scores(z, labels)), atol=1e-3)
+    assert open_set.calibrate_threshold(z, labels, 0.2, prototypes="normalised") == pytest.approx(
+        np.sort(best)[2], abs=1e-6)
+
+
 def test_auroc_against_all_pairs():
     rng = np.random.default_rng(3)
     pos, neg = np.round(rng.normal(1, 1, 40), 1), np.round(rng.normal(0, 1, 30), 1)  # rounded: ties

@@ -368,8 +368,16 @@ def test_enroll_add_replace_remove(exported, tmp_path):
     np.testing.assert_allclose(after["scores"].numpy()[:, -1], expected, atol=1e-5)
     metadata = json.loads((export_dir / "wafers" / "2" / "assets.extra" / "scl_amp_tf.json").read_text())
     assert metadata["class_names"] == [*TRAINED, NEW] and metadata["reference_counts"][-1] == 8
-    assert metadata["enrolment"] == {"class_name": NEW, "images": 8, "predicted_as_it": 8, "closer_to": {}}
+    lengths = np.linalg.norm(ReferenceDatabase.load(export_dir / "wafers" / "2" / "assets.extra" /
+                                                    "reference_db.npz").prototypes, axis=1)
+    assert metadata["enrolment"] == {"class_name": NEW, "images": 8, "predicted_as_it": 8, "closer_to": {},
+                                     "prototype_length": round(float(lengths[-1]), 4),
+                                     "longest_other_prototype": round(float(lengths[:-1].max()), 4)}
+    assert metadata["prototypes"] == "mean"
     assert "warning" not in result.stdout
+    # Eight near-copies make a prototype longer than any trained class's: the summary says what that does.
+    assert lengths[-1] > lengths[:-1].max()
+    assert f"note: the prototype of 'R' (from 8 images) has length {lengths[-1]:.2f}" in result.stdout
     assert "added class 'R'" in metadata["history"][-1]
     edge = edge_classify.EdgeClassifier(str(export_dir / "wafers" / "2" / "assets.extra"), "fp32")
     assert list(edge.classify(references)[1]) == [NEW] * 8  # the edge bundle follows
@@ -403,8 +411,10 @@ def test_enrolment_says_when_its_own_images_predict_as_another_class(tmp_path):
     # An independent NumPy count: nearest prototype by cosine similarity.
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     nearest = np.argmax(unit @ database.prototypes.T, axis=1)
+    lengths = np.linalg.norm(database.prototypes, axis=1)
     assert checked == {"class_name": "new", "images": 5, "predicted_as_it": int(np.sum(nearest == 2)),
-                         "closer_to": {"a": int(np.sum(nearest == 0))}}
+                       "closer_to": {"a": int(np.sum(nearest == 0))},
+                       "prototype_length": round(float(lengths[2]), 4), "longest_other_prototype": 1.0}
     assert checked["predicted_as_it"] == 2
     version = tmp_path / "1"
     (version / export_versions.EXTRA).mkdir(parents=True)
@@ -472,6 +482,55 @@ def test_reject_threshold_carries_over_to_every_artefact_and_enrolment(exported,
     assert np.all(new_best[~rejected] >= threshold)
     with pytest.raises(exporting.ExportError, match="cosine similarity in"):
         exporting.export_model(exported["model_dir"], str(export_dir), model_name="open_set", reject_threshold=2.0)
+
+
+def test_normalised_prototypes_from_export_to_enrolment(exported, tmp_path):
+    """--prototypes=normalised: the database holds the run's prototypes at unit length, every
+    artefact scores by them, --reject_threshold=auto is calibrated on the same rule (brute force
+    here), and enrolment stores the new class's prototype at unit length too."""
+    encoder, database = _keras(exported)
+    unit_prototypes = database.prototypes / np.linalg.norm(database.prototypes, axis=1, keepdims=True)
+    data = data_lib.load(f"folder:{exported['data_root']}", image_size=SIZE)
+    split = np.load(os.path.join(exported["model_dir"], "split.npz"))
+    train, validation = split["train"], split["validation"]
+    z = l2_normalize(keras_embeddings(encoder, data.images[train]))
+    labels = data.labels[train]
+    best_scores = []
+    for i in np.flatnonzero(np.isin(train, validation)):
+        means = [z[[j for j in range(len(train)) if labels[j] == c and j != i]].mean(axis=0)
+                 for c in range(len(TRAINED))]
+        best_scores.append(max(z[i] @ (m / np.linalg.norm(m)) for m in means))
+    expected_threshold = float(np.sort(best_scores)[int(16 * 0.2) - 1])  # 15 images, q = 0.2: the 3rd
+    export_dir = tmp_path / "exported"
+    result = _cli("scl_amp_tf.export", f"--model_dir={exported['model_dir']}", f"--export_dir={export_dir}",
+                  "--model_name=unit", "--formats=saved_model,tflite_fp32", "--check_images=16",
+                  "--prototypes=normalised", "--reject_threshold=auto", "--reject_quantile=0.2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scored by the cosine to each class's mean direction" in result.stdout
+    version = export_dir / "unit" / "1"
+    metadata = json.loads((version / "assets.extra" / "scl_amp_tf.json").read_text())
+    assert metadata["prototypes"] == "normalised"
+    assert metadata["reject_threshold"] == pytest.approx(expected_threshold, abs=1e-6)
+    stored = ReferenceDatabase.load(version / "assets.extra" / "reference_db.npz")
+    np.testing.assert_allclose(stored.prototypes, unit_prototypes, atol=1e-6)
+    images = exported["images"]
+    queries = l2_normalize(keras_embeddings(encoder, images))
+    served = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["scores"].numpy(), queries @ unit_prototypes.T, atol=1e-5)
+    _, _, edge_scores = edge_classify.EdgeClassifier(str(version / "assets.extra"), "fp32").classify(images)
+    np.testing.assert_allclose(edge_scores, queries @ unit_prototypes.T, atol=1e-4)
+
+    new_images = _new_class_folder(tmp_path / NEW)
+    enrolled = enrolment.enroll(str(export_dir), NEW, images=str(new_images), model_name="unit")
+    references = np.stack([data_lib.resize_images(np.asarray(Image.open(p))[None, ..., None], SIZE)[0]
+                           for p in sorted(new_images.iterdir())])
+    mean = l2_normalize(keras_embeddings(encoder, references)).mean(axis=0)
+    after = ReferenceDatabase.load(os.path.join(enrolled, "assets.extra", "reference_db.npz"))
+    np.testing.assert_allclose(after.prototypes[-1], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_allclose(after.prototypes[:-1], unit_prototypes, atol=1e-6)
+    assert "note: the prototype" not in exporting.describe_version(enrolled)  # every prototype has length 1
+    with pytest.raises(exporting.ExportError, match="--prototypes='median' must be one of mean, normalised"):
+        exporting.export_model(exported["model_dir"], str(export_dir), prototypes="median")
 
 
 def test_export_refuses_what_it_cannot_serve_and_publishes_nothing_on_failure(exported, tmp_path, monkeypatch):
