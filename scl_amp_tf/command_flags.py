@@ -10,6 +10,7 @@ from __future__ import annotations
 from absl import flags
 
 from scl_amp_tf.open_set import DEFAULT_REJECT_QUANTILE  # NumPy only
+from scl_amp_tf.reference import PROTOTYPE_RULES  # NumPy only
 
 IMAGES_HELP = "An image file or a folder of images (searched recursively)."
 
@@ -26,11 +27,19 @@ def define_recorded_data_location(whose="the run"):
     flags.DEFINE_string("manual_dir", None, f"Manual-download folder of the dataset, if not the one {whose} recorded.")
 
 
+def define_prototypes(consequence):
+    """``--prototypes``: how a class of a reference database scores (:mod:`scl_amp_tf.reference`)."""
+    flags.DEFINE_enum("prototypes", "mean", list(PROTOTYPE_RULES),
+                      "How a class scores. mean: the mean cosine similarity to its references (the paper's rule); "
+                      "normalised: the cosine to their mean direction (every prototype at unit length), so that a "
+                      "class of a few references does not outscore one of many. " + consequence)
+
+
 def define_reject_threshold(applies):
     """``--reject_threshold`` (``applies``: what a rejected image becomes, in this command) and
     ``--reject_quantile`` (how ``auto`` calibrates it, see :mod:`scl_amp_tf.open_set`)."""
     flags.DEFINE_string("reject_threshold", "none",
-                        "none | auto | a number: images whose best mean cosine similarity is below it " + applies
+                        "none | auto | a number: images whose best score (--prototypes) is below it " + applies
                         + " auto calibrates it on the run's validation images (train with --validation_fraction).")
     flags.DEFINE_float("reject_quantile", DEFAULT_REJECT_QUANTILE,
                        "For --reject_threshold=auto: the quantile of the validation images' leave-one-out best "

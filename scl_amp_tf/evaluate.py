@@ -6,7 +6,9 @@
 
 SCL-AMP runs classify by the reference database (section IV.A): ``--reference_shots=k``
 references per class drawn at random from the training set (seeded by ``--seed``; default every
-training image), each test image goes to the class of highest mean cosine similarity. CE runs
+training image), each test image goes to the class of highest mean cosine similarity (with
+``--prototypes=normalised``, of highest cosine to the references' mean direction, as an export
+with that option serves). CE runs
 classify by their softmax (or, with ``--representation=backbone``, by a reference database on
 the pooled backbone features, as SCL-AMP runs can too). ``--reject_threshold`` (SCL-AMP and
 reference databases only) reports queries under a similarity threshold as unknown defects
@@ -38,6 +40,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the reference draw.")
 flags.DEFINE_enum("representation", "embedding", list(REPRESENTATIONS),
                   "embedding: the run's output (SCL-AMP embedding, CE softmax); backbone: a reference "
                   "database on the pooled backbone features (either method).")
+command_flags.define_prototypes("As export --prototypes: evaluate the rule an export will serve.")
 command_flags.define_reject_threshold("are reported as unknown (reference databases only).")
 flags.DEFINE_enum("tta", None, ["none", "dihedral"],
                   "Test-time augmentation of every reference and query (default: the run's --tta): dihedral "
@@ -65,7 +68,7 @@ def main(argv):
             FLAGS.model_dir, reference_shots=FLAGS.reference_shots, seed=FLAGS.seed,
             representation=FLAGS.representation, reject_threshold=threshold,
             reject_quantile=FLAGS.reject_quantile, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-            tta=FLAGS.tta)
+            tta=FLAGS.tta, prototypes=FLAGS.prototypes)
     except ValueError as e:  # not a finished run, data problems, bad flag values
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,11 +18,13 @@ REPRESENTATIONS = ("embedding", "backbone")
 
 
 def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="embedding", reject_threshold=None,
-                 reject_quantile=0.05, data_dir=None, manual_dir=None, tta=None):
+                 reject_quantile=0.05, data_dir=None, manual_dir=None, tta=None, prototypes="mean"):
     """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``.
 
     ``tta`` (None: the run's ``--tta``) embeds every reference and query as
-    :func:`scl_amp_tf.inference.embed` does; a reference database is built from those embeddings."""
+    :func:`scl_amp_tf.inference.embed` does; a reference database is built from those embeddings.
+    ``prototypes`` is its scoring rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`), for the
+    predictions, the ``auto`` threshold and the open-set AUROC alike, as ``export`` serves it."""
     import keras
 
     from scl_amp_tf import evaluation, inference, open_set, reference, run_folder
@@ -40,6 +42,10 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     use_softmax = method == "ce" and representation == "embedding"
     if use_softmax and reject_threshold is not None:
         raise ValueError("--reject_threshold works on reference databases: a CE run needs "
+                         "--representation=backbone for it.")
+    reference.check_prototype_rule(prototypes)
+    if use_softmax and prototypes != "mean":
+        raise ValueError(f"--prototypes={prototypes} works on reference databases: a CE run needs "
                          "--representation=backbone for it.")
     model = inference.representation_model(encoder, representation)
     refs = (np.arange(len(train_data.labels)) if reference_shots is None
@@ -60,19 +66,20 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
             train_embeddings = (ref_embeddings if reference_shots is None  # refs are every training image
                                 else outputs(train_data.images))
             threshold = run_folder.auto_reject_threshold(model_dir, train_embeddings, train_data.labels,
-                                                       reject_quantile)
+                                                       reject_quantile, prototypes)
         elif reject_threshold is not None:
             threshold = float(reject_threshold)
         predictions, scores, _ = evaluation.reference_predictions(
-            ref_embeddings, train_data.labels[refs], test_embeddings, train_data.class_names, threshold)
+            ref_embeddings, train_data.labels[refs], test_embeddings, train_data.class_names, threshold, prototypes)
         on = "backbone features" if representation == "backbone" else "embeddings"
-        classifier = f"reference database on the {on}"
+        classifier = f"reference database on the {on}" + (
+            ", scored by the cosine to each class's mean direction" if prototypes == "normalised" else "")
     if tta != "none":
         classifier += f" ({tta} test-time augmentation: each image's 8 rotations and flips averaged)"
     summary = evaluation.summarize(test_data.labels, predictions, test_data.class_names)
     result = {
         "model_dir": os.path.abspath(model_dir), "method": method, "classifier": classifier,
-        "representation": representation, "tta": tta,
+        "representation": representation, "tta": tta, "prototypes": None if use_softmax else prototypes,
         "reference_shots": reference_shots, "num_references": None if use_softmax else int(len(refs)),
         "seed": seed, "reject_threshold": threshold,
         "reject_threshold_setting": reject_threshold if reject_threshold in (None, "auto") else "fixed",
@@ -82,7 +89,7 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     }
     if threshold is not None:  # how well the score that the threshold cuts tells unknown defects apart
         per_class = open_set.leave_one_class_out_auroc(ref_embeddings, train_data.labels[refs], test_embeddings,
-                                                         test_data.labels)
+                                                         test_data.labels, prototypes)
         result["open_set_auroc"] = {
             "per_left_out_class": {test_data.class_names[c]: v for c, v in per_class.items()},
             "mean": float(np.mean(list(per_class.values()))) if per_class else None}

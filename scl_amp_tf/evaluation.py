@@ -21,7 +21,7 @@ import textwrap
 
 import numpy as np
 
-from scl_amp_tf.reference import ReferenceDatabase
+from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
 
 UNKNOWN = -1  # the prediction of a rejected query
 
@@ -170,12 +170,16 @@ def decide(scores, threshold=None):
 
 
 def reference_predictions(reference_embeddings, reference_labels, query_embeddings, class_names,
-                          threshold=None):
+                          threshold=None, prototypes="mean"):
     """Section IV.A: ``(predictions, scores, database)`` of queries against the references.
 
-    ``threshold``: queries whose best mean cosine similarity is below it are ``UNKNOWN``.
+    ``threshold``: queries whose best score is below it are ``UNKNOWN``. ``prototypes``: the
+    scoring rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`; ``"mean"``, the paper's mean cosine).
     """
+    check_prototype_rule(prototypes)
     database = ReferenceDatabase.from_embeddings(reference_embeddings, reference_labels, class_names)
+    if prototypes == "normalised":
+        database = database.normalised()
     scores = database.scores(query_embeddings)
     return decide(scores, threshold), scores, database
 

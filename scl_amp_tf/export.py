@@ -23,7 +23,6 @@ from absl import app, flags
 
 from scl_amp_tf import command_flags
 from scl_amp_tf.evaluating import REPRESENTATIONS  # NumPy only: TensorFlow loads in main
-from scl_amp_tf.reference import PROTOTYPE_RULES
 
 flags.DEFINE_string("model_dir", None, "A finished training run (python -m scl_amp_tf.train): SCL-AMP, or CE with "
                     "--representation=backbone.")
@@ -39,10 +38,8 @@ flags.DEFINE_enum("representation", "embedding", list(REPRESENTATIONS),
                   "What the artefacts output and the reference database holds. embedding: an SCL-AMP run's "
                   "embeddings, best on the classes it trained on; backbone: the pooled backbone features "
                   "(SCL-AMP or CE), best on classes it never trained on, which enroll adds.")
-flags.DEFINE_enum("prototypes", "mean", list(PROTOTYPE_RULES),
-                  "How a class scores. mean: the mean cosine similarity to its references (the paper's rule, "
-                  "what evaluate reports); normalised: the cosine to their mean direction, so that a class "
-                  "enrolled from a few images does not outscore the trained ones. enroll follows it.")
+command_flags.define_prototypes("Choose normalised for a model that will enrol classes from a few images; "
+                                "enroll follows the exported rule.")
 flags.DEFINE_integer("representative_images", 200,
                      "Training images (drawn with --seed) that calibrate the int8 and int16x8 quantisation.")
 command_flags.define_reject_threshold("are classified as unknown (class id -1) by every artefact; enrolment "

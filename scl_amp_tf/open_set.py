@@ -119,13 +119,14 @@ def leave_one_out_best_scores(embeddings, labels, among=None, prototypes="mean")
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def leave_one_class_out_auroc(reference_embeddings, reference_labels, query_embeddings, query_labels):
+def leave_one_class_out_auroc(reference_embeddings, reference_labels, query_embeddings, query_labels,
+                              prototypes="mean"):
     """Open-set rejection on a closed test set: each class in turn is taken out of the reference
     database, its test images become queries of an unknown defect, the other classes' test images
-    stay known queries; the score is the best mean cosine similarity (what the reject threshold
-    cuts). Returns ``{class id: AUROC of known vs unknown}``."""
+    stay known queries; the score is the best score under the ``prototypes`` rule (what the reject
+    threshold cuts). Returns ``{class id: AUROC of known vs unknown}``."""
     out = {}
-    for c, best in left_out_best_scores(reference_embeddings, reference_labels, query_embeddings):
+    for c, best in left_out_best_scores(reference_embeddings, reference_labels, query_embeddings, prototypes):
         known = query_labels != c
         if known.all() or not known.any():
             continue
@@ -133,16 +134,18 @@ def leave_one_class_out_auroc(reference_embeddings, reference_labels, query_embe
     return out
 
 
-def left_out_best_scores(reference_embeddings, reference_labels, query_embeddings):
+def left_out_best_scores(reference_embeddings, reference_labels, query_embeddings, prototypes="mean"):
     """For each class ``c`` of the references (but a last one): ``(c, best scores [N])``, every
-    query's best mean cosine similarity with ``c`` taken out of the reference database, i.e. as
-    if ``c`` were a defect type never enrolled (the score the reject threshold cuts)."""
+    query's best score (mean cosine similarity, or under ``prototypes``) with ``c`` taken out of the
+    reference database, i.e. as if ``c`` were a defect type never enrolled (the score the reject
+    threshold cuts)."""
     for c in np.unique(reference_labels):
         keep = reference_labels != c
         if not keep.any():
             continue
         _, remaining = np.unique(reference_labels[keep], return_inverse=True)  # ids 0..K-2 for the database
-        _, scores, _ = reference_predictions(reference_embeddings[keep], remaining, query_embeddings, None)
+        _, scores, _ = reference_predictions(reference_embeddings[keep], remaining, query_embeddings, None,
+                                             prototypes=prototypes)
         yield int(c), scores.max(axis=1)
 
 

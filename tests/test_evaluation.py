@@ -259,6 +259,8 @@ def test_evaluate_reference_shots_rejection_and_errors(tiny_runs, tmp_path):
     assert evaluate_run(config.model_dir, reference_shots=1, seed=3)[0]["num_references"] == 38
     with pytest.raises(ValueError, match="--representation=backbone"):
         evaluate_run(tiny_runs["ce"][0].model_dir, reject_threshold=0.5)
+    with pytest.raises(ValueError, match="--prototypes=normalised works on reference databases"):
+        evaluate_run(tiny_runs["ce"][0].model_dir, prototypes="normalised")
     with pytest.raises(ValueError, match="none, auto or a number"):
         open_set.parse_threshold("high")
     done = _evaluate(f"--model_dir={tmp_path / 'nothing'}", f"--output_dir={tmp_path / 'f'}")

@@ -19,7 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import enrolment, export_versions, exporting, serving_graph, serving_requests, synthetic_wafers
+from scl_amp_tf import (enrolment, evaluating, export_versions, exporting, serving_graph, serving_requests,
+                        synthetic_wafers)
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.export_parity import agreement, encode_png, keras_embeddings
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
@@ -519,6 +520,14 @@ def test_normalised_prototypes_from_export_to_enrolment(exported, tmp_path):
     np.testing.assert_allclose(served["scores"].numpy(), queries @ unit_prototypes.T, atol=1e-5)
     _, _, edge_scores = edge_classify.EdgeClassifier(str(version / "assets.extra"), "fp32").classify(images)
     np.testing.assert_allclose(edge_scores, queries @ unit_prototypes.T, atol=1e-4)
+    # evaluate --prototypes=normalised answers as this export does (threshold and rejections too).
+    result, _, predictions, evaluated = evaluating.evaluate_run(
+        exported["model_dir"], prototypes="normalised", reject_threshold="auto", reject_quantile=0.2)
+    assert result["prototypes"] == "normalised" and "mean direction" in result["classifier"]
+    assert result["reject_threshold"] == pytest.approx(metadata["reject_threshold"], abs=1e-6)
+    np.testing.assert_allclose(evaluated["test_scores"], served["scores"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(predictions, served["class_id"].numpy())
+    assert 0 < np.sum(predictions == -1) < len(predictions)  # the threshold rejects some, not all
 
     new_images = _new_class_folder(tmp_path / NEW)
     enrolled = enrolment.enroll(str(export_dir), NEW, images=str(new_images), model_name="unit")
@@ -783,7 +792,7 @@ def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
     """--tta=dihedral: the run's database is built from the mean unit embedding of each image's 8
     rotations and flips (checked with NumPy), evaluate, predict, the SavedModel and the LiteRT
     runner all embed that way, and their answers do not change when an image is turned."""
-    from scl_amp_tf import evaluating, predicting
+    from scl_amp_tf import predicting
 
     config = TrainConfig(model_dir=str(tmp_path / "run"), dataset=f"folder:{exported['data_root']}", shots_per_class=12,
                          image_size=SIZE, backbone="resnet_tiny", epochs=2, tta="dihedral", verbose=0)
