@@ -6,11 +6,12 @@
 
 ``--images`` is one file or a folder (searched recursively). The CSV has one row per image:
 ``file, class, score, second_class, second_score`` (mean cosine similarity to the class's
-references, or the CE softmax probability); ``class`` is ``unknown`` when the best score is under
-the reject threshold (``--reject_threshold`` with a run; an export applies the threshold it was
-exported with). A file that cannot be read or decoded is named on stderr and skipped; the others
-are classified and written, and the exit code is 1 (0 when every file was classified, 2 for a
-usage or model error). See :mod:`scl_amp_tf.predicting`.
+references, to their mean direction with ``--prototypes=normalised``, or the CE softmax
+probability); ``class`` is ``unknown`` when the best score is under the reject threshold
+(``--reject_threshold`` with a run; an export applies the threshold and the rule it was exported
+with). A file that cannot be read or decoded is named on stderr and skipped; the others are
+classified and written, and the exit code is 1 (0 when every file was classified, 2 for a usage
+or model error). See :mod:`scl_amp_tf.predicting`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ command_flags.define_images()
 flags.DEFINE_string("output", "predictions.csv", "The CSV file to write; - for standard output.")
 command_flags.define_reject_threshold("are 'unknown' (with --model_dir of an SCL-AMP run; an export applies "
                                       "the threshold it was exported with).")
+command_flags.define_prototypes("With --model_dir; an export scores by the rule it was exported with.")
 flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
 flags.mark_flag_as_required("images")
 
@@ -53,11 +55,14 @@ def main(argv):
         paths = data_lib.list_images(FLAGS.images)
         if FLAGS.model_dir:
             predictor = predicting.RunPredictor(FLAGS.model_dir, open_set.parse_threshold(FLAGS.reject_threshold),
-                                               FLAGS.reject_quantile)
+                                               FLAGS.reject_quantile, FLAGS.prototypes)
         else:
             if FLAGS.reject_threshold != "none":
                 raise ValueError("--reject_threshold goes with --model_dir; an export applies the threshold it "
                                  "was exported with (python -m scl_amp_tf.export --reject_threshold=...).")
+            if FLAGS["prototypes"].present:
+                raise ValueError("--prototypes goes with --model_dir; an export scores by the rule it was exported "
+                                 "with (python -m scl_amp_tf.export --prototypes=...).")
             predictor = predicting.ExportPredictor(FLAGS.export_dir, FLAGS.model_name, FLAGS.version)
     except ValueError as e:  # DataError, ExportError: a message for the user
         print(f"error: {e}", file=sys.stderr)

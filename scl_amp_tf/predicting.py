@@ -24,7 +24,7 @@ import numpy as np
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation, open_set
-from scl_amp_tf.reference import ReferenceDatabase
+from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
 
 UNKNOWN_NAME = "unknown"  # the class of a rejected image, as the export names it
 
@@ -44,9 +44,11 @@ class Prediction:
 
 
 class RunPredictor:
-    """A finished training run's encoder and its reference database (or softmax, for CE)."""
+    """A finished training run's encoder and its reference database (or softmax, for CE), scored
+    under the ``prototypes`` rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`)."""
 
-    def __init__(self, model_dir, reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE):
+    def __init__(self, model_dir, reject_threshold=None, reject_quantile=open_set.DEFAULT_REJECT_QUANTILE,
+                 prototypes="mean"):
         import keras
 
         from scl_amp_tf import inference, run_folder
@@ -56,18 +58,26 @@ class RunPredictor:
         self.settings = run_folder.load_settings(model_dir, tuple(paths))
         self.encoder = keras.models.load_model(paths[run_folder.ENCODER])
         self.method = self.settings["method"]
-        self.database = ReferenceDatabase.load(paths[run_folder.REFERENCE_DB])
+        check_prototype_rule(prototypes)
+        self.prototypes = prototypes
+        self.database = self._rule(ReferenceDatabase.load(paths[run_folder.REFERENCE_DB]))
         self.class_names = list(self.database.class_names)
         _, self.image_size, _, self.channels = self.encoder.input_shape
         if reject_threshold is not None and self.method == "ce":
             raise ValueError("--reject_threshold needs a reference database: a CE run classifies by its softmax.")
+        if prototypes != "mean" and self.method == "ce":
+            raise ValueError(f"--prototypes={prototypes} needs a reference database: a CE run classifies by its "
+                             "softmax.")
         self.tta = run_folder.tta_of(self.settings)
         self._embed = inference.embed
         if reject_threshold == "auto":
             _, train_data, _ = run_folder.load_run(model_dir)
             reject_threshold = run_folder.auto_reject_threshold(model_dir, self._outputs(train_data.images),
-                                                              train_data.labels, reject_quantile)
+                                                              train_data.labels, reject_quantile, prototypes)
         self.reject_threshold = reject_threshold
+
+    def _rule(self, database):
+        return database.normalised() if self.prototypes == "normalised" else database
 
     def _outputs(self, images):
         """The encoder's embeddings (SCL-AMP) or logits (CE) of uint8 images, with the run's ``--tta``."""
@@ -79,11 +89,12 @@ class RunPredictor:
         A CE run classifies by its softmax, which has no references to replace."""
         if self.method == "ce":
             raise ValueError("a CE run classifies by its softmax: it has no reference database to replace.")
-        self.database = ReferenceDatabase.from_embeddings(self._outputs(images), labels, self.class_names)
+        self.database = self._rule(ReferenceDatabase.from_embeddings(self._outputs(images), labels, self.class_names))
 
     def scores(self, images):
         """Class scores ``[N, K]`` of uint8 images at the run's size: the mean cosine similarity to
-        each class's references (SCL-AMP), or the softmax of the classifier's logits (CE)."""
+        each class's references (or, ``normalised``, to their mean direction; SCL-AMP), or the
+        softmax of the classifier's logits (CE)."""
         outputs = self._outputs(images)
         if self.method != "ce":
             return self.database.scores(outputs)

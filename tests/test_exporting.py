@@ -19,8 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import (enrolment, evaluating, export_versions, exporting, serving_graph, serving_requests,
-                        synthetic_wafers)
+from scl_amp_tf import (enrolment, evaluating, export_versions, exporting, predicting, serving_graph,
+                        serving_requests, synthetic_wafers)
 from scl_amp_tf.edge import edge_classify
 from scl_amp_tf.export_parity import agreement, encode_png, keras_embeddings
 from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
@@ -528,6 +528,16 @@ def test_normalised_prototypes_from_export_to_enrolment(exported, tmp_path):
     np.testing.assert_allclose(evaluated["test_scores"], served["scores"].numpy(), atol=1e-5)
     np.testing.assert_array_equal(predictions, served["class_id"].numpy())
     assert 0 < np.sum(predictions == -1) < len(predictions)  # the threshold rejects some, not all
+    # predict --model_dir --prototypes=normalised too, from image files.
+    files = []
+    for k, image in enumerate(images[:8]):
+        files.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(image[..., 0]).save(files[-1])
+    predictor = predicting.RunPredictor(exported["model_dir"], "auto", 0.2, prototypes="normalised")
+    assert predictor.reject_threshold == pytest.approx(metadata["reject_threshold"], abs=1e-6)
+    scores, names, _, _ = predictor.classify(files)
+    np.testing.assert_allclose(scores, served["scores"].numpy()[:8], atol=1e-4)
+    assert names == [n.decode() for n in served["class_name"].numpy()[:8]]
 
     new_images = _new_class_folder(tmp_path / NEW)
     enrolled = enrolment.enroll(str(export_dir), NEW, images=str(new_images), model_name="unit")
@@ -792,8 +802,6 @@ def test_dihedral_tta_from_training_to_every_artefact(exported, tmp_path):
     """--tta=dihedral: the run's database is built from the mean unit embedding of each image's 8
     rotations and flips (checked with NumPy), evaluate, predict, the SavedModel and the LiteRT
     runner all embed that way, and their answers do not change when an image is turned."""
-    from scl_amp_tf import predicting
-
     config = TrainConfig(model_dir=str(tmp_path / "run"), dataset=f"folder:{exported['data_root']}", shots_per_class=12,
                          image_size=SIZE, backbone="resnet_tiny", epochs=2, tta="dihedral", verbose=0)
     metrics = train_and_evaluate(config)
