@@ -62,13 +62,10 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
     from sklearn import metrics
 
     from scl_amp_tf import evaluation
-    from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
-
-    check_prototype_rule(prototypes)
+    from scl_amp_tf.reference import ReferenceDatabase
 
     def database(vectors):  # the prototypes as the export stores them under the rule
-        stored = ReferenceDatabase(vectors, np.ones(len(vectors)), range(len(vectors)))
-        return stored.normalised() if prototypes == "normalised" else stored
+        return ReferenceDatabase(vectors, np.ones(len(vectors)), range(len(vectors))).with_rule(prototypes)
 
     rng = np.random.default_rng(seed)  # as evaluation.few_shot_accuracies draws Table IV's episodes
     num_base = len(base_prototypes)

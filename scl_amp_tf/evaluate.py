@@ -8,9 +8,9 @@ SCL-AMP runs classify by the reference database (section IV.A): ``--reference_sh
 references per class drawn at random from the training set (seeded by ``--seed``; default every
 training image), each test image goes to the class of highest mean cosine similarity (with
 ``--prototypes=normalised``, of highest cosine to the references' mean direction, as an export
-with that option serves). CE runs
-classify by their softmax (or, with ``--representation=backbone``, by a reference database on
-the pooled backbone features, as SCL-AMP runs can too). ``--reject_threshold`` (SCL-AMP and
+with that option serves). CE runs classify by their softmax (or, with
+``--representation=backbone``, by a reference database on the pooled backbone features, as
+SCL-AMP runs can too). ``--reject_threshold`` (SCL-AMP and
 reference databases only) reports queries under a similarity threshold as unknown defects
 (``auto``: calibrated on the run's validation images, which the network did not fit, see
 :func:`scl_amp_tf.run_folder.auto_reject_threshold`).

@@ -21,7 +21,7 @@ import textwrap
 
 import numpy as np
 
-from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
+from scl_amp_tf.reference import ReferenceDatabase
 
 UNKNOWN = -1  # the prediction of a rejected query
 
@@ -176,10 +176,8 @@ def reference_predictions(reference_embeddings, reference_labels, query_embeddin
     ``threshold``: queries whose best score is below it are ``UNKNOWN``. ``prototypes``: the
     scoring rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`; ``"mean"``, the paper's mean cosine).
     """
-    check_prototype_rule(prototypes)
     database = ReferenceDatabase.from_embeddings(reference_embeddings, reference_labels, class_names)
-    if prototypes == "normalised":
-        database = database.normalised()
+    database = database.with_rule(prototypes)
     scores = database.scores(query_embeddings)
     return decide(scores, threshold), scores, database
 

@@ -181,8 +181,7 @@ def export_model(model_dir, export_dir, *, model_name=None, version=None, format
         database = ReferenceDatabase.load(os.path.join(model_dir, run_folder.REFERENCE_DB))
     else:  # on the features, built as training builds the run's database: every training image a reference
         database = ReferenceDatabase.from_embeddings(train_embeddings, train_data.labels, train_data.class_names)
-    if prototypes == "normalised":
-        database = database.normalised()
+    database = database.with_rule(prototypes)
     if reject_threshold == "auto":
         reject_threshold = run_folder.auto_reject_threshold(model_dir, train_embeddings, train_data.labels,
                                                             reject_quantile, prototypes)

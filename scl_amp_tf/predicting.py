@@ -24,7 +24,7 @@ import numpy as np
 
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import evaluation, open_set
-from scl_amp_tf.reference import ReferenceDatabase, check_prototype_rule
+from scl_amp_tf.reference import ReferenceDatabase
 
 UNKNOWN_NAME = "unknown"  # the class of a rejected image, as the export names it
 
@@ -58,9 +58,8 @@ class RunPredictor:
         self.settings = run_folder.load_settings(model_dir, tuple(paths))
         self.encoder = keras.models.load_model(paths[run_folder.ENCODER])
         self.method = self.settings["method"]
-        check_prototype_rule(prototypes)
         self.prototypes = prototypes
-        self.database = self._rule(ReferenceDatabase.load(paths[run_folder.REFERENCE_DB]))
+        self.database = ReferenceDatabase.load(paths[run_folder.REFERENCE_DB]).with_rule(prototypes)
         self.class_names = list(self.database.class_names)
         _, self.image_size, _, self.channels = self.encoder.input_shape
         if reject_threshold is not None and self.method == "ce":
@@ -76,9 +75,6 @@ class RunPredictor:
                                                               train_data.labels, reject_quantile, prototypes)
         self.reject_threshold = reject_threshold
 
-    def _rule(self, database):
-        return database.normalised() if self.prototypes == "normalised" else database
-
     def _outputs(self, images):
         """The encoder's embeddings (SCL-AMP) or logits (CE) of uint8 images, with the run's ``--tta``."""
         return self._embed(self.encoder, images, tta=self.tta, average="raw" if self.method == "ce" else "unit")
@@ -89,7 +85,8 @@ class RunPredictor:
         A CE run classifies by its softmax, which has no references to replace."""
         if self.method == "ce":
             raise ValueError("a CE run classifies by its softmax: it has no reference database to replace.")
-        self.database = self._rule(ReferenceDatabase.from_embeddings(self._outputs(images), labels, self.class_names))
+        self.database = ReferenceDatabase.from_embeddings(self._outputs(images), labels,
+                                                          self.class_names).with_rule(self.prototypes)
 
     def scores(self, images):
         """Class scores ``[N, K]`` of uint8 images at the run's size: the mean cosine similarity to

@@ -79,6 +79,11 @@ class ReferenceDatabase:
         """The same classes with every prototype at unit length (the ``normalised`` rule)."""
         return ReferenceDatabase(l2_normalize(self.prototypes), self.counts, self.class_names)
 
+    def with_rule(self, rule):
+        """This database (built by the ``mean`` rule) as ``rule`` (:data:`PROTOTYPE_RULES`) scores."""
+        check_prototype_rule(rule)
+        return self.normalised() if rule == "normalised" else self
+
     @property
     def num_classes(self):
         return len(self.class_names)

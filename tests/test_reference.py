@@ -50,8 +50,12 @@ def test_normalised_prototypes_score_the_cosine_to_the_mean_direction():
     both = ReferenceDatabase.from_embeddings(np.r_[spread, single], [0, 0, 1])
     query = np.array([[1.0, 0.8]])
     assert both.predict(query)[0] == 1 and both.normalised().predict(query)[0] == 0
-    with pytest.raises(ValueError, match="must be one of mean, normalised"):
-        class_prototype(refs, "median")
+    mean_db = ReferenceDatabase.from_embeddings(refs, labels)
+    assert mean_db.with_rule("mean") is mean_db
+    np.testing.assert_array_equal(mean_db.with_rule("normalised").prototypes, db.prototypes)
+    for wrong in (lambda: class_prototype(refs, "median"), lambda: mean_db.with_rule("median")):
+        with pytest.raises(ValueError, match="must be one of mean, normalised"):
+            wrong()
 
 
 def test_a_reference_predicts_its_own_class_when_classes_are_separated():

@@ -11,10 +11,11 @@ It holds ``scl_amp_tf.json`` (image size, channels, class names, the .tflite fil
 variant), ``reference_db.npz`` (one prototype per class, section IV.A of the paper) and the
 ``model_<variant>.tflite`` files, which map ``[N, S, S, C]`` pixel values to embeddings
 (L2-normalised by fp32 and fp16; this runner normalises every variant's output). A query's score
-for a class is the dot product with the class prototype: its mean cosine similarity to that class's
-references, or the cosine to their mean direction when the export stored unit-length prototypes
-(``scl_amp_tf.json``: ``prototypes``); the prediction is the best-scoring class, or ``unknown`` when the export set a
-reject threshold (``scl_amp_tf.json``: ``reject_threshold``) and the best score is below it.
+for a class is the dot product with the class prototype: its mean cosine similarity to that
+class's references, or the cosine to their mean direction when the export stored unit-length
+prototypes (``scl_amp_tf.json``: ``prototypes``); the prediction is the best-scoring class, or
+``unknown`` when the export set a reject threshold (``scl_amp_tf.json``: ``reject_threshold``) and
+the best score is below it.
 
 Images are converted to the model's channels and resized to ``S x S`` with Pillow's bilinear
 filter, which antialiases when it shrinks, like the ``tf.image.resize(antialias=True)`` of
