@@ -73,7 +73,7 @@ def enrolment_figures(base_prototypes, novel, novel_labels, shots, episodes, see
     rows = []
     for _ in range(episodes):
         references, queries = evaluation.episode_split(novel_labels, shots, rng)
-        enrolled = database(ReferenceDatabase.from_embeddings(novel[references], novel_labels[references]).prototypes)
+        enrolled = ReferenceDatabase.from_embeddings(novel[references], novel_labels[references]).with_rule(prototypes)
         full = database(np.concatenate([base_prototypes, enrolled.prototypes]))
         predicted = full.predict(novel[queries])
         truth = num_base + novel_labels[queries]

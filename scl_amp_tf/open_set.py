@@ -98,9 +98,8 @@ def leave_one_out_best_scores(embeddings, labels, among=None, prototypes="mean")
     """
     check_prototype_rule(prototypes)
 
-    def rule(means):
-        return means / np.maximum(np.linalg.norm(means, axis=-1, keepdims=True), 1e-12) \
-            if prototypes == "normalised" else means
+    def rule(means):  # in float64, as the scores here
+        return l2_normalize(means, dtype=np.float64) if prototypes == "normalised" else means
 
     z = l2_normalize(embeddings).astype(np.float64)
     labels = np.asarray(labels, np.int64)

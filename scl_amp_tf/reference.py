@@ -23,8 +23,8 @@ from scl_amp_tf.files import atomic_write
 PROTOTYPE_RULES = ("mean", "normalised")  # the mean of the normalised references; that mean at unit length
 
 
-def l2_normalize(x, eps=1e-12):
-    x = np.asarray(x, np.float32)
+def l2_normalize(x, eps=1e-12, dtype=np.float32):
+    x = np.asarray(x, dtype)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
