@@ -13,7 +13,15 @@ Example (NEU, 20 per class, the setting of the paper's Table III):
         --seeds=0,1,2 --backbone=resnet50 --image_size=64 --epochs=30
 
 Any other training flag can be passed after ``--set``: ``--set bn_momentum=0.99 margin=0.3``;
-``--output=bench/results/NAME.jsonl`` appends every line to that file as soon as its run ends.
+``--output=bench/results/NAME.jsonl`` appends every line to that file as soon as its run ends;
+a rerun with the same ``--output`` skips the runs it already holds, and with ``--keep_dirs`` a run
+that was stopped resumes from its checkpoint.
+
+Settings are chosen on a validation split, never on the test images: ``--set
+validation_fraction=0.8`` with ``--shots_per_class=50`` fits 10 of each class's 50 training
+images and classifies the other 40 (each line then holds ``validation``: their accuracy and each
+class's recall, for the weights the run ends with; ``validation_every=N`` validates every N-th
+epoch only, which matters when an epoch is a step or two).
 """
 from __future__ import annotations
 
@@ -58,8 +66,17 @@ def main():
     root = args.keep_dirs or tempfile.mkdtemp(prefix="bench_")
     for method in args.methods.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
+            key = {"figure": "accuracy", "method": method, "seed": seed, "tag": args.tag, "dataset": args.dataset,
+                   "shots_per_class": args.shots_per_class, "backbone": args.backbone,
+                   "image_size": args.image_size, "epochs": args.epochs, "extra": extra}
+            done = [r for r in bench_lines.read(args.output, "accuracy") if bench_lines.matches(r, key)]
+            if done:
+                print(f"{method} seed {seed}: already in {args.output}, kept", flush=True)
+                results.setdefault(method, []).append(done[-1]["test_accuracy"])
+                continue
             model_dir = os.path.join(root, f"{method}_seed{seed}")
-            shutil.rmtree(model_dir, ignore_errors=True)
+            if not args.keep_dirs:  # a kept folder resumes from its checkpoint (same settings only)
+                shutil.rmtree(model_dir, ignore_errors=True)
             config = TrainConfig(model_dir=model_dir, dataset=args.dataset, manual_dir=args.manual_dir,
                                  shots_per_class=args.shots_per_class, seed=seed, method=method,
                                  backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
@@ -67,15 +84,17 @@ def main():
             start = time.time()
             metrics = train_and_evaluate(config)
             keras.backend.clear_session()
-            line = {"figure": "accuracy", "method": method, "seed": seed, "tag": args.tag,
-                    "dataset": args.dataset, "shots_per_class": args.shots_per_class,
-                    "backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
-                    "extra": extra, "test_accuracy": round(metrics["test_accuracy"], 4),
+            line = {**key, "test_accuracy": round(metrics["test_accuracy"], 4),
                     "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
                     **bench_lines.provenance()}
-            for key in ("reference_db_accuracy_on_features",):
-                if key in metrics:
-                    line[key] = round(metrics[key], 4)
+            if "reference_db_accuracy_on_features" in metrics:
+                line["reference_db_accuracy_on_features"] = round(metrics["reference_db_accuracy_on_features"], 4)
+            if metrics.get("validation"):
+                held = metrics["validation"]
+                line["validation"] = {
+                    "num_images": held["num_images"], "accuracy": round(held["final"]["accuracy"], 4),
+                    "per_class_recall": {c: round(r, 4) for c, r in held["final"]["per_class_recall"].items()},
+                    "best_epoch": held["best_epoch"], "restored_best": held["restored_best"]}
             bench_lines.emit(line, args.output)
             results.setdefault(method, []).append(metrics["test_accuracy"])
     for method, accs in results.items():

@@ -105,6 +105,10 @@ flags.DEFINE_float("validation_fraction", None,
                    "TensorBoard. After training they join the reference database.")
 flags.DEFINE_bool("restore_best_validation", _DEFAULTS.restore_best_validation,
                   "End the run with the weights of its best val_accuracy epoch (needs --validation_fraction).")
+flags.DEFINE_integer("validation_every", _DEFAULTS.validation_every,
+                     "Validate after every N-th epoch and after the last (--validation_fraction): with a few "
+                     "images an epoch is a step or two, and validating each of thousands of epochs costs "
+                     "more than training them. --restore_best_validation picks among the validated epochs.")
 flags.DEFINE_enum("tta", _DEFAULTS.tta, list(TTA),
                   "Test-time augmentation: dihedral embeds every image (references and queries) as the mean "
                   "of its 8 rotations and flips (8x the inference cost; ours, beyond the paper); none: one view.")

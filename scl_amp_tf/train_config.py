@@ -88,6 +88,7 @@ class TrainConfig:
     crop_scale_min: float | str = 0.25  # or "auto": augmentation.auto_crop_scale_min
     validation_fraction: float | None = None
     restore_best_validation: bool = False
+    validation_every: int = 1  # epochs between validations (the last epoch is always validated)
     tta: str = "none"  # inference only: invariance.TTA
     strategy: str = "auto"
     tpu: str | None = None
@@ -126,6 +127,7 @@ class TrainConfig:
              f"--validation_fraction={self.validation_fraction} must lie in (0, 1)"),
             (not self.restore_best_validation or self.validation_fraction is not None,
              "--restore_best_validation needs a validation split: set --validation_fraction"),
+            (self.validation_every >= 1, f"--validation_every={self.validation_every} must be at least 1"),
             (self.optimizer in OPTIMIZERS, f"--optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}"),
             (0 < self.temperature <= 1, f"--temperature={self.temperature} must lie in (0, 1] (section III.A)"),
             (0 <= self.margin < np.pi / 2, f"--margin={self.margin} must lie in [0, pi/2)"),

@@ -309,7 +309,8 @@ def _train_and_evaluate(config, callbacks, held):
     with distribute.scratch_dir_unless(chief, os.path.join(config.model_dir, run_folder.LOGS)) as log_dir:
         validating = [validation.ValidationAccuracy(
             encoder, labelled_fit, val_data, by_reference=config.method != "ce",
-            restore_best=config.restore_best_validation, best_dir=config.model_dir if chief else None)
+            restore_best=config.restore_best_validation, best_dir=config.model_dir if chief else None,
+            every=config.validation_every)
         ] if len(val_pos) else []
         # Validation first: the progress bar, TensorBoard and the history then see val_accuracy.
         divergence = checkpoints.StopOnDivergence()
@@ -349,7 +350,11 @@ def _train_and_evaluate(config, callbacks, held):
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
                    validation=None if not validating else {
                        "fraction": config.validation_fraction, "num_images": int(len(val_pos)),
-                       "history": [float(v) for v in history.history.get("val_accuracy", [])],
+                       # this call's validations: every --validation_every-th epoch and the last
+                       "every": config.validation_every,
+                       "validated_epochs": [e for e, _ in validating[0].validated],
+                       "history": [v for _, v in validating[0].validated],
+                       "final": validating[0].figures(),  # the weights the run ends with
                        "best_epoch": validating[0].best and validating[0].best["epoch"],
                        "best_val_accuracy": validating[0].best and validating[0].best["val_accuracy"],
                        "restored_best": config.restore_best_validation})

@@ -62,16 +62,18 @@ def carve(images, labels, fraction, seed):
 
 
 class ValidationAccuracy(keras.callbacks.Callback):
-    """Adds ``val_accuracy`` to each epoch's logs (put it first among the callbacks, so that the
-    progress bar, TensorBoard and the history see it); optionally keeps the best epoch's weights.
+    """Adds ``val_accuracy`` to the logs of every ``every``-th epoch and of the last (put it first
+    among the callbacks, so that the progress bar, TensorBoard and the history see it); optionally
+    keeps the best validated epoch's weights.
 
     ``network``: the SCL-AMP encoder (embeddings, classified by a reference database of
     ``fit_data``) or the CE classifier (logits). ``best_dir``: where the best epoch's weights and
     its record go (``restore_best``), so that a resumed run remembers the best it has seen.
+    ``validated``: ``[epoch, val_accuracy]`` (1-based) of every validation of this call.
     """
 
     def __init__(self, network, fit_data, validation_data, by_reference, *, restore_best=False,
-                 best_dir=None, batch_size=256):
+                 best_dir=None, batch_size=256, every=1):
         super().__init__()
         self.network = network
         self.fit_data = fit_data
@@ -80,17 +82,29 @@ class ValidationAccuracy(keras.callbacks.Callback):
         self.restore_best = restore_best
         self.best_dir = best_dir
         self.batch_size = batch_size
+        self.every = every
         self.best = None  # {"epoch": 1-based epoch, "val_accuracy": value}
+        self.validated = []
         self._outputs = inference.Embedder(network, batch_size)  # traced once, called every epoch
 
-    def accuracy(self):
+    def predictions(self):
         queries = self._outputs(self.validation_data.images)
         if self.by_reference:
             predictions, _, _ = evaluation.reference_predictions(
                 self._outputs(self.fit_data.images), self.fit_data.labels, queries, self.fit_data.class_names)
-        else:
-            predictions = np.argmax(queries, axis=1)
-        return float(np.mean(predictions == self.validation_data.labels))
+            return predictions
+        return np.argmax(queries, axis=1)
+
+    def accuracy(self):
+        return float(np.mean(self.predictions() == self.validation_data.labels))
+
+    def figures(self):
+        """``{"accuracy", "per_class_recall": {class name: recall}}`` over the validation images,
+        for the network as it is now (after training: the weights the run ends with)."""
+        predictions, labels = self.predictions(), self.validation_data.labels
+        return {"accuracy": float(np.mean(predictions == labels)),
+                "per_class_recall": {self.validation_data.class_names[c]: float(np.mean(predictions[labels == c] == c))
+                                     for c in np.unique(labels)}}
 
     def on_train_begin(self, logs=None):
         if self.restore_best and self.best_dir and os.path.exists(os.path.join(self.best_dir, BEST_RECORD)):
@@ -98,7 +112,11 @@ class ValidationAccuracy(keras.callbacks.Callback):
                 self.best = json.load(f)
 
     def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") if self.params else None
+        if (epoch + 1) % self.every and epoch + 1 != last:
+            return
         value = self.accuracy()
+        self.validated.append([epoch + 1, value])
         if logs is not None:
             logs["val_accuracy"] = value
         if self.best is None or value > self.best["val_accuracy"]:

@@ -83,15 +83,18 @@ def _config(tmp_path, **kwargs):
 
 @pytest.mark.parametrize("method", ["scl_amp", "ce"])
 def test_validation_accuracy_every_epoch_and_the_best_epoch_restored(tmp_path, method):
-    epochs = 6 if method == "scl_amp" else 10  # CE learns slower on 8 images per class
+    # SCL-AMP validates after every epoch; CE (it learns slower on 8 images per class: more epochs)
+    # after every third and the last, and restores the best of those.
+    epochs, every, validated = (6, 1, [1, 2, 3, 4, 5, 6]) if method == "scl_amp" else (10, 3, [3, 6, 9, 10])
     config = _config(tmp_path, method=method, validation_fraction=0.2, restore_best_validation=True,
                      lr_schedule="cosine", warmup_fraction=0.1, arc_on_views=True, epochs=epochs,
-                     learning_rate=2e-3, crop_scale_min="auto")
+                     learning_rate=2e-3, crop_scale_min="auto", validation_every=every)
     metrics = train_and_evaluate(config)
     record = metrics["validation"]
-    assert record["num_images"] == 38 * 2 and len(record["history"]) == epochs
+    assert record["num_images"] == 38 * 2 and record["validated_epochs"] == validated
+    assert len(record["history"]) == len(validated) and record["every"] == every
     best = int(np.argmax(record["history"]))
-    assert record["best_epoch"] == best + 1 and record["best_val_accuracy"] == record["history"][best]
+    assert record["best_epoch"] == validated[best] and record["best_val_accuracy"] == record["history"][best]
     # It learns: a few epochs with the cosine schedule beat chance clearly on the held-out images.
     assert record["best_val_accuracy"] > 4 * CHANCE, record
     assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]
@@ -108,7 +111,11 @@ def test_validation_accuracy_every_epoch_and_the_best_epoch_restored(tmp_path, m
     else:
         predictions = np.argmax(out(held), axis=1)
     assert np.mean(predictions == data.labels[held]) == pytest.approx(record["best_val_accuracy"], abs=1e-6)
-    assert json.load(open(os.path.join(config.model_dir, validation.BEST_RECORD)))["epoch"] == best + 1
+    # and each class's recall on its held-out images is the recorded one
+    recall = {data.class_names[c]: np.mean(predictions[data.labels[held] == c] == c) for c in range(data.num_classes)}
+    assert record["final"]["per_class_recall"] == pytest.approx(recall, abs=1e-6)
+    assert record["final"]["accuracy"] == pytest.approx(record["best_val_accuracy"], abs=1e-6)
+    assert json.load(open(os.path.join(config.model_dir, validation.BEST_RECORD)))["epoch"] == validated[best]
     assert metrics["crop_scale_min_used"] == 0.8 and metrics["frame_score"] > 0.5  # wafer maps share a frame
     # Every training image, the held-out ones too, is a reference of the final database.
     assert metrics["num_train"] == 38 * 10
