@@ -101,8 +101,8 @@ flags.DEFINE_string("crop_scale_min", str(_DEFAULTS.crop_scale_min),
                     "images share a fixed frame (wafer maps, aligned parts: where a pattern sits matters), else 0.25.")
 flags.DEFINE_float("validation_fraction", None,
                    "Hold out this stratified fraction of each class's training images (at least one each) "
-                   "from fitting; their accuracy after every epoch is val_accuracy in the progress line and "
-                   "TensorBoard. After training they join the reference database.")
+                   "from fitting; their accuracy after every epoch (--validation_every) is val_accuracy in the "
+                   "progress line and TensorBoard. After training they join the reference database.")
 flags.DEFINE_bool("restore_best_validation", _DEFAULTS.restore_best_validation,
                   "End the run with the weights of its best val_accuracy epoch (needs --validation_fraction).")
 flags.DEFINE_integer("validation_every", _DEFAULTS.validation_every,
