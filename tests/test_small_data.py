@@ -82,7 +82,7 @@ def _config(tmp_path, **kwargs):
 
 
 @pytest.mark.parametrize("method", ["scl_amp", "ce"])
-def test_validation_accuracy_every_epoch_and_the_best_epoch_restored(tmp_path, method):
+def test_validation_accuracy_on_the_validated_epochs_and_the_best_restored(tmp_path, method):
     # SCL-AMP validates after every epoch; CE (it learns slower on 8 images per class: more epochs)
     # after every third and the last, and restores the best of those.
     epochs, every, validated = (6, 1, [1, 2, 3, 4, 5, 6]) if method == "scl_amp" else (10, 3, [3, 6, 9, 10])
