@@ -103,8 +103,8 @@ class ValidationAccuracy(keras.callbacks.Callback):
         for the network as it is now (after training: the weights the run ends with)."""
         predictions, labels = self.predictions(), self.validation_data.labels
         return {"accuracy": float(np.mean(predictions == labels)),
-                "per_class_recall": {self.validation_data.class_names[c]: float(np.mean(predictions[labels == c] == c))
-                                     for c in np.unique(labels)}}
+                "per_class_recall": evaluation.per_class_accuracy(labels, predictions,
+                                                                  self.validation_data.class_names)}
 
     def on_train_begin(self, logs=None):
         if self.restore_best and self.best_dir and os.path.exists(os.path.join(self.best_dir, BEST_RECORD)):
