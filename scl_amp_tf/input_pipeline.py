@@ -37,13 +37,14 @@ def _epoch_indices(n, seed, epoch, shuffle, samples_per_epoch):
 
 
 def pipeline(data: LabelledImages, *, batch_size: int, views: str, seed: int, shuffle: bool,
-             crop_scale=augmentation.DEFAULT_CROP_SCALE, input_context=None,
+             crop_scale=augmentation.DEFAULT_CROP_SCALE, rotations="quarter", input_context=None,
              drop_remainder=False, epochs=(0, 1), samples_per_epoch=None) -> tf.data.Dataset:
     """The tf.data input of training and evaluation.
 
     ``views``: ``"three"`` gives ``((x_n, x_i, x_j), y)`` (SCL-AMP: the image and two views),
     ``"one"`` gives ``(t(x), y)`` (the cross-entropy baseline, same augmentation set),
-    ``"none"`` gives ``(x, y)``. The images are held in memory already resized (deterministic
+    ``"none"`` gives ``(x, y)``. ``crop_scale`` and ``rotations``: the views' crop areas and
+    turns (:func:`scl_amp_tf.augmentation.augment`). The images are held in memory already resized (deterministic
     preprocessing done once); augmentation runs after that (so it is never frozen by a cache),
     in parallel, and every image draws its views from its own seed.
 
@@ -73,9 +74,9 @@ def pipeline(data: LabelledImages, *, batch_size: int, views: str, seed: int, sh
     def one(i, s):
         x = to_float(tf.gather(images, i))[None]
         if views == "three":
-            x = (x[0], *(v[0] for v in augmentation.two_views(x, s, crop_scale)))
+            x = (x[0], *(v[0] for v in augmentation.two_views(x, s, crop_scale, rotations)))
         elif views == "one":
-            x = augmentation.augment(x, s, crop_scale)[0]
+            x = augmentation.augment(x, s, crop_scale, rotations)[0]
         else:
             x = x[0]
         return x, tf.gather(labels, i)

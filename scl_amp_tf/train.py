@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from scl_amp_tf import command_flags
+from scl_amp_tf.augmentation import ROTATIONS
 from scl_amp_tf.distribute import PRECISIONS, STRATEGIES
 from scl_amp_tf.invariance import TTA
 from scl_amp_tf.train_config import TrainConfig
@@ -99,6 +100,10 @@ flags.DEFINE_bool("class_aware_negatives", _DEFAULTS.class_aware_negatives,
 flags.DEFINE_string("crop_scale_min", str(_DEFAULTS.crop_scale_min),
                     "Smallest random-crop area, as a fraction (section IV.A: 0.25), or auto: 0.8 when the training "
                     "images share a fixed frame (wafer maps, aligned parts: where a pattern sits matters), else 0.25.")
+flags.DEFINE_enum("rotations", _DEFAULTS.rotations, [*ROTATIONS, "auto"],
+                  "The views' turns: quarter (section IV.A: 0, 90, 180 or 270 degrees), half (0 or 180: with "
+                  "the flips a view keeps the image's horizontal and vertical axes), or auto: half when each "
+                  "class's training images share an orientation (streaks along a rolling direction), else quarter.")
 flags.DEFINE_float("validation_fraction", None,
                    "Hold out this stratified fraction of each class's training images (at least one each) "
                    "from fitting; their accuracy after every epoch (--validation_every) is val_accuracy in the "

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from scl_amp_tf import augmentation
 from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import invariance
@@ -86,6 +87,7 @@ class TrainConfig:
     arc_on_views: bool = False
     class_aware_negatives: bool = False
     crop_scale_min: float | str = 0.25  # or "auto": augmentation.auto_crop_scale_min
+    rotations: str = "quarter"  # the views' turns: augmentation.ROTATIONS or "auto" (augmentation.auto_rotations)
     validation_fraction: float | None = None
     restore_best_validation: bool = False
     validation_every: int = 1  # epochs between validations (the last epoch is always validated)
@@ -139,6 +141,8 @@ class TrainConfig:
             (self.crop_scale_min == "auto" or (not isinstance(self.crop_scale_min, str)
                                                 and 0 < self.crop_scale_min <= 1),
              f"--crop_scale_min={self.crop_scale_min} must be auto or lie in (0, 1]"),
+            (self.rotations in (*augmentation.ROTATIONS, "auto"),
+             f"--rotations={self.rotations!r} must be auto or one of {', '.join(augmentation.ROTATIONS)}"),
             (self.tta in invariance.TTA, f"--tta={self.tta!r} must be one of {', '.join(invariance.TTA)}"),
             (self.synthetic_per_class >= 2, f"--synthetic_per_class={self.synthetic_per_class} must be >= 2"),
             (self.strategy in distribute.STRATEGIES,

@@ -274,6 +274,14 @@ def _train_and_evaluate(config, callbacks, held):
     else:
         scale_min, score = config.crop_scale_min, None
     crop_scale = (scale_min, 1.0)
+    if config.rotations == "auto":
+        rotations, orientation = augmentation.auto_rotations(fit_data.images, fit_data.labels)
+        if config.verbose and chief:
+            print(f"--rotations=auto: {rotations} (orientation score {orientation:.3f}; above "
+                  f"{augmentation.ORIENTED_THRESHOLD} each class's images share an orientation and views "
+                  "turn by half turns only).")
+    else:
+        rotations, orientation = config.rotations, None
 
     # The epoch to start from, before the input is built: each epoch's batches are a function of
     # (seed, epoch), so a resumed run trains on what the uninterrupted run would have.
@@ -290,8 +298,8 @@ def _train_and_evaluate(config, callbacks, held):
     def make_input(context):
         labelled = input_pipeline.pipeline(
             fit_data, batch_size=config.batch_size, views=views, seed=config.seed, shuffle=True,
-            crop_scale=crop_scale, input_context=context, drop_remainder=strategy.num_replicas_in_sync > 1,
-            epochs=(initial_epoch, epochs))
+            crop_scale=crop_scale, rotations=rotations, input_context=context,
+            drop_remainder=strategy.num_replicas_in_sync > 1, epochs=(initial_epoch, epochs))
         if unlabeled is None:
             return labelled
         # Each step: the labelled batch and a batch of unlabeled images (class id -1, L_con only),
@@ -300,8 +308,8 @@ def _train_and_evaluate(config, callbacks, held):
         extra = input_pipeline.pipeline(
             data_lib.LabelledImages(unlabeled, np.full(len(unlabeled), -1, np.int64), data.class_names, "unlabeled"),
             batch_size=unlabeled_batch, views="three", seed=config.seed + UNLABELED_SEED_OFFSET, shuffle=True,
-            crop_scale=crop_scale, input_context=context, drop_remainder=True, epochs=(initial_epoch, epochs),
-            samples_per_epoch=per_epoch * unlabeled_batch)
+            crop_scale=crop_scale, rotations=rotations, input_context=context, drop_remainder=True,
+            epochs=(initial_epoch, epochs), samples_per_epoch=per_epoch * unlabeled_batch)
         return tf.data.Dataset.zip(labelled, extra).map(
             lambda a, b: (tuple(tf.concat([u, v], 0) for u, v in zip(a[0], b[0])), tf.concat([a[1], b[1]], 0)))
 
@@ -345,7 +353,8 @@ def _train_and_evaluate(config, callbacks, held):
                    epochs=epochs,
                    steps=total_steps, fit_images=int(len(fit_data.labels)), crop_scale_min_used=scale_min,
                    stem_used=config.stem_used(config.image_size), fused_batchnorm=config.fused_batchnorm,
-                   frame_score=score, pseudo_labels=None if pseudo is None else pseudo[2],
+                   frame_score=score, rotations_used=rotations, orientation_score=orientation,
+                   pseudo_labels=None if pseudo is None else pseudo[2],
                    epochs_run_in_this_call=[e + 1 for e in history.epoch],
                    final_train_metrics={k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
                    validation=None if not validating else {

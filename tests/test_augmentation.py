@@ -1,5 +1,6 @@
 """The augmentation set T (section IV.A): seeded, shape-preserving, the right transformations."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from scl_amp_tf import augmentation
@@ -49,6 +50,22 @@ def test_rotations_and_flips_are_dihedral_and_all_occur():
         seen.add(matches[0])
     assert len(seen) >= 6  # 64 draws cover (nearly) all 8 transforms
     assert out.shape == images.shape
+
+
+def test_half_turns_keep_the_axes_and_follow_the_quarter_turns_draw():
+    images = _images(n=64, size=8, seed=2).numpy()
+    seed = tf.constant([3, 4])
+    quarter = augmentation.random_rot90(images, seed).numpy()
+    half = augmentation.random_rot90(images, seed, rotations="half").numpy()
+    turns = set()
+    for original, q, h in zip(images, quarter, half):
+        k = next(k for k in range(4) if np.array_equal(np.rot90(original, k, axes=(0, 1)), q))
+        # the same draw halved: no turn where the quarter turns gave 0 or 90 degrees, 180 where 180 or 270
+        np.testing.assert_array_equal(h, np.rot90(original, 0 if k < 2 else 2, axes=(0, 1)))
+        turns.add(k)
+    assert turns == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="rotations='eighth'"):
+        augmentation.random_rot90(images, seed, rotations="eighth")
 
 
 def test_crop_zooms_in():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import schedules, validation
+from scl_amp_tf import augmentation, schedules, validation
 from scl_amp_tf.train_config import TrainConfig
 from scl_amp_tf.training import train_and_evaluate
 
@@ -88,7 +88,8 @@ def test_validation_accuracy_on_the_validated_epochs_and_the_best_restored(tmp_p
     epochs, every, validated = (6, 1, [1, 2, 3, 4, 5, 6]) if method == "scl_amp" else (10, 3, [3, 6, 9, 10])
     config = _config(tmp_path, method=method, validation_fraction=0.2, restore_best_validation=True,
                      lr_schedule="cosine", warmup_fraction=0.1, arc_on_views=True, epochs=epochs,
-                     learning_rate=2e-3, crop_scale_min="auto", validation_every=every)
+                     learning_rate=2e-3, crop_scale_min="auto", validation_every=every,
+                     rotations="half" if method == "scl_amp" else "auto")
     metrics = train_and_evaluate(config)
     record = metrics["validation"]
     assert record["num_images"] == 38 * 2 and record["validated_epochs"] == validated
@@ -117,6 +118,11 @@ def test_validation_accuracy_on_the_validated_epochs_and_the_best_restored(tmp_p
     assert record["final"]["accuracy"] == pytest.approx(record["best_val_accuracy"], abs=1e-6)
     assert json.load(open(os.path.join(config.model_dir, validation.BEST_RECORD)))["epoch"] == validated[best]
     assert metrics["crop_scale_min_used"] == 0.8 and metrics["frame_score"] > 0.5  # wafer maps share a frame
+    if method == "scl_amp":  # learns with half turns too
+        assert metrics["rotations_used"] == "half" and metrics["orientation_score"] is None
+    else:  # wafer maps have no shared axis: auto keeps the paper's quarter turns
+        assert metrics["rotations_used"] == "quarter"
+        assert metrics["orientation_score"] < augmentation.ORIENTED_THRESHOLD
     # Every training image, the held-out ones too, is a reference of the final database.
     assert metrics["num_train"] == 38 * 10
 
@@ -169,8 +175,6 @@ def test_contrastive_pretraining_then_a_few_shot_run_starts_from_its_backbone(tm
 
 
 def test_frame_score_tells_framed_images_from_free_textures():
-    from scl_amp_tf import augmentation
-
     wafers = data_lib.load("synthetic_wafers", image_size=52, synthetic_per_class=3, seed=0).images
     rng = np.random.default_rng(0)
     # A free texture: smooth random blobs at random places, gray levels all over the image.
@@ -185,6 +189,32 @@ def test_frame_score_tells_framed_images_from_free_textures():
     x = pair[..., 0].astype(np.float64)
     assert augmentation.frame_score(pair) == pytest.approx(x.mean(0).std() / x.std(), rel=1e-6)
     assert augmentation.frame_score(np.full((3, 4, 4, 1), 7, np.uint8)) == 0.0
+
+
+def test_orientation_score_tells_oriented_classes_from_turned_ones():
+    # Independent arithmetic on ramps: a ramp along x has only horizontal gradients (anisotropy 1),
+    # its transpose only vertical ones (-1); a class scores |mean| less two standard errors.
+    ramp = np.tile(np.arange(8, dtype=np.uint8) * 30, (8, 1))
+    images = np.stack([ramp, ramp, ramp, ramp.T])[..., None]
+    # class 0: two x-ramps (mean 1, spread 0: 1); class 1: one of each (mean 0: 0)
+    assert augmentation.orientation_score(images, np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+    # one class of three x-ramps and a transposed one: mean 0.5, std 1 (ddof 1), 2 * 1 / 2 = 1: 0
+    assert augmentation.orientation_score(images, np.array([0, 0, 0, 0])) == 0.0
+    assert augmentation.orientation_score(images[:3], np.array([0, 0, 0])) == pytest.approx(1.0)
+    assert augmentation.orientation_score(images[:2], np.array([0, 1])) == 0.0  # one image a class: chance
+    assert augmentation.orientation_score(np.full((2, 4, 4, 1), 9, np.uint8), np.array([0, 0])) == 0.0
+    # Streaks that run one way in every image of a class (steel strips' rolling direction), and the
+    # same images each turned by a random quarter turn (no shared axis).
+    rng = np.random.default_rng(0)
+    streaks = np.clip(128 + 60 * rng.normal(size=(40, 1, 32)).repeat(32, 1), 0, 255).astype(np.uint8)
+    turned = np.stack([np.rot90(x, k) for x, k in zip(streaks, rng.integers(0, 4, 40))])
+    labels = np.repeat([0, 1], 20)
+    assert augmentation.orientation_score(streaks[..., None], labels) > 0.9
+    assert augmentation.orientation_score(turned[..., None], labels) < augmentation.ORIENTED_THRESHOLD / 2
+    assert augmentation.auto_rotations(streaks[..., None], labels)[0] == "half"
+    wafers = data_lib.load("synthetic_wafers", image_size=52, synthetic_per_class=10, seed=0)
+    rotations, score = augmentation.auto_rotations(wafers.images, wafers.labels)
+    assert rotations == "quarter" and score < augmentation.ORIENTED_THRESHOLD
 
 
 def test_stems_keep_the_resolution_the_auto_rule_and_resnet50():
