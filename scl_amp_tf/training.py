@@ -180,6 +180,35 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
     return model, encoder, features, views
 
 
+def fitted_views(config, fit_data, verbose=False):
+    """The views' smallest crop area and turns, ``auto`` resolved on the images the run fits:
+    ``((crop_scale_min, frame score or None), (rotations, orientation score or None))``
+    (:func:`scl_amp_tf.augmentation.auto_crop_scale_min`, :func:`~scl_amp_tf.augmentation.auto_rotations`).
+    Refuses ``--tta=dihedral`` with half turns: it would average over turns the run never trained."""
+    if config.crop_scale_min == "auto":
+        scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
+        if verbose:
+            print(f"--crop_scale_min=auto: {scale_min} (frame score {score:.3f}; above "
+                  f"{augmentation.FRAMED_THRESHOLD} the images share a fixed frame and crops stay mild).")
+    else:
+        scale_min, score = config.crop_scale_min, None
+    if config.rotations == "auto":
+        rotations, orientation = augmentation.auto_rotations(fit_data.images, fit_data.labels)
+        if verbose:
+            print(f"--rotations=auto: {rotations} (orientation score {orientation:.3f}; above "
+                  f"{augmentation.ORIENTED_THRESHOLD} each class's images share an orientation and views "
+                  "turn by half turns only).")
+    else:
+        rotations, orientation = config.rotations, None
+    if rotations == "half" and config.tta == "dihedral":
+        raise ValueError("--tta=dihedral averages each image over quarter turns, which "
+                         f"--rotations={config.rotations} "
+                         + (f"(half turns here: the images share an orientation, score {orientation:.3f}) "
+                            if orientation is not None else "")
+                         + "does not train; give --rotations=quarter or --tta=none.")
+    return (scale_min, score), (rotations, orientation)
+
+
 def train_and_evaluate(config: TrainConfig, callbacks=()):
     """Runs (or resumes) one training run and returns the metrics dict written to metrics.json.
 
@@ -228,6 +257,9 @@ def _train_and_evaluate(config, callbacks, held):
         fit_data = data_lib.LabelledImages(np.concatenate([labelled_fit.images, pseudo[0].images]),
                                            np.concatenate([labelled_fit.labels, pseudo[0].labels]),
                                            data.class_names, "labelled and pseudo-labelled")
+    # The views' crops and turns, fitted to the images before anything is written.
+    (scale_min, score), (rotations, orientation) = fitted_views(config, fit_data, verbose=config.verbose and chief)
+    crop_scale = (scale_min, 1.0)
     check_model_dir(config)
     if config.verbose and chief:
         print(f"Data: {data.description}; {data.num_classes} classes; {len(train_idx)} training and "
@@ -266,22 +298,6 @@ def _train_and_evaluate(config, callbacks, held):
             atomic_write(os.path.join(config.model_dir, run_folder.PSEUDO_LABELS),
                          lambda tmp: np.savez(tmp, indices=indices, labels=labels, margins=margins,
                                               validation=validation_idx))
-    if config.crop_scale_min == "auto":
-        scale_min, score = augmentation.auto_crop_scale_min(fit_data.images)
-        if config.verbose and chief:
-            print(f"--crop_scale_min=auto: {scale_min} (frame score {score:.3f}; above "
-                  f"{augmentation.FRAMED_THRESHOLD} the images share a fixed frame and crops stay mild).")
-    else:
-        scale_min, score = config.crop_scale_min, None
-    crop_scale = (scale_min, 1.0)
-    if config.rotations == "auto":
-        rotations, orientation = augmentation.auto_rotations(fit_data.images, fit_data.labels)
-        if config.verbose and chief:
-            print(f"--rotations=auto: {rotations} (orientation score {orientation:.3f}; above "
-                  f"{augmentation.ORIENTED_THRESHOLD} each class's images share an orientation and views "
-                  "turn by half turns only).")
-    else:
-        rotations, orientation = config.rotations, None
 
     # The epoch to start from, before the input is built: each epoch's batches are a function of
     # (seed, epoch), so a resumed run trains on what the uninterrupted run would have.

@@ -217,6 +217,14 @@ def test_orientation_score_tells_oriented_classes_from_turned_ones():
     assert rotations == "quarter" and score < augmentation.ORIENTED_THRESHOLD
 
 
+def test_half_turns_refuse_the_dihedral_test_time_augmentation(tmp_path):
+    # It would average each image over quarter turns that the run never trained on.
+    config = _config(tmp_path, rotations="half", tta="dihedral")
+    with pytest.raises(ValueError, match="--tta=dihedral averages each image over quarter turns"):
+        train_and_evaluate(config)
+    assert not os.path.exists(config.model_dir)  # refused before anything is written
+
+
 def test_stems_keep_the_resolution_the_auto_rule_and_resnet50():
     """The first block sees 1/4 of the image (imagenet), 1/2 (small_pool) or all of it (small)."""
     from scl_amp_tf import models
