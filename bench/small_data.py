@@ -20,8 +20,8 @@ that was stopped resumes from its checkpoint.
 Settings are chosen on a validation split, never on the test images: ``--set
 validation_fraction=0.8`` with ``--shots_per_class=50`` fits 10 of each class's 50 training
 images and classifies the other 40 (each line then holds ``validation``: their accuracy and each
-class's recall, for the weights the run ends with; ``validation_every=N`` validates every N-th
-epoch only, which matters when an epoch is a step or two).
+class's recall, for the weights the run ends with, and the accuracy of every validated epoch;
+``validation_every=N`` validates every N-th epoch only, which matters when an epoch is a step or two).
 """
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ def main():
                 line["validation"] = {
                     "num_images": held["num_images"], "accuracy": round(held["final"]["accuracy"], 4),
                     "per_class_recall": {c: round(r, 4) for c, r in held["final"]["per_class_recall"].items()},
-                    "best_epoch": held["best_epoch"], "restored_best": held["restored_best"]}
+                    "best_epoch": held["best_epoch"], "best_accuracy": round(held["best_val_accuracy"], 4),
+                    "restored_best": held["restored_best"], "validated_epochs": held["validated_epochs"],
+                    "history": [round(a, 4) for a in held["history"]]}
             bench_lines.emit(line, args.output)
             results.setdefault(method, []).append(metrics["test_accuracy"])
     for method, accs in results.items():
