@@ -122,8 +122,8 @@ def random_rot90(images, seed, rotations="quarter"):
         k = k // 2 * 2
     elif rotations != "quarter":
         raise ValueError(f"rotations={rotations!r} must be one of {', '.join(ROTATIONS)}")
-    rotations = tf.stack([tf.image.rot90(images, i) for i in range(4)], axis=1)  # [N,4,H,W,C]
-    return tf.gather(rotations, k, axis=1, batch_dims=1)
+    turned = tf.stack([tf.image.rot90(images, i) for i in range(4)], axis=1)  # [N,4,H,W,C]
+    return tf.gather(turned, k, axis=1, batch_dims=1)
 
 
 def random_flip(images, seed, axis):

@@ -44,9 +44,9 @@ def pipeline(data: LabelledImages, *, batch_size: int, views: str, seed: int, sh
     ``views``: ``"three"`` gives ``((x_n, x_i, x_j), y)`` (SCL-AMP: the image and two views),
     ``"one"`` gives ``(t(x), y)`` (the cross-entropy baseline, same augmentation set),
     ``"none"`` gives ``(x, y)``. ``crop_scale`` and ``rotations``: the views' crop areas and
-    turns (:func:`scl_amp_tf.augmentation.augment`). The images are held in memory already resized (deterministic
-    preprocessing done once); augmentation runs after that (so it is never frozen by a cache),
-    in parallel, and every image draws its views from its own seed.
+    turns (:func:`scl_amp_tf.augmentation.augment`). The images are held in memory already
+    resized (deterministic preprocessing done once); augmentation runs after that (so it is never
+    frozen by a cache), in parallel, and every image draws its views from its own seed.
 
     ``epochs=(first, stop)``: the batches of epochs ``first .. stop - 1`` one after the other (an
     epoch's last, short batch is its own). Each epoch's order and augmentation seeds are functions
