@@ -3,7 +3,8 @@
 For each seed's draw of k training images per class (the split training uses), prints the frame
 score (:func:`scl_amp_tf.augmentation.frame_score`, which ``--crop_scale_min=auto`` reads) and the
 orientation score (:func:`scl_amp_tf.augmentation.orientation_score`, ``--rotations=auto``) and
-what each rule chooses, one line per draw:
+what each rule chooses, with each class's mean anisotropy and share of images whose horizontal
+gradients dominate (:func:`scl_amp_tf.augmentation.anisotropy` above 0), one line per draw:
 
     BENCH {"figure": "image_scores", "dataset": "neu", "shots_per_class": 10, "seed": 0,
            "frame_score": ..., "orientation_score": ..., "crop_scale_min": 0.25, "rotations": "half", ...}
@@ -16,6 +17,8 @@ No training: seconds per draw. Example (NEU, 10, 20 and 50 per class, seeds 0-2)
 from __future__ import annotations
 
 import argparse
+
+import numpy as np
 
 
 def main():
@@ -41,11 +44,15 @@ def main():
             images, labels = data.images[train_idx], data.labels[train_idx]
             scale_min, frame = augmentation.auto_crop_scale_min(images)
             rotations, orientation = augmentation.auto_rotations(images, labels)
+            a = augmentation.anisotropy(images)
+            per_class = {name: {"mean_anisotropy": round(float(a[labels == c].mean()), 4),
+                                "share_positive": round(float(np.mean(a[labels == c] > 0)), 4)}
+                         for c, name in enumerate(data.class_names) if np.any(labels == c)}
             bench_lines.emit({
                 "figure": "image_scores", "dataset": args.dataset, "image_size": args.image_size,
                 "shots_per_class": shots, "seed": seed, "num_images": int(len(train_idx)),
                 "frame_score": round(frame, 4), "crop_scale_min": scale_min,
-                "orientation_score": round(orientation, 4), "rotations": rotations,
+                "orientation_score": round(orientation, 4), "rotations": rotations, "per_class": per_class,
                 **bench_lines.provenance()}, args.output)
 
 

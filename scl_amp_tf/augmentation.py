@@ -54,10 +54,20 @@ def auto_crop_scale_min(images, paper_scale_min=DEFAULT_CROP_SCALE[0]):
     return (FRAMED_CROP_SCALE_MIN if score > FRAMED_THRESHOLD else paper_scale_min), score
 
 
+def anisotropy(images):
+    """Per image, ``(Ex - Ey) / (Ex + Ey)`` in [-1, 1]: Ex and Ey are the mean squared horizontal and
+    vertical gray-level gradients (RGB averaged); 1 for stripes across x, -1 across y, 0 for no axis."""
+    x = np.asarray(images, dtype=np.float32)
+    x = x.mean(axis=-1) if x.ndim == 4 else x
+    gy, gx = np.gradient(x, axis=(1, 2))
+    ex, ey = (gx ** 2).mean(axis=(1, 2)), (gy ** 2).mean(axis=(1, 2))
+    return (ex - ey) / np.maximum(ex + ey, np.finfo(np.float32).tiny)
+
+
 def orientation_score(images, labels):
     """How much the images of each class share an orientation, in [0, 1]: per image, the
-    anisotropy ``a = (Ex - Ey) / (Ex + Ey)`` of its horizontal and vertical gradient energies;
-    per class, ``|mean a|`` less what chance gives (two standard errors of the mean, floored at 0;
+    :func:`anisotropy` ``a = (Ex - Ey) / (Ex + Ey)`` of its horizontal and vertical gradient
+    energies; per class, ``|mean a|`` less what chance gives (two standard errors of the mean, floored at 0;
     a class of one image scores 0); the score is the mean over the classes (images labelled -1,
     an unlabeled pool, count as one class).
 
@@ -70,15 +80,11 @@ def orientation_score(images, labels):
     NEU-CLS 0.09-0.19 on draws of 10-50 images per class, MixedWM38 and the synthetic wafer maps
     under 0.001.
     """
-    x = np.asarray(images, dtype=np.float32)
-    x = x.mean(axis=-1) if x.ndim == 4 else x
-    gy, gx = np.gradient(x, axis=(1, 2))
-    ex, ey = (gx ** 2).mean(axis=(1, 2)), (gy ** 2).mean(axis=(1, 2))
-    anisotropy = (ex - ey) / np.maximum(ex + ey, np.finfo(np.float32).tiny)
+    a_all = anisotropy(images)
     labels = np.asarray(labels)
     per_class = []
     for c in np.unique(labels):
-        a = anisotropy[labels == c].astype(np.float64)
+        a = a_all[labels == c].astype(np.float64)
         chance = 2 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.inf
         per_class.append(max(0.0, abs(a.mean()) - chance))
     return float(np.mean(per_class))

@@ -196,6 +196,7 @@ def test_orientation_score_tells_oriented_classes_from_turned_ones():
     # its transpose only vertical ones (-1); a class scores |mean| less two standard errors.
     ramp = np.tile(np.arange(8, dtype=np.uint8) * 30, (8, 1))
     images = np.stack([ramp, ramp, ramp, ramp.T])[..., None]
+    np.testing.assert_allclose(augmentation.anisotropy(images), [1, 1, 1, -1])
     # class 0: two x-ramps (mean 1, spread 0: 1); class 1: one of each (mean 0: 0)
     assert augmentation.orientation_score(images, np.array([0, 0, 1, 1])) == pytest.approx(0.5)
     # one class of three x-ramps and a transposed one: mean 0.5, std 1 (ddof 1), 2 * 1 / 2 = 1: 0
