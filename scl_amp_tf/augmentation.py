@@ -28,6 +28,12 @@ ROTATIONS = ("quarter", "half")
 ORIENTED_THRESHOLD = 0.1  # orientation_score above this: each class's images share an orientation
 
 
+def _gray(images):
+    """Images ``[N, H, W]`` or ``[N, H, W, C]`` as float32 gray levels ``[N, H, W]`` (channels averaged)."""
+    x = np.asarray(images, dtype=np.float32)
+    return x.mean(axis=-1) if x.ndim == 4 else x
+
+
 def frame_score(images):
     """How much the images share a fixed frame: the spatial standard deviation of their mean image
     over the standard deviation of all their pixels (gray levels; RGB averaged), in [0, 1].
@@ -38,8 +44,7 @@ def frame_score(images):
     Measured (``bench/image_scores.py``): wafer maps (MixedWM38 and the synthetic ones) 0.81-0.83,
     NEU-CLS 0.04-0.07 on draws of 10-50 images per class.
     """
-    x = images.astype("float32")
-    x = x.mean(axis=-1) if x.ndim == 4 else x
+    x = _gray(images)
     total = float(x.std())
     return 0.0 if total == 0 else float(x.mean(axis=0).std() / total)
 
@@ -57,9 +62,7 @@ def auto_crop_scale_min(images, paper_scale_min=DEFAULT_CROP_SCALE[0]):
 def anisotropy(images):
     """Per image, ``(Ex - Ey) / (Ex + Ey)`` in [-1, 1]: Ex and Ey are the mean squared horizontal and
     vertical gray-level gradients (RGB averaged); 1 for stripes across x, -1 across y, 0 for no axis."""
-    x = np.asarray(images, dtype=np.float32)
-    x = x.mean(axis=-1) if x.ndim == 4 else x
-    gy, gx = np.gradient(x, axis=(1, 2))
+    gy, gx = np.gradient(_gray(images), axis=(1, 2))
     ex, ey = (gx ** 2).mean(axis=(1, 2)), (gy ** 2).mean(axis=(1, 2))
     return (ex - ey) / np.maximum(ex + ey, np.finfo(np.float32).tiny)
 
@@ -67,12 +70,12 @@ def anisotropy(images):
 def orientation_score(images, labels):
     """How much the images of each class share an orientation, in [0, 1]: per image, the
     :func:`anisotropy` ``a = (Ex - Ey) / (Ex + Ey)`` of its horizontal and vertical gradient
-    energies; per class, ``|mean a|`` less what chance gives (two standard errors of the mean, floored at 0;
-    a class of one image scores 0); the score is the mean over the classes (images labelled -1,
-    an unlabeled pool, count as one class).
+    energies; per class, ``|mean a|`` less what chance gives (two standard errors of the mean,
+    floored at 0; a class of one image scores 0); the score is the mean over the classes (images
+    labelled -1, an unlabeled pool, count as one class).
 
     Steel strips photographed along the rolling direction have streaks that run one way in every
-    image of a class (NEU-CLS inclusions: ``a`` about 0.5, positive in 97 % of them); a quarter
+    image of a class (NEU-CLS inclusions: ``a`` about 0.5, positive in 94-100 % of them); a quarter
     turn makes views no test image looks like and, through L_con (Eq. 1-2), asks the embedding not
     to see the difference. Wafer maps have no such axis (a scratch runs any way; round patterns
     have none). The chance term keeps a few strongly anisotropic images that happen to lean one
