@@ -87,6 +87,8 @@ def main():
             line = {**key, "test_accuracy": round(metrics["test_accuracy"], 4),
                     "num_test": metrics["num_test"], "seconds": round(time.time() - start, 1),
                     **bench_lines.provenance()}
+            if metrics.get("final_train_metrics"):  # the last epoch's losses: is L_arc still pulling?
+                line["final_train_metrics"] = {k: round(v, 4) for k, v in metrics["final_train_metrics"].items()}
             if "reference_db_accuracy_on_features" in metrics:
                 line["reference_db_accuracy_on_features"] = round(metrics["reference_db_accuracy_on_features"], 4)
             if metrics.get("validation"):
