@@ -44,7 +44,8 @@ command_flags.define_prototypes("As export --prototypes: evaluate the rule an ex
 command_flags.define_reject_threshold("are reported as unknown (reference databases only).")
 flags.DEFINE_enum("tta", None, ["none", "dihedral"],
                   "Test-time augmentation of every reference and query (default: the run's --tta): dihedral "
-                  "averages each image's 8 rotations and flips.")
+                  "averages each image's 8 rotations and flips (refused on a run whose views turned by half "
+                  "turns only).")
 flags.DEFINE_bool("projector", True, "Write the embeddings to TensorBoard's projector.")
 flags.DEFINE_integer("projector_max_images", 2000, "At most this many test images in the projector (seeded draw).")
 flags.DEFINE_string("output_dir", None, "Where the results go (default MODEL_DIR/evaluation).")

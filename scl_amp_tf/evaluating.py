@@ -22,12 +22,13 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     """Evaluates a finished run; returns ``(result dict, test labels, predictions, embeddings dict)``.
 
     ``tta`` (None: the run's ``--tta``) embeds every reference and query as
-    :func:`scl_amp_tf.inference.embed` does; a reference database is built from those embeddings.
+    :func:`scl_amp_tf.inference.embed` does (``dihedral`` is refused on a run whose views turned by
+    half turns only, as training refuses it); a reference database is built from those embeddings.
     ``prototypes`` is its scoring rule (:data:`scl_amp_tf.reference.PROTOTYPE_RULES`), for the
     predictions, the ``auto`` threshold and the open-set AUROC alike, as ``export`` serves it."""
     import keras
 
-    from scl_amp_tf import evaluation, inference, open_set, reference, run_folder
+    from scl_amp_tf import evaluation, inference, invariance, open_set, reference, run_folder
 
     if representation not in REPRESENTATIONS:
         raise ValueError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
@@ -51,6 +52,9 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     refs = (np.arange(len(train_data.labels)) if reference_shots is None
             else reference.sample_references(train_data.labels, reference_shots, seed))
     tta = run_folder.tta_of(settings) if tta is None else tta
+    invariance.check_with_turns(tta, run_folder.rotations_of(model_dir, settings),
+                                f"the run's views (--rotations={settings.get('rotations', 'quarter')}, half turns)",
+                                "give --tta=none")
 
     def outputs(images):
         return inference.embed(model, images, tta=tta, average="raw" if use_softmax else "unit")

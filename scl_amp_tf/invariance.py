@@ -32,6 +32,16 @@ def check(tta):
     return tta
 
 
+def check_with_turns(tta, rotations, turns, remedy):
+    """Refuses ``tta="dihedral"`` for a network whose views turned by half turns only
+    (``rotations == "half"``, :func:`scl_amp_tf.augmentation.auto_rotations`): it would average
+    each image over quarter turns the network never trained. ``turns`` says where the half turns
+    came from and ``remedy`` what to give instead, for the message."""
+    if check(tta) == "dihedral" and rotations == "half":
+        raise ValueError(f"--tta=dihedral averages each image over quarter turns, which {turns} does not "
+                         f"train; {remedy}.")
+
+
 def dihedral_views(images):
     """The 8 transforms of :func:`dihedral_view_np`, in its order, in TensorFlow (for graphs that
     are exported)."""

@@ -75,6 +75,18 @@ def load_run(model_dir, data_dir=None, manual_dir=None):
     return settings, data.subset(train_idx), data.subset(test_idx)
 
 
+def rotations_of(model_dir, settings):
+    """The turns the run's views took: ``metrics.json``'s ``rotations_used`` (``--rotations=auto``
+    resolved on the fitted images), else its ``--rotations`` (runs made before the flag: quarter)."""
+    path = os.path.join(model_dir, METRICS)
+    if os.path.exists(path):
+        with open(path) as f:
+            used = json.load(f).get("rotations_used")
+        if used is not None:
+            return used
+    return settings.get("rotations", "quarter")
+
+
 def tta_of(settings):
     """The run's ``--tta`` (runs made before the flag existed had none)."""
     return settings.get("tta", "none")

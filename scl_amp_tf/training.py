@@ -40,6 +40,7 @@ from scl_amp_tf import data as data_lib
 from scl_amp_tf import distribute
 from scl_amp_tf import evaluation
 from scl_amp_tf import input_pipeline
+from scl_amp_tf import invariance
 from scl_amp_tf import models
 from scl_amp_tf import pseudo_labels
 from scl_amp_tf import provenance
@@ -200,12 +201,10 @@ def fitted_views(config, fit_data, verbose=False):
                   "turn by half turns only).")
     else:
         rotations, orientation = config.rotations, None
-    if rotations == "half" and config.tta == "dihedral":
-        raise ValueError("--tta=dihedral averages each image over quarter turns, which "
-                         f"--rotations={config.rotations} "
-                         + (f"(half turns here: the images share an orientation, score {orientation:.3f}) "
-                            if orientation is not None else "")
-                         + "does not train; give --rotations=quarter or --tta=none.")
+    invariance.check_with_turns(
+        config.tta, rotations, f"--rotations={config.rotations}" + (
+            f" (half turns here: the images share an orientation, score {orientation:.3f})"
+            if orientation is not None else ""), "give --rotations=quarter or --tta=none")
     return (scale_min, score), (rotations, orientation)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scl_amp_tf import data as data_lib
-from scl_amp_tf import augmentation, schedules, validation
+from scl_amp_tf import augmentation, evaluating, schedules, validation
 from scl_amp_tf.train_config import TrainConfig
 from scl_amp_tf.training import train_and_evaluate
 
@@ -120,6 +120,9 @@ def test_validation_accuracy_on_the_validated_epochs_and_the_best_restored(tmp_p
     assert metrics["crop_scale_min_used"] == 0.8 and metrics["frame_score"] > 0.5  # wafer maps share a frame
     if method == "scl_amp":  # learns with half turns too
         assert metrics["rotations_used"] == "half" and metrics["orientation_score"] is None
+        # evaluate refuses to average the run's images over quarter turns it never trained
+        with pytest.raises(ValueError, match="quarter turns, which the run's views .*half turns"):
+            evaluating.evaluate_run(config.model_dir, tta="dihedral")
     else:  # wafer maps have no shared axis: auto keeps the paper's quarter turns
         assert metrics["rotations_used"] == "quarter"
         assert metrics["orientation_score"] < augmentation.ORIENTED_THRESHOLD
