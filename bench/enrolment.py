@@ -106,7 +106,6 @@ def main():
     import bench_lines
     import keras
 
-    from scl_amp_tf import data as data_lib
     from scl_amp_tf import inference, run_folder
     from scl_amp_tf.reference import ReferenceDatabase, l2_normalize
 
@@ -114,13 +113,10 @@ def main():
     for model_dir in args.runs:
         model_dir = os.path.normpath(model_dir)
         run = os.path.join(*model_dir.split(os.sep)[-3:])  # e.g. cpu-12800steps/base_In_Pa_RS/ce_seed0
-        settings, train_data, test_data = run_folder.load_run(model_dir, manual_dir=args.manual_dir)
+        settings, train_data, test_data, everything = run_folder.load_run(model_dir, manual_dir=args.manual_dir,
+                                                                          every_class=True)
         if not settings.get("classes"):
             raise SystemExit(f"{model_dir} trained on every class of its dataset: no class is left to enrol.")
-        recorded = run_folder.saved_data_flags(model_dir)
-        everything = data_lib.load_dataset(settings["dataset"], settings["image_size"], data_dir=recorded["data_dir"],
-                                           manual_dir=args.manual_dir or recorded["manual_dir"],
-                                           synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"])
         novel_ids = [i for i, n in enumerate(everything.class_names) if n not in train_data.class_names]
         novel_mask = np.isin(everything.labels, novel_ids)
         novel_labels = np.searchsorted(np.unique(everything.labels[novel_mask]), everything.labels[novel_mask])

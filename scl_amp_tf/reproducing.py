@@ -82,17 +82,13 @@ def few_shot(config, episodes):
     open-set rejection of an unseen class (AUROC, and the rates at the ``auto`` threshold)."""
     import keras
 
-    from scl_amp_tf import data as data_lib
     from scl_amp_tf import evaluation, inference, open_set, run_folder
 
-    data = data_lib.load_dataset(config.dataset, config.image_size, data_dir=config.data_dir,
-                              manual_dir=config.manual_dir, synthetic_per_class=config.synthetic_per_class,
-                              seed=config.seed)
+    settings, train_data, _, data = run_folder.load_run(config.model_dir, data_dir=config.data_dir,
+                                                        manual_dir=config.manual_dir, every_class=True)
     base = [n.strip() for n in config.classes.split(",")]
     novel_ids = [i for i, n in enumerate(data.class_names) if n not in base]
     novel = np.isin(data.labels, novel_ids)
-    settings, train_data, _ = run_folder.load_run(config.model_dir, data_dir=config.data_dir,
-                                                  manual_dir=config.manual_dir)
     tta = run_folder.tta_of(settings)
     encoder = keras.models.load_model(os.path.join(config.model_dir, run_folder.ENCODER))
     representations = {"backbone": inference.features_of(encoder)}

@@ -54,25 +54,29 @@ def load_settings(model_dir, files=(CONFIG, SPLIT, ENCODER, REFERENCE_DB)):
         return json.load(f)
 
 
-def load_run(model_dir, data_dir=None, manual_dir=None):
-    """A finished run: ``(settings dict, training images, test images)``, split as in training.
+def load_run(model_dir, data_dir=None, manual_dir=None, every_class=False):
+    """A finished run: ``(settings dict, training images, test images)``, split as in training;
+    with ``every_class``, also its dataset with every class, also those a ``--classes`` run never
+    trained on (what enrolment meets), loaded once for both.
 
     ``data_dir`` / ``manual_dir`` override the ones the run recorded (the data may have moved).
     Raises ValueError when ``model_dir`` is not a finished run or its data cannot be loaded.
     """
     settings = load_settings(model_dir)
     recorded = saved_data_flags(model_dir)
-    data = data_lib.load_dataset(settings["dataset"], settings["image_size"],
-                                 data_dir=data_dir or recorded["data_dir"],
-                                 manual_dir=manual_dir or recorded["manual_dir"],
-                                 synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"],
-                                 classes=settings.get("classes"))
+    everything = data_lib.load_dataset(settings["dataset"], settings["image_size"],
+                                       data_dir=data_dir or recorded["data_dir"],
+                                       manual_dir=manual_dir or recorded["manual_dir"],
+                                       synthetic_per_class=settings["synthetic_per_class"], seed=settings["seed"])
+    classes = settings.get("classes")
+    data = data_lib.select_classes(everything, classes) if classes else everything
     with np.load(os.path.join(model_dir, SPLIT)) as split:
         train_idx, test_idx = split["train"], split["test"]
     if max(train_idx.max(initial=0), test_idx.max(initial=0)) >= len(data.labels):
         raise ValueError(f"{model_dir}/{SPLIT} indexes {max(train_idx.max(), test_idx.max()) + 1} images but "
                          f"the dataset ({data.description}) has {len(data.labels)}: not the data of this run.")
-    return settings, data.subset(train_idx), data.subset(test_idx)
+    run = (settings, data.subset(train_idx), data.subset(test_idx))
+    return (*run, everything) if every_class else run
 
 
 def rotations_of(model_dir, settings):
