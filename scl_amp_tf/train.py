@@ -86,6 +86,10 @@ flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, ["constant", "cosine"],
 flags.DEFINE_float("warmup_fraction", _DEFAULTS.warmup_fraction,
                    "With --lr_schedule=cosine: the fraction of the run's steps that warm the rate up from 0.")
 flags.DEFINE_enum("optimizer", _DEFAULTS.optimizer, ["adam", "sgd"], "Optimizer (Table I: adam).")
+flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
+                   "Decoupled weight decay (AdamW, SGDW; beyond the paper): each step every weight matrix and "
+                   "convolution kernel shrinks by learning rate x this (biases and batch norm's scales and "
+                   "offsets do not); 0: none, as in Table I.")
 flags.DEFINE_float("temperature", _DEFAULTS.temperature, "Temperature tau of L_con, Eq. 1 (Table I: 0.5).")
 flags.DEFINE_float("margin", _DEFAULTS.margin, "Angular margin m of L_arc, Eq. 4 (Table I: 0.5).")
 flags.DEFINE_float("arc_scale", _DEFAULTS.arc_scale, "Scale s of L_arc, Eq. 4.")

@@ -78,6 +78,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_fraction: float = 0.0
     optimizer: str = "adam"
+    weight_decay: float = 0.0  # decoupled, per step learning rate x weight_decay (training.build_model)
     temperature: float = 0.5
     margin: float = 0.5
     arc_scale: float = 30.0
@@ -131,6 +132,7 @@ class TrainConfig:
              "--restore_best_validation needs a validation split: set --validation_fraction"),
             (self.validation_every >= 1, f"--validation_every={self.validation_every} must be at least 1"),
             (self.optimizer in OPTIMIZERS, f"--optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}"),
+            (0 <= self.weight_decay < 1, f"--weight_decay={self.weight_decay} must lie in [0, 1)"),
             (0 < self.temperature <= 1, f"--temperature={self.temperature} must lie in (0, 1] (section III.A)"),
             (0 <= self.margin < np.pi / 2, f"--margin={self.margin} must lie in [0, pi/2)"),
             (self.arc_scale > 0, f"--arc_scale={self.arc_scale} must be positive"),

@@ -160,7 +160,8 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
         if strategy.num_replicas_in_sync > 1:
             models.set_batchnorm(features, synchronized=True)
         optimizer = OPTIMIZER_CLASSES[config.optimizer](schedules.learning_rate(
-            config.lr_schedule, config.learning_rate, total_steps, config.warmup_fraction))
+            config.lr_schedule, config.learning_rate, total_steps, config.warmup_fraction),
+            weight_decay=config.weight_decay or None)
         if config.method in ("scl_amp", "contrastive"):
             encoder = models.build_encoder(features, config.embedding_dim, config.projection_dim)
             model = models.SclAmpModel(encoder, num_classes, **config.loss_settings())
@@ -174,6 +175,9 @@ def build_model(config: TrainConfig, strategy, image_shape, num_classes, total_s
                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                           jit_compile=config.jit_compile)
             views = "one"
+        if config.weight_decay:  # decoupled (Loshchilov and Hutter, AdamW) on the kernels only, as is
+            # usual: biases and batch norm's scales and offsets are few and set each feature's offset and gain
+            optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
         # Its slots now, not in the first trace of the training step: a tf.function whose first
         # trace creates variables is traced a second time, which doubles the start of every run.
         optimizer.build(model.trainable_variables)

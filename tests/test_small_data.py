@@ -256,3 +256,35 @@ def test_the_small_stem_learns_and_auto_is_recorded(tmp_path):
     assert type(encoder.get_layer("resnet_tiny").get_layer("stem_bn")) is layers.BatchNormalization
     assert any(layer.name == "stem_conv" and layer.kernel_size == (3, 3)
                for layer in encoder.get_layer("resnet_tiny").layers)
+
+
+@pytest.mark.parametrize("method", ["scl_amp", "ce"])
+def test_weight_decay_shrinks_the_kernels_only(tmp_path, method):
+    """--weight_decay (decoupled, as AdamW): with zero gradients Adam's own update is 0, so one step
+    multiplies every kernel (weight matrices, convolutions, ArcMargin's class centres) by
+    1 - learning rate x weight decay and leaves biases and batch norm's scales and offsets alone."""
+    import tensorflow as tf
+
+    from scl_amp_tf import training
+
+    lr, wd = 1e-2, 0.25
+    config = _config(tmp_path, method=method, learning_rate=lr, weight_decay=wd)
+    model, _, _, _ = training.build_model(config, tf.distribute.get_strategy(), (SIZE, SIZE, 1), 5)
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    model.optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    for old, v in zip(before, variables):
+        expected = old * np.float32(1 - lr * wd) if old.ndim >= 2 else old
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, atol=1e-9, err_msg=v.path)
+    assert sum(old.ndim >= 2 for old in before) >= 5 and sum(old.ndim < 2 for old in before) >= 5
+    if method == "scl_amp":  # the class centres of Eq. 4 shrink too (their norm does not enter the cosine)
+        centres = [old for old, v in zip(before, variables) if "arc" in v.path.lower()]
+        assert centres and all(c.ndim == 2 for c in centres)
+    with pytest.raises(ValueError, match="--weight_decay=1.5 must lie in"):
+        _config(tmp_path, weight_decay=1.5).validate()
+
+
+def test_a_run_with_weight_decay_learns(tmp_path):
+    metrics = train_and_evaluate(_config(tmp_path, weight_decay=0.05, lr_schedule="cosine"))
+    assert metrics["test_accuracy"] > 4 * CHANCE, metrics["test_accuracy"]
+    assert json.load(open(os.path.join(tmp_path, "run", "config.json")))["weight_decay"] == 0.05
