@@ -280,8 +280,10 @@ def test_weight_decay_shrinks_the_kernels_only(tmp_path, method):
     if method == "scl_amp":  # the class centres of Eq. 4 shrink too (their norm does not enter the cosine)
         centres = [old for old, v in zip(before, variables) if "arc" in v.path.lower()]
         assert centres and all(c.ndim == 2 for c in centres)
-    with pytest.raises(ValueError, match="--weight_decay=1.5 must lie in"):
-        _config(tmp_path, weight_decay=1.5).validate()
+    for bad in (dict(weight_decay=-0.1), dict(learning_rate=0.5, weight_decay=2.0)):
+        with pytest.raises(ValueError, match=f"--weight_decay={bad['weight_decay']} must be at least 0 and under"):
+            _config(tmp_path, **bad).validate()
+    _config(tmp_path, learning_rate=5e-4, weight_decay=2.0).validate()  # a shrink of 0.999 a step
 
 
 def test_a_run_with_weight_decay_learns(tmp_path):
