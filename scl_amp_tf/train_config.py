@@ -132,7 +132,7 @@ class TrainConfig:
              "--restore_best_validation needs a validation split: set --validation_fraction"),
             (self.validation_every >= 1, f"--validation_every={self.validation_every} must be at least 1"),
             (self.optimizer in OPTIMIZERS, f"--optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}"),
-            (self.weight_decay >= 0 and self.learning_rate * self.weight_decay < 1,
+            (self.weight_decay == 0 or 0 < self.weight_decay < 1 / self.learning_rate,
              f"--weight_decay={self.weight_decay} must be at least 0 and under 1 / --learning_rate (a step "
              "multiplies each kernel by 1 - learning rate x weight decay)"),
             (0 < self.temperature <= 1, f"--temperature={self.temperature} must lie in (0, 1] (section III.A)"),
