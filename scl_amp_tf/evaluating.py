@@ -34,11 +34,8 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
         raise ValueError(f"--representation={representation!r} must be one of {', '.join(REPRESENTATIONS)}.")
     if reference_shots is not None and reference_shots < 1:
         raise ValueError(f"--reference_shots={reference_shots} must be at least 1.")
-    settings, train_data, test_data = run_folder.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
-    if len(test_data.labels) == 0:
-        raise ValueError(f"{model_dir} has no test images (it trained on every image): nothing to evaluate. "
-                         "Few-shot runs are evaluated by python -m scl_amp_tf.reproduce --table=4.")
-    encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
+    # every refusal of a flag first: they need the run's settings only, not its data nor its network
+    settings = run_folder.load_settings(model_dir)
     method = settings["method"]
     use_softmax = method == "ce" and representation == "embedding"
     if use_softmax and reject_threshold is not None:
@@ -48,13 +45,18 @@ def evaluate_run(model_dir, *, reference_shots=None, seed=0, representation="emb
     if use_softmax and prototypes != "mean":
         raise ValueError(f"--prototypes={prototypes} works on reference databases: a CE run needs "
                          "--representation=backbone for it.")
-    model = inference.representation_model(encoder, representation)
-    refs = (np.arange(len(train_data.labels)) if reference_shots is None
-            else reference.sample_references(train_data.labels, reference_shots, seed))
     tta = run_folder.tta_of(settings) if tta is None else tta
     invariance.check_with_turns(tta, run_folder.rotations_of(model_dir, settings),
                                 f"the run's views (--rotations={settings.get('rotations', 'quarter')}, half turns)",
                                 "give --tta=none")
+    settings, train_data, test_data = run_folder.load_run(model_dir, data_dir=data_dir, manual_dir=manual_dir)
+    if len(test_data.labels) == 0:
+        raise ValueError(f"{model_dir} has no test images (it trained on every image): nothing to evaluate. "
+                         "Few-shot runs are evaluated by python -m scl_amp_tf.reproduce --table=4.")
+    encoder = keras.models.load_model(os.path.join(model_dir, run_folder.ENCODER))
+    model = inference.representation_model(encoder, representation)
+    refs = (np.arange(len(train_data.labels)) if reference_shots is None
+            else reference.sample_references(train_data.labels, reference_shots, seed))
 
     def outputs(images):
         return inference.embed(model, images, tta=tta, average="raw" if use_softmax else "unit")
